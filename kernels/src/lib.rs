@@ -1,0 +1,36 @@
+//! Slice-level numerical kernels for the `fmnist` engine.
+//!
+//! This crate knows nothing of tensors, tapes or layers: every function takes flat `f32`
+//! slices plus the dimensions that give them meaning, and writes into caller-owned outputs.
+//! Every fast kernel has a plain nested-loop twin named `*_ref` in the same module; the tests
+//! compare the two, and the twin is the place to read first.
+//!
+//! Dimension letters used throughout (the same legend as in the main crate):
+//!
+//! | letter | meaning |
+//! |---|---|
+//! | N | images in a batch |
+//! | C | input channels |
+//! | H, W | input height and width |
+//! | OC | output channels (filters) |
+//! | KH, KW | kernel height and width |
+//! | OH, OW | output height and width |
+//! | M, K, N | GEMM: `C[M, N] = A[M, K] * B[K, N]` |
+//!
+//! All image buffers are NCHW, row-major. `unsafe` appears in exactly one place: the
+//! `matrixmultiply` call inside [`gemm::sgemm`], which checks every length and stride first.
+
+pub mod activation;
+pub mod batchnorm;
+pub mod bias;
+pub mod conv_direct;
+pub mod dropout;
+pub mod gemm;
+pub mod im2col;
+pub mod optim;
+pub mod pool;
+pub mod rng;
+pub mod simd;
+pub mod softmax;
+
+pub use rng::Rng;

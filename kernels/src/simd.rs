@@ -1,0 +1,95 @@
+//! The SIMD vector type the kernels use, chosen at compile time.
+//!
+//! `wide` decides how an `f32x16` or `f32x8` runs from the `target_feature`s the crate is
+//! compiled with: with AVX-512 an `f32x16` is one zmm register, with only AVX2 it is two ymm
+//! halves, and with neither it falls back to four SSE halves. The repository's
+//! `.cargo/config.toml` sets `target-cpu=native`, so the width follows the building machine.
+
+#[cfg(target_feature = "avx512f")]
+pub type Fx = wide::f32x16;
+#[cfg(not(target_feature = "avx512f"))]
+pub type Fx = wide::f32x8;
+
+/// Lanes in [`Fx`].
+#[cfg(target_feature = "avx512f")]
+pub const LANES: usize = 16;
+#[cfg(not(target_feature = "avx512f"))]
+pub const LANES: usize = 8;
+
+/// A one-line description of the SIMD width compiled in, for logs and benchmarks.
+pub fn describe() -> &'static str {
+    if cfg!(target_feature = "avx512f") {
+        "AVX-512 (f32x16, 512-bit)"
+    } else if cfg!(target_feature = "avx2") {
+        "AVX2 (f32x8, 256-bit)"
+    } else if cfg!(target_feature = "sse2") {
+        "SSE2 (f32x8 emulated as 2x128-bit)"
+    } else {
+        "scalar fallback"
+    }
+}
+
+/// Loads up to [`LANES`] values; missing lanes are zero.
+#[inline(always)]
+pub fn load(s: &[f32]) -> Fx {
+    Fx::from(s)
+}
+
+/// Stores the first `out.len()` lanes (at most [`LANES`]).
+#[inline(always)]
+pub fn store(v: Fx, out: &mut [f32]) {
+    let n = out.len();
+    out.copy_from_slice(&v.as_array()[..n]);
+}
+
+/// `y[i] += a * x[i]` for equal-length slices.
+#[inline]
+pub fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
+    assert_eq!(x.len(), y.len(), "axpy: x has {} values, y has {}", x.len(), y.len());
+    let av = Fx::splat(a);
+    let mut xc = x.chunks_exact(LANES);
+    let mut yc = y.chunks_exact_mut(LANES);
+    for (xs, ys) in (&mut xc).zip(&mut yc) {
+        store(load(xs).mul_add(av, load(ys)), ys);
+    }
+    for (xv, yv) in xc.remainder().iter().zip(yc.into_remainder()) {
+        *yv += a * xv;
+    }
+}
+
+/// Dot product of equal-length slices (lane-wise partial sums, then a fixed-order reduction,
+/// so the result depends only on the inputs).
+#[inline]
+pub fn dot(x: &[f32], y: &[f32]) -> f32 {
+    assert_eq!(x.len(), y.len(), "dot: x has {} values, y has {}", x.len(), y.len());
+    let mut acc = Fx::splat(0.0);
+    let xc = x.chunks_exact(LANES);
+    let yc = y.chunks_exact(LANES);
+    let (xr, yr) = (xc.remainder(), yc.remainder());
+    for (xs, ys) in xc.zip(yc) {
+        acc = load(xs).mul_add(load(ys), acc);
+    }
+    let mut s = acc.reduce_add();
+    for (a, b) in xr.iter().zip(yr) {
+        s += a * b;
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn axpy_and_dot_match_scalar_loops_on_awkward_lengths() {
+        for n in [0, 1, 7, 8, 9, 15, 16, 17, 33] {
+            let x: Vec<f32> = (0..n).map(|i| (i % 5) as f32 - 2.0).collect();
+            let mut y: Vec<f32> = (0..n).map(|i| (i % 3) as f32).collect();
+            let expect: Vec<f32> = x.iter().zip(&y).map(|(a, b)| b + 2.0 * a).collect();
+            let d: f32 = x.iter().zip(&y).map(|(a, b)| a * b).sum();
+            assert_eq!(dot(&x, &y), d, "dot n={n}");
+            axpy(2.0, &x, &mut y);
+            assert_eq!(y, expect, "axpy n={n}");
+        }
+    }
+}
