@@ -21,9 +21,8 @@ pub fn batchnorm_stats(x: &[f32], n: usize, c: usize, s: usize, mean: &mut [f32]
     for ch in 0..c {
         let planes = || (0..n).map(move |i| &x[(i * c + ch) * s..(i * c + ch + 1) * s]);
         let mu = planes().map(|p| p.iter().map(|&v| v as f64).sum::<f64>()).sum::<f64>() / m;
-        let sq = planes()
-            .map(|p| p.iter().map(|&v| (v as f64 - mu) * (v as f64 - mu)).sum::<f64>())
-            .sum::<f64>();
+        let sq =
+            planes().map(|p| p.iter().map(|&v| (v as f64 - mu) * (v as f64 - mu)).sum::<f64>()).sum::<f64>();
         mean[ch] = mu as f32;
         var[ch] = (sq / m) as f32;
     }

@@ -37,8 +37,18 @@ fn pad_into(g: &ConvGeom, x: &[f32], xp: &mut Vec<f32>) {
 
 fn check(g: &ConvGeom, oc: usize, x: usize, w: usize, y: usize) {
     assert_eq!(x, g.in_len(), "conv_direct: x has {x} values, geometry needs {}", g.in_len());
-    assert_eq!(w, oc * g.col_rows(), "conv_direct: w has {w} values, needs OC*C*KH*KW = {}", oc * g.col_rows());
-    assert_eq!(y, oc * g.out_plane(), "conv_direct: y has {y} values, needs OC*OH*OW = {}", oc * g.out_plane());
+    assert_eq!(
+        w,
+        oc * g.col_rows(),
+        "conv_direct: w has {w} values, needs OC*C*KH*KW = {}",
+        oc * g.col_rows()
+    );
+    assert_eq!(
+        y,
+        oc * g.out_plane(),
+        "conv_direct: y has {y} values, needs OC*OH*OW = {}",
+        oc * g.out_plane()
+    );
 }
 
 /// Forward for one image: overwrites `y[OC, OH, OW]`. `scratch` holds the padded input

@@ -70,10 +70,7 @@ fn check_fits(name: &str, len: usize, rows: usize, cols: usize, rs: usize, cs: u
              but its slice holds {len}",
             last + 1
         );
-        assert!(
-            last <= isize::MAX as usize,
-            "sgemm: {name} strides overflow isize"
-        );
+        assert!(last <= isize::MAX as usize, "sgemm: {name} strides overflow isize");
     }
 }
 
@@ -87,7 +84,12 @@ pub fn sgemm(alpha: f32, a: MatRef, b: MatRef, beta: f32, c: MatMut) {
     assert!(
         b.rows == k && c.rows == m && c.cols == n,
         "sgemm: shapes do not chain: A {}x{}, B {}x{}, C {}x{}",
-        a.rows, a.cols, b.rows, b.cols, c.rows, c.cols
+        a.rows,
+        a.cols,
+        b.rows,
+        b.cols,
+        c.rows,
+        c.cols
     );
     check_fits("A", a.data.len(), m, k, a.row_stride, a.col_stride);
     check_fits("B", b.data.len(), k, n, b.row_stride, b.col_stride);

@@ -82,14 +82,15 @@ impl ConvGeom {
         (oh * self.stride_h + kh).checked_sub(self.pad_top).filter(|&ih| ih < self.h)
     }
     /// The range of output columns whose source column (for kernel column `kw`) is inside the
-    /// image: `ow` in `lo..hi`.
+    /// image: `ow` in `lo..hi`, with `lo == hi` when there is none (then `lo + kw` may be
+    /// less than `PL`, so callers must not form a source index from `lo`).
     fn valid_ow(&self, kw: usize) -> (usize, usize) {
         let s = self.stride_w;
         // ow*s + kw >= PL  <=>  ow >= ceil((PL - kw) / s)
         let lo = self.pad_left.saturating_sub(kw).div_ceil(s);
-        // ow*s + kw - PL <= W - 1  <=>  ow <= (W - 1 + PL - kw) / s
+        // ow*s + kw - PL <= W - 1  <=>  ow <= (W + PL - 1 - kw) / s  (no underflow when W = 0)
         let hi = if self.w + self.pad_left > kw {
-            ((self.w - 1 + self.pad_left - kw) / s + 1).min(self.ow)
+            ((self.w + self.pad_left - 1 - kw) / s + 1).min(self.ow)
         } else {
             0
         };
@@ -109,6 +110,11 @@ pub fn im2col(g: &ConvGeom, x: &[f32], col: &mut [f32]) {
             for kw in 0..g.kw {
                 let Some(row) = rows.next() else { return };
                 let (lo, hi) = g.valid_ow(kw);
+                if lo == hi {
+                    // This kernel column reads only padding, in every output position.
+                    row.fill(0.0);
+                    continue;
+                }
                 for oh in 0..g.oh {
                     let out = &mut row[oh * g.ow..(oh + 1) * g.ow];
                     let Some(ih) = g.src_row(oh, kh) else {
@@ -170,6 +176,9 @@ pub fn col2im(g: &ConvGeom, col: &[f32], x: &mut [f32]) {
             for kw in 0..g.kw {
                 let row = rows.next().expect("col rows match C*KH*KW");
                 let (lo, hi) = g.valid_ow(kw);
+                if lo == hi {
+                    continue; // this kernel column reads only padding
+                }
                 for oh in 0..g.oh {
                     let Some(ih) = g.src_row(oh, kh) else { continue };
                     let src = &row[oh * g.ow..(oh + 1) * g.ow];

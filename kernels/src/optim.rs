@@ -72,7 +72,8 @@ pub fn adam_update(h: &AdamParams, p: &mut [f32], g: &[f32], m: &mut [f32], v: &
     let bc2 = 1.0 - (h.beta2 as f64).powi(h.t.min(i32::MAX as u64) as i32);
     let step = Fx::splat((h.lr as f64 / bc1) as f32);
     let inv_bc2 = Fx::splat((1.0 / bc2) as f32);
-    let (b1, b2, eps, wd) = (Fx::splat(h.beta1), Fx::splat(h.beta2), Fx::splat(h.eps), Fx::splat(h.weight_decay));
+    let (b1, b2, eps, wd) =
+        (Fx::splat(h.beta1), Fx::splat(h.beta2), Fx::splat(h.eps), Fx::splat(h.weight_decay));
     let (one_b1, one_b2) = (Fx::splat(1.0 - h.beta1), Fx::splat(1.0 - h.beta2));
     let mut pc = p.chunks_exact_mut(LANES);
     let mut gc = g.chunks_exact(LANES);

@@ -31,7 +31,12 @@ impl PoolGeom {
 
 fn check(g: &PoolGeom, planes: usize, x: usize, y: usize, idx: usize) {
     assert_eq!(x, planes * g.h * g.w, "maxpool: x has {x} values, needs planes*H*W = {}", planes * g.h * g.w);
-    assert_eq!(y, planes * g.oh * g.ow, "maxpool: y has {y} values, needs planes*OH*OW = {}", planes * g.oh * g.ow);
+    assert_eq!(
+        y,
+        planes * g.oh * g.ow,
+        "maxpool: y has {y} values, needs planes*OH*OW = {}",
+        planes * g.oh * g.ow
+    );
     assert_eq!(idx, y, "maxpool: argmax has {idx} entries, y has {y}");
 }
 
@@ -42,10 +47,8 @@ pub fn maxpool_forward(g: &PoolGeom, planes: usize, x: &[f32], y: &mut [f32], ar
     if out_plane == 0 {
         return;
     }
-    for ((xp, yp), ap) in x
-        .chunks_exact(in_plane)
-        .zip(y.chunks_exact_mut(out_plane))
-        .zip(argmax.chunks_exact_mut(out_plane))
+    for ((xp, yp), ap) in
+        x.chunks_exact(in_plane).zip(y.chunks_exact_mut(out_plane)).zip(argmax.chunks_exact_mut(out_plane))
     {
         if g.k == 2 && g.stride == 2 {
             // The common case, unrolled: two input rows feed one output row.
@@ -96,10 +99,8 @@ pub fn maxpool_backward(g: &PoolGeom, planes: usize, dy: &[f32], argmax: &[u32],
     if out_plane == 0 {
         return;
     }
-    for ((dxp, dyp), ap) in dx
-        .chunks_exact_mut(in_plane)
-        .zip(dy.chunks_exact(out_plane))
-        .zip(argmax.chunks_exact(out_plane))
+    for ((dxp, dyp), ap) in
+        dx.chunks_exact_mut(in_plane).zip(dy.chunks_exact(out_plane)).zip(argmax.chunks_exact(out_plane))
     {
         for (d, &i) in dyp.iter().zip(ap) {
             dxp[i as usize] += d;

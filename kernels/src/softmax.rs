@@ -17,7 +17,14 @@ fn check(z: usize, p: usize, labels: &[u8], n: usize, k: usize) {
 }
 
 /// Writes `probs[N, K]` and returns the loss *summed* over the batch (the caller divides).
-pub fn softmax_xent_forward(z: &[f32], labels: &[u8], n: usize, k: usize, smoothing: f32, probs: &mut [f32]) -> f64 {
+pub fn softmax_xent_forward(
+    z: &[f32],
+    labels: &[u8],
+    n: usize,
+    k: usize,
+    smoothing: f32,
+    probs: &mut [f32],
+) -> f64 {
     check(z.len(), probs.len(), labels, n, k);
     if k == 0 {
         return 0.0;
@@ -48,7 +55,15 @@ pub fn softmax_xent_forward(z: &[f32], labels: &[u8], n: usize, k: usize, smooth
 
 /// `dz += scale * (p - t)`; `scale` is the upstream gradient of the summed loss, for a mean
 /// loss `upstream / N`.
-pub fn softmax_xent_backward(probs: &[f32], labels: &[u8], n: usize, k: usize, smoothing: f32, scale: f32, dz: &mut [f32]) {
+pub fn softmax_xent_backward(
+    probs: &[f32],
+    labels: &[u8],
+    n: usize,
+    k: usize,
+    smoothing: f32,
+    scale: f32,
+    dz: &mut [f32],
+) {
     check(dz.len(), probs.len(), labels, n, k);
     if k == 0 {
         return;
@@ -63,7 +78,14 @@ pub fn softmax_xent_backward(probs: &[f32], labels: &[u8], n: usize, k: usize, s
 }
 
 /// Reference twin of [`softmax_xent_forward`], in `f64` throughout.
-pub fn softmax_xent_forward_ref(z: &[f32], labels: &[u8], n: usize, k: usize, smoothing: f32, probs: &mut [f32]) -> f64 {
+pub fn softmax_xent_forward_ref(
+    z: &[f32],
+    labels: &[u8],
+    n: usize,
+    k: usize,
+    smoothing: f32,
+    probs: &mut [f32],
+) -> f64 {
     check(z.len(), probs.len(), labels, n, k);
     let mut total = 0.0;
     for i in 0..n {
@@ -71,17 +93,28 @@ pub fn softmax_xent_forward_ref(z: &[f32], labels: &[u8], n: usize, k: usize, sm
         let max = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         let sum: f64 = row.iter().map(|v| (v - max).exp()).sum();
         for j in 0..k {
-            let p = (row[j] - max).exp() / sum;
-            probs[i * k + j] = p as f32;
-            let t = smoothing as f64 / k as f64 + if j == labels[i] as usize { 1.0 - smoothing as f64 } else { 0.0 };
-            total -= t * (p.ln());
+            // log p straight from the logits: `p.ln()` is -inf once p underflows (a logit 745
+            // below the max), and 0 * -inf is NaN.
+            let log_p = row[j] - max - sum.ln();
+            probs[i * k + j] = log_p.exp() as f32;
+            let t = smoothing as f64 / k as f64
+                + if j == labels[i] as usize { 1.0 - smoothing as f64 } else { 0.0 };
+            total -= t * log_p;
         }
     }
     total
 }
 
 /// Reference twin of [`softmax_xent_backward`].
-pub fn softmax_xent_backward_ref(probs: &[f32], labels: &[u8], n: usize, k: usize, smoothing: f32, scale: f32, dz: &mut [f32]) {
+pub fn softmax_xent_backward_ref(
+    probs: &[f32],
+    labels: &[u8],
+    n: usize,
+    k: usize,
+    smoothing: f32,
+    scale: f32,
+    dz: &mut [f32],
+) {
     check(dz.len(), probs.len(), labels, n, k);
     for i in 0..n {
         for j in 0..k {

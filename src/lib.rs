@@ -1,0 +1,30 @@
+//! `fmnist`: a from-scratch CPU deep-learning engine for small image classifiers.
+//!
+//! The data flows through the modules in this order:
+//! `data` (IDX / CSV bytes) -> [`tensor`] -> [`tape`] (one node per op) -> [`ops`]
+//! (forward/backward pairs over the `kernels` crate) -> [`layers`] and [`model`] -> [`optim`]
+//! -> `train` -> metrics and report -> the CLI in `main.rs`.
+#![forbid(unsafe_code)]
+
+pub mod data;
+pub mod model;
+pub mod ops;
+pub mod optim;
+pub mod params;
+pub mod presets;
+pub mod tape;
+pub mod tensor;
+
+pub use kernels::Rng;
+pub use model::{Init, LayerConfig, Padding, Sequential};
+pub use params::{ParamId, Params};
+pub use tape::{Tape, Var};
+pub use tensor::Tensor;
+
+/// Whether a forward pass trains (dropout active, batch-norm uses and updates batch
+/// statistics) or evaluates. Passed explicitly; there is no global mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Train,
+    Eval,
+}

@@ -1,0 +1,124 @@
+//! Batch normalisation (`kernels::batchnorm`) over the channels of `[N, C, H, W]` or the
+//! features of `[N, F]`.
+//!
+//! Conventions, written down because the frameworks differ:
+//! - `momentum` follows **Keras**: `running = momentum * running + (1 - momentum) * batch`,
+//!   default 0.99. PyTorch's `momentum=0.1` weighs the *batch* statistic, so it equals Keras
+//!   0.9 here.
+//! - The running variance is updated with the **biased** batch variance (as Keras does;
+//!   PyTorch uses the unbiased `M / (M - 1)` correction there). Normalisation always uses the
+//!   biased variance, in both frameworks.
+//! - `eps` default is Keras's 1e-3 (PyTorch's is 1e-5).
+//!
+//! In training the batch statistics normalise and the running statistics are updated; in
+//! evaluation the running statistics normalise and nothing changes.
+
+use kernels::batchnorm::{batchnorm_backward, batchnorm_normalize, batchnorm_stats};
+
+use crate::params::{ParamId, Params};
+use crate::tape::{Backward, Grads, Tape, Var};
+use crate::tensor::Tensor;
+use crate::Mode;
+
+/// The parameters and settings of one batch-norm layer.
+#[derive(Clone, Copy, Debug)]
+pub struct BatchNormState {
+    pub gamma: ParamId,
+    pub beta: ParamId,
+    pub running_mean: ParamId,
+    pub running_var: ParamId,
+    pub momentum: f32,
+    pub eps: f32,
+}
+
+/// `[N, C, S]` view of a `[N, C, ...]` tensor.
+fn ncs(shape: &[usize]) -> (usize, usize, usize) {
+    assert!(shape.len() >= 2, "batch_norm: input {shape:?} has no channel dimension");
+    (shape[0], shape[1], shape[2..].iter().product())
+}
+
+/// Records batch normalisation of `x`; in training also updates the running statistics.
+///
+/// # Shapes
+/// `x: [N, C, H, W]` or `[N, C]`; `gamma`, `beta`, running mean and variance `[C]` -> `x`'s shape.
+pub fn batch_norm(tape: &mut Tape, params: &mut Params, x: Var, st: &BatchNormState, mode: Mode) -> Var {
+    let xv = tape.value(x);
+    let (n, c, s) = ncs(xv.shape());
+    assert_eq!(params.value(st.gamma).len(), c, "batch_norm: {c} channels, gamma {:?}", params.value(st.gamma).shape());
+    let (mean, var) = match mode {
+        Mode::Train => {
+            let (mut mean, mut var) = (vec![0.0; c], vec![0.0; c]);
+            batchnorm_stats(xv.data(), n, c, s, &mut mean, &mut var);
+            let m = st.momentum;
+            for (r, b) in params.value_mut(st.running_mean).data_mut().iter_mut().zip(&mean) {
+                *r = m * *r + (1.0 - m) * b;
+            }
+            for (r, b) in params.value_mut(st.running_var).data_mut().iter_mut().zip(&var) {
+                *r = m * *r + (1.0 - m) * b;
+            }
+            (mean, var)
+        }
+        Mode::Eval => (params.value(st.running_mean).data().to_vec(), params.value(st.running_var).data().to_vec()),
+    };
+    let inv_std: Vec<f32> = var.iter().map(|v| 1.0 / (v + st.eps).sqrt()).collect();
+    let mut y = Tensor::zeros(xv.shape());
+    let (gamma, beta) = (params.value(st.gamma).data(), params.value(st.beta).data());
+    batchnorm_normalize(xv.data(), n, c, s, &mean, &inv_std, gamma, beta, y.data_mut());
+    let op = BatchNormBackward { x, gamma: st.gamma, beta: st.beta, mean, inv_std, batch_stats: mode == Mode::Train };
+    tape.push(y, true, Box::new(op))
+}
+
+struct BatchNormBackward {
+    x: Var,
+    gamma: ParamId,
+    beta: ParamId,
+    /// The statistics that normalised: the batch's in training, the running ones in eval.
+    mean: Vec<f32>,
+    inv_std: Vec<f32>,
+    /// With batch statistics the mean and variance depend on `x` and backward must go
+    /// through them; with running statistics the layer is a per-channel affine map.
+    batch_stats: bool,
+}
+
+impl Backward for BatchNormBackward {
+    fn backward(&self, _out: &Tensor, dout: &Tensor, grads: &mut Grads) {
+        let x = grads.nodes.value(self.x);
+        let (n, c, s) = ncs(x.shape());
+        let gamma = grads.params.value(self.gamma);
+        let mut dgamma = vec![0.0; c];
+        let mut dbeta = vec![0.0; c];
+        let mut dx = vec![0.0; x.len()];
+        if self.batch_stats {
+            batchnorm_backward(
+                x.data(),
+                dout.data(),
+                n,
+                c,
+                s,
+                &self.mean,
+                &self.inv_std,
+                gamma.data(),
+                &mut dx,
+                &mut dgamma,
+                &mut dbeta,
+            );
+        } else if s > 0 {
+            for (i, ((xp, dyp), dxp)) in
+                x.data().chunks_exact(s).zip(dout.data().chunks_exact(s)).zip(dx.chunks_exact_mut(s)).enumerate()
+            {
+                let ch = i % c;
+                let (mu, is) = (self.mean[ch], self.inv_std[ch]);
+                for ((&xv, &g), d) in xp.iter().zip(dyp).zip(dxp.iter_mut()) {
+                    dgamma[ch] += g * (xv - mu) * is;
+                    dbeta[ch] += g;
+                    *d = g * gamma.data()[ch] * is;
+                }
+            }
+        }
+        kernels::simd::axpy(1.0, &dgamma, grads.params.grad_mut(self.gamma).data_mut());
+        kernels::simd::axpy(1.0, &dbeta, grads.params.grad_mut(self.beta).data_mut());
+        if grads.nodes.needs_grad(self.x) {
+            kernels::simd::axpy(1.0, &dx, grads.nodes.grad_mut(self.x).data_mut());
+        }
+    }
+}

@@ -1,0 +1,95 @@
+//! Optimizers, in order of increasing complexity: SGD (with momentum and weight decay), then
+//! Adam. The update loops are `kernels::optim`; this module owns the per-parameter state and
+//! the step counter, skips non-trainable buffers, and leaves zeroing the gradients to the
+//! caller (an explicit step, as in PyTorch).
+
+use kernels::optim::{adam_update, sgd_update, AdamParams, SgdParams};
+use serde::{Deserialize, Serialize};
+
+use crate::params::Params;
+
+/// Which optimizer, with its hyper-parameters.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum OptimizerConfig {
+    Sgd { lr: f32, momentum: f32, weight_decay: f32 },
+    /// `eps` defaults to Keras's 1e-7; PyTorch uses 1e-8 (see `kernels::optim` for where it
+    /// enters the update).
+    Adam { lr: f32, beta1: f32, beta2: f32, eps: f32, weight_decay: f32 },
+}
+
+impl OptimizerConfig {
+    /// SGD with the given momentum and no weight decay.
+    pub fn sgd(lr: f32, momentum: f32) -> Self {
+        OptimizerConfig::Sgd { lr, momentum, weight_decay: 0.0 }
+    }
+
+    /// Adam with Keras's defaults: betas 0.9 and 0.999, eps 1e-7.
+    pub fn adam(lr: f32) -> Self {
+        OptimizerConfig::Adam { lr, beta1: 0.9, beta2: 0.999, eps: 1e-7, weight_decay: 0.0 }
+    }
+
+    pub fn lr(&self) -> f32 {
+        match *self {
+            OptimizerConfig::Sgd { lr, .. } | OptimizerConfig::Adam { lr, .. } => lr,
+        }
+    }
+
+    pub fn with_lr(mut self, new: f32) -> Self {
+        match &mut self {
+            OptimizerConfig::Sgd { lr, .. } | OptimizerConfig::Adam { lr, .. } => *lr = new,
+        }
+        self
+    }
+}
+
+/// An optimizer bound to a model's parameters.
+#[derive(Clone, Debug)]
+pub struct Optimizer {
+    pub config: OptimizerConfig,
+    /// Steps taken so far (Adam's `t` is `step` after the increment).
+    pub step: u64,
+    /// Per parameter: SGD's velocity, or Adam's first and second moments (empty for buffers).
+    pub state: Vec<Vec<Vec<f32>>>,
+}
+
+impl Optimizer {
+    pub fn new(config: OptimizerConfig, params: &Params) -> Self {
+        let slots = match config {
+            OptimizerConfig::Sgd { .. } => 1,
+            OptimizerConfig::Adam { .. } => 2,
+        };
+        let state = params
+            .iter()
+            .map(|p| if p.trainable { vec![vec![0.0; p.value.len()]; slots] } else { Vec::new() })
+            .collect();
+        Optimizer { config, step: 0, state }
+    }
+
+    /// Changes the learning rate (for schedules).
+    pub fn set_lr(&mut self, lr: f32) {
+        self.config = self.config.with_lr(lr);
+    }
+
+    /// Applies one update to every trainable parameter from its accumulated gradient.
+    pub fn step(&mut self, params: &mut Params) {
+        assert_eq!(self.state.len(), params.len(), "optimizer built for another model");
+        self.step += 1;
+        for (p, st) in params.iter_mut().zip(&mut self.state) {
+            if !p.trainable {
+                continue;
+            }
+            match self.config {
+                OptimizerConfig::Sgd { lr, momentum, weight_decay } => {
+                    let h = SgdParams { lr, momentum, weight_decay };
+                    sgd_update(&h, p.value.data_mut(), p.grad.data(), &mut st[0]);
+                }
+                OptimizerConfig::Adam { lr, beta1, beta2, eps, weight_decay } => {
+                    let h = AdamParams { lr, beta1, beta2, eps, weight_decay, t: self.step };
+                    let (m, v) = st.split_at_mut(1);
+                    adam_update(&h, p.value.data_mut(), p.grad.data(), &mut m[0], &mut v[0]);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! The reference models of `../shared/REFERENCE.md` and their training recipes.
+//!
+//! | preset | write-up | model |
+//! |---|---|---|
+//! | `c1` | C | conv 32@3x3, pool, dense 128, dense 10 (693,962 parameters) |
+//! | `a`, `b` | A and B | conv 64@3x3, pool, dropout .25, dense 32, dense 10; two recipes |
+//! | `c2`, `c3` | C | two and three convolutions with stride-2 'same' layers, dropout |
+//! | `cmasch` | E | input batch-norm, two 4x4 convolutions, dropout, batch-norm (493,772) |
+//!
+//! Keras's `Conv2D(..., activation='relu')` is written here as a conv layer followed by a
+//! ReLU layer; Keras's `Dense(10, activation='softmax')` is a plain dense layer, the softmax
+//! being fused into the loss.
+
+use crate::model::{LayerConfig as L, Padding};
+use crate::optim::OptimizerConfig;
+
+/// How a preset trains, as its write-up did.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Recipe {
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub optimizer: OptimizerConfig,
+    /// Write-up A ran only 100 steps an epoch; `None` means one full pass.
+    pub steps_per_epoch: Option<usize>,
+    /// Fraction of the training images held out for validation.
+    pub val_split: f32,
+}
+
+/// A named model with its recipe.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Preset {
+    pub name: &'static str,
+    pub description: &'static str,
+    pub layers: Vec<L>,
+    pub recipe: Recipe,
+}
+
+/// Fashion-MNIST images: one channel, 28 x 28.
+pub const INPUT_SHAPE: [usize; 3] = [1, 28, 28];
+
+/// The names `preset` accepts.
+pub const NAMES: [&str; 6] = ["c1", "a", "b", "c2", "c3", "cmasch"];
+
+fn recipe(epochs: usize, batch_size: usize) -> Recipe {
+    Recipe { epochs, batch_size, optimizer: OptimizerConfig::adam(1e-3), steps_per_epoch: None, val_split: 0.2 }
+}
+
+fn conv_relu(filters: usize, k: usize, stride: usize, padding: Padding) -> [L; 2] {
+    [L::Conv2d { filters, kernel: [k, k], stride, padding }, L::Relu]
+}
+
+fn dense_relu(units: usize) -> [L; 2] {
+    [L::Dense { units }, L::Relu]
+}
+
+const POOL: L = L::MaxPool2d { size: 2, stride: 2 };
+
+fn ab_layers() -> Vec<L> {
+    [
+        &conv_relu(64, 3, 1, Padding::Valid)[..],
+        &[POOL, L::Dropout { rate: 0.25 }, L::Flatten],
+        &dense_relu(32),
+        &[L::Dense { units: 10 }],
+    ]
+    .concat()
+}
+
+/// Looks a preset up by name; `None` for an unknown name.
+pub fn preset(name: &str) -> Option<Preset> {
+    let p = match name {
+        "c1" => Preset {
+            name: "c1",
+            description: "write-up C, model 1: conv 32@3x3, max-pool, dense 128 (Adam 1e-3, batch 512, 10 epochs)",
+            layers: [&conv_relu(32, 3, 1, Padding::Valid)[..], &[POOL, L::Flatten], &dense_relu(128), &[L::Dense { units: 10 }]]
+                .concat(),
+            recipe: recipe(10, 512),
+        },
+        "a" => Preset {
+            name: "a",
+            description: "write-up A: conv 64@3x3, max-pool, dropout .25, dense 32 (Adam 1e-3, batch 32, 100 steps x 50 epochs)",
+            layers: ab_layers(),
+            recipe: Recipe { steps_per_epoch: Some(100), ..recipe(50, 32) },
+        },
+        "b" => Preset {
+            name: "b",
+            description: "write-up B: the network of A trained with batch 512 for 50 epochs",
+            layers: ab_layers(),
+            recipe: recipe(50, 512),
+        },
+        "c2" => Preset {
+            name: "c2",
+            description: "write-up C, model 2: two convolutions (the second stride 2 'same'), three dense layers with dropout (20 epochs)",
+            layers: [
+                &conv_relu(32, 3, 1, Padding::Valid)[..],
+                &[POOL],
+                &conv_relu(64, 3, 2, Padding::Same),
+                &[POOL, L::Flatten],
+                &dense_relu(128),
+                &[L::Dropout { rate: 0.25 }],
+                &dense_relu(256),
+                &[L::Dropout { rate: 0.25 }],
+                &dense_relu(128),
+                &[L::Dense { units: 10 }],
+            ]
+            .concat(),
+            recipe: recipe(20, 512),
+        },
+        "c3" => Preset {
+            name: "c3",
+            description: "write-up C, model 3: three convolutions, four dense layers with dropout (50 epochs)",
+            layers: [
+                &conv_relu(64, 3, 1, Padding::Valid)[..],
+                &[POOL],
+                &conv_relu(128, 3, 2, Padding::Same),
+                &[POOL],
+                &conv_relu(64, 3, 2, Padding::Same),
+                &[POOL, L::Flatten],
+                &dense_relu(128),
+                &[L::Dropout { rate: 0.25 }],
+                &dense_relu(256),
+                &[L::Dropout { rate: 0.5 }],
+                &dense_relu(256),
+                &[L::Dropout { rate: 0.25 }],
+                &dense_relu(128),
+                &[L::Dropout { rate: 0.1 }],
+                &[L::Dense { units: 10 }],
+            ]
+            .concat(),
+            recipe: recipe(50, 512),
+        },
+        "cmasch" => Preset {
+            name: "cmasch",
+            description: "write-up E (cmasch): input batch-norm, conv 64@4x4 same, conv 64@4x4, dropout, dense 256/64, batch-norm (batch 250, 80 epochs)",
+            layers: [
+                &[L::batch_norm()][..],
+                &conv_relu(64, 4, 1, Padding::Same),
+                &[POOL, L::Dropout { rate: 0.1 }],
+                &conv_relu(64, 4, 1, Padding::Valid),
+                &[POOL, L::Dropout { rate: 0.3 }, L::Flatten],
+                &dense_relu(256),
+                &[L::Dropout { rate: 0.5 }],
+                &dense_relu(64),
+                &[L::batch_norm(), L::Dense { units: 10 }],
+            ]
+            .concat(),
+            recipe: recipe(80, 250),
+        },
+        _ => return None,
+    };
+    Some(p)
+}

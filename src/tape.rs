@@ -1,0 +1,143 @@
+//! Reverse-mode automatic differentiation on a tape of whole-tensor operations.
+//!
+//! micrograd's idea, one node per *tensor op* instead of per scalar: forward appends one
+//! [`Node`] per op to an arena (`Vec`) in creation order, holding the op's output value and a
+//! boxed [`Backward`] that knows how to push the output's gradient to its inputs. Because an
+//! op's inputs are always created before it, backward is a plain loop over the arena in
+//! reverse: no reference counting, no topological sort.
+//!
+//! Gradients *accumulate* (`+=`): a value used by two ops receives the sum of both
+//! contributions, which is what the multivariate chain rule asks for.
+//!
+//! Leaves made with [`Tape::input`] (data) need no gradient; ops skip computing gradients for
+//! inputs that do not need one (e.g. the first convolution's input gradient).
+
+use crate::params::Params;
+use crate::tensor::Tensor;
+
+/// A handle to a node on the tape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Var(pub(crate) usize);
+
+/// The backward half of an op. `out` is the op's own output value and `dout` the gradient of
+/// the final loss with respect to it; the implementation adds its inputs' gradients into
+/// `grads`.
+pub trait Backward: Send + Sync {
+    fn backward(&self, out: &Tensor, dout: &Tensor, grads: &mut Grads);
+}
+
+/// One recorded op: its output, the gradient flowing into it, and how to go further back.
+pub struct Node {
+    value: Tensor,
+    grad: Option<Tensor>,
+    needs_grad: bool,
+    op: Option<Box<dyn Backward>>,
+}
+
+/// What a [`Backward`] can reach: the values and gradients of earlier nodes, and the
+/// parameters.
+pub struct Grads<'a> {
+    pub nodes: NodeGrads<'a>,
+    pub params: &'a mut Params,
+}
+
+/// The nodes created before the one being differentiated.
+pub struct NodeGrads<'a> {
+    nodes: &'a mut [Node],
+}
+
+impl NodeGrads<'_> {
+    pub fn value(&self, v: Var) -> &Tensor {
+        &self.nodes[v.0].value
+    }
+
+    /// Whether `v`'s gradient is wanted; ops skip work for inputs where it is not.
+    pub fn needs_grad(&self, v: Var) -> bool {
+        self.nodes[v.0].needs_grad
+    }
+
+    /// The value of `v` (read) and its gradient (to accumulate into, zeroed on first use).
+    pub fn value_and_grad(&mut self, v: Var) -> (&Tensor, &mut Tensor) {
+        let node = &mut self.nodes[v.0];
+        let grad = node.grad.get_or_insert_with(|| Tensor::zeros(node.value.shape()));
+        (&node.value, grad)
+    }
+
+    pub fn grad_mut(&mut self, v: Var) -> &mut Tensor {
+        self.value_and_grad(v).1
+    }
+}
+
+/// The arena of nodes for one forward/backward pass.
+#[derive(Default)]
+pub struct Tape {
+    nodes: Vec<Node>,
+}
+
+impl Tape {
+    pub fn new() -> Self {
+        Tape { nodes: Vec::new() }
+    }
+
+    /// A leaf holding data: no gradient is computed for it.
+    pub fn input(&mut self, value: Tensor) -> Var {
+        self.push_node(value, false, None)
+    }
+
+    /// A leaf whose gradient is wanted (used by the gradient checks to differentiate with
+    /// respect to an input).
+    pub fn leaf(&mut self, value: Tensor) -> Var {
+        self.push_node(value, true, None)
+    }
+
+    /// Records an op's output. `needs_grad` says whether anything before it is trainable.
+    pub fn push(&mut self, value: Tensor, needs_grad: bool, op: Box<dyn Backward>) -> Var {
+        self.push_node(value, needs_grad, Some(op))
+    }
+
+    fn push_node(&mut self, value: Tensor, needs_grad: bool, op: Option<Box<dyn Backward>>) -> Var {
+        self.nodes.push(Node { value, grad: None, needs_grad, op });
+        Var(self.nodes.len() - 1)
+    }
+
+    pub fn value(&self, v: Var) -> &Tensor {
+        &self.nodes[v.0].value
+    }
+
+    pub fn needs_grad(&self, v: Var) -> bool {
+        self.nodes[v.0].needs_grad
+    }
+
+    /// The gradient of the last [`Tape::backward`]'s loss with respect to `v`, if any reached it.
+    pub fn grad(&self, v: Var) -> Option<&Tensor> {
+        self.nodes[v.0].grad.as_ref()
+    }
+
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// Backpropagates from `loss` (seeded with a gradient of ones, so a scalar loss gets
+    /// `d loss / d loss = 1`), accumulating into every reachable node and parameter gradient.
+    pub fn backward(&mut self, loss: Var, params: &mut Params) {
+        let seed = Tensor::full(self.nodes[loss.0].value.shape(), 1.0);
+        match &mut self.nodes[loss.0].grad {
+            Some(g) => g.add_assign(&seed),
+            slot => *slot = Some(seed),
+        }
+        for i in (0..=loss.0).rev() {
+            let (before, rest) = self.nodes.split_at_mut(i);
+            let node = &mut rest[0];
+            let (Some(op), Some(dout)) = (node.op.as_ref(), node.grad.as_ref()) else { continue };
+            if !node.needs_grad {
+                continue;
+            }
+            let mut grads = Grads { nodes: NodeGrads { nodes: before }, params };
+            op.backward(&node.value, dout, &mut grads);
+        }
+    }
+}

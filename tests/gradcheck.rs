@@ -1,0 +1,363 @@
+//! Finite-difference gradient checks of every op and of a whole small model.
+//!
+//! Each op is checked with the loss `L = sum(out * r)` for a random `r` (a random upstream
+//! gradient: `sum(out)` alone would hide errors that cancel across outputs), by central
+//! differences `(L(x + eps) - L(x - eps)) / (2 eps)` with `eps = 1e-2` on inputs of order 1,
+//! where f32 still resolves the difference. Inputs are kept away from ReLU kinks
+//! (|x| >= 0.1) and from pooling ties (distinct values at least 0.05 apart), and the checks
+//! assert that the perturbations did not cross one.
+
+use fmnist::model::Padding;
+use fmnist::ops::{self, BatchNormState};
+use fmnist::{LayerConfig, Mode, ParamId, Params, Rng, Sequential, Tape, Tensor, Var};
+use kernels::im2col::ConvGeom;
+
+use std::cell::RefCell;
+
+const EPS: f32 = 1e-2;
+
+thread_local! {
+    /// The kink pattern of the last forward pass (ReLU input signs, pooling argmaxes), for
+    /// models that record one; the check asserts perturbations leave it unchanged.
+    static PATTERN: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
+}
+
+fn pattern() -> Vec<u32> {
+    PATTERN.with(|p| p.borrow().clone())
+}
+/// The whole model's loss is a mean over a few values: a smaller step keeps every ReLU and
+/// pooling window on its side of the kink.
+const MODEL_EPS: f32 = 1e-3;
+
+fn random(shape: &[usize], rng: &mut Rng, scale: f32) -> Tensor {
+    let n = shape.iter().product();
+    Tensor::from_vec(shape, (0..n).map(|_| rng.uniform(-scale, scale)).collect())
+}
+
+/// Values whose magnitude is at least 0.1 (away from the ReLU kink).
+fn away_from_zero(shape: &[usize], rng: &mut Rng) -> Tensor {
+    let mut t = random(shape, rng, 1.0);
+    for v in t.data_mut() {
+        *v = v.signum() * (0.1 + v.abs());
+    }
+    t
+}
+
+/// A permutation of evenly spaced values: no two within 0.05 of each other (no pooling ties).
+fn distinct(shape: &[usize], rng: &mut Rng) -> Tensor {
+    let n: usize = shape.iter().product();
+    let mut v: Vec<f32> = (0..n).map(|i| -1.0 + 0.05 * i as f32).collect();
+    rng.shuffle(&mut v);
+    Tensor::from_vec(shape, v)
+}
+
+fn close(analytic: f32, numeric: f32) -> bool {
+    (analytic - numeric).abs() <= 2e-3 + 2e-2 * analytic.abs().max(numeric.abs())
+}
+
+/// What is being differentiated: an input leaf or a parameter.
+#[derive(Clone, Copy)]
+enum Wrt {
+    Input,
+    Param(ParamId),
+}
+
+/// Checks d(sum(f(x) * r))/d(wrt) against central differences on every coordinate.
+/// `f` records ops on the tape from the input leaf and returns the output.
+fn check(name: &str, x: &Tensor, params: &mut Params, wrt: Wrt, f: &dyn Fn(&mut Tape, &mut Params, Var) -> Var) {
+    check_eps(name, x, params, wrt, f, EPS)
+}
+
+fn check_eps(
+    name: &str,
+    x: &Tensor,
+    params: &mut Params,
+    wrt: Wrt,
+    f: &dyn Fn(&mut Tape, &mut Params, Var) -> Var,
+    eps: f32,
+) {
+    let mut rng = Rng::new(99);
+    // Output shape and the random upstream gradient r.
+    let out_shape = {
+        let mut t = Tape::new();
+        let xv = t.leaf(x.clone());
+        let y = f(&mut t, params, xv);
+        t.value(y).shape().to_vec()
+    };
+    let r = random(&out_shape, &mut rng, 1.0);
+    let loss = |params: &mut Params, x: &Tensor| -> f64 {
+        let mut t = Tape::new();
+        let xv = t.leaf(x.clone());
+        let y = f(&mut t, params, xv);
+        t.value(y).data().iter().zip(r.data()).map(|(&a, &b)| a as f64 * b as f64).sum()
+    };
+    // Analytic gradient.
+    params.zero_grads();
+    let mut t = Tape::new();
+    let xv = t.leaf(x.clone());
+    let y = f(&mut t, params, xv);
+    let l = ops::weighted_sum(&mut t, y, r.clone());
+    t.backward(l, params);
+    let analytic: Vec<f32> = match wrt {
+        Wrt::Input => t.grad(xv).expect("input gradient").data().to_vec(),
+        Wrt::Param(id) => params.get(id).grad.data().to_vec(),
+    };
+    drop(t);
+    // Numeric gradient, coordinate by coordinate.
+    let count = analytic.len();
+    let base_pattern = {
+        loss(params, x);
+        pattern()
+    };
+    for (i, &a) in analytic.iter().enumerate().take(count) {
+        let mut x2 = x.clone();
+        let nudge = |params: &mut Params, x2: &mut Tensor, d: f32| match wrt {
+            Wrt::Input => x2.data_mut()[i] += d,
+            Wrt::Param(id) => params.value_mut(id).data_mut()[i] += d,
+        };
+        nudge(params, &mut x2, eps);
+        let lp = loss(params, &x2);
+        let pp = pattern();
+        nudge(params, &mut x2, -2.0 * eps);
+        let lm = loss(params, &x2);
+        let pm = pattern();
+        assert!(
+            pp == base_pattern && pm == base_pattern,
+            "{name}: coordinate {i}: the perturbation crossed a ReLU kink or changed a pooling winner"
+        );
+        nudge(params, &mut x2, eps);
+        let numeric = ((lp - lm) / (2.0 * eps as f64)) as f32;
+        assert!(close(a, numeric), "{name}: coordinate {i}: analytic {a} vs numeric {numeric}");
+    }
+}
+
+fn conv_case(g: ConvGeom, oc: usize, seed: u64) {
+    let mut rng = Rng::new(seed);
+    let mut params = Params::new();
+    let w = params.add("w", random(&[oc, g.c, g.kh, g.kw], &mut rng, 0.5));
+    let b = params.add("b", random(&[oc], &mut rng, 0.5));
+    let x = random(&[2, g.c, g.h, g.w], &mut rng, 1.0);
+    let f = move |t: &mut Tape, p: &mut Params, x: Var| ops::conv2d(t, p, x, w, b, g);
+    let name = format!("conv2d {g:?} oc={oc}");
+    check(&name, &x, &mut params, Wrt::Input, &f);
+    check(&name, &x, &mut params, Wrt::Param(w), &f);
+    check(&name, &x, &mut params, Wrt::Param(b), &f);
+}
+
+#[test]
+fn conv2d_direct_path_one_channel() {
+    // One input channel takes the direct SIMD path; 'same' 4x4 pads 1 before and 2 after.
+    conv_case(ConvGeom::new(1, 9, 10, 3, 3, (1, 1), (0, 0, 0, 0)), 3, 1);
+    conv_case(ConvGeom::new(1, 8, 8, 4, 4, (1, 1), (1, 1, 2, 2)), 2, 2);
+    conv_case(ConvGeom::new(1, 9, 9, 3, 3, (2, 2), (1, 1, 1, 1)), 2, 3);
+}
+
+#[test]
+fn conv2d_im2col_path_several_channels() {
+    conv_case(ConvGeom::new(3, 7, 6, 3, 3, (1, 1), (0, 0, 0, 0)), 4, 4);
+    conv_case(ConvGeom::new(2, 7, 7, 3, 3, (2, 2), (1, 1, 1, 1)), 3, 5);
+    conv_case(ConvGeom::new(2, 6, 6, 4, 4, (1, 1), (1, 1, 2, 2)), 2, 6);
+}
+
+#[test]
+fn dense_layer() {
+    let mut rng = Rng::new(7);
+    let mut params = Params::new();
+    let w = params.add("w", random(&[6, 5], &mut rng, 0.5));
+    let b = params.add("b", random(&[5], &mut rng, 0.5));
+    // A [N, C, H, W] input: dense flattens the trailing dimensions itself.
+    let x = random(&[3, 2, 1, 3], &mut rng, 1.0);
+    let f = move |t: &mut Tape, p: &mut Params, x: Var| ops::dense(t, p, x, w, b);
+    check("dense", &x, &mut params, Wrt::Input, &f);
+    check("dense", &x, &mut params, Wrt::Param(w), &f);
+    check("dense", &x, &mut params, Wrt::Param(b), &f);
+}
+
+#[test]
+fn dense_layer_with_more_rows_than_a_task_block() {
+    // 70 rows span three row blocks of the parallel GEMM.
+    let mut rng = Rng::new(8);
+    let mut params = Params::new();
+    let w = params.add("w", random(&[4, 3], &mut rng, 0.5));
+    let b = params.add("b", random(&[3], &mut rng, 0.5));
+    let x = random(&[70, 4], &mut rng, 1.0);
+    let f = move |t: &mut Tape, p: &mut Params, x: Var| ops::dense(t, p, x, w, b);
+    check("dense70", &x, &mut params, Wrt::Param(w), &f);
+    check("dense70", &x, &mut params, Wrt::Input, &f);
+}
+
+#[test]
+fn relu_away_from_the_kink() {
+    let mut rng = Rng::new(9);
+    let x = away_from_zero(&[2, 3, 4, 5], &mut rng);
+    check("relu", &x, &mut Params::new(), Wrt::Input, &|t, _, x| ops::relu(t, x));
+}
+
+#[test]
+fn max_pool_without_ties() {
+    let mut rng = Rng::new(10);
+    let x = distinct(&[2, 2, 6, 7], &mut rng);
+    check("maxpool 2/2", &x, &mut Params::new(), Wrt::Input, &|t, _, x| ops::max_pool2d(t, x, 2, 2));
+    check("maxpool 3/2 (overlapping)", &x, &mut Params::new(), Wrt::Input, &|t, _, x| ops::max_pool2d(t, x, 3, 2));
+}
+
+#[test]
+fn dropout_with_a_fixed_mask() {
+    let mut rng = Rng::new(11);
+    let x = random(&[3, 10], &mut rng, 1.0);
+    let mut mask = vec![0.0; 30];
+    kernels::dropout::dropout_mask(0.4, &mut rng, &mut mask);
+    check("dropout", &x, &mut Params::new(), Wrt::Input, &|t, _, x| ops::dropout_with_mask(t, x, mask.clone()));
+}
+
+#[test]
+fn flatten_passes_gradient_through() {
+    let mut rng = Rng::new(12);
+    let x = random(&[2, 3, 2, 2], &mut rng, 1.0);
+    check("flatten", &x, &mut Params::new(), Wrt::Input, &|t, _, x| ops::flatten(t, x));
+}
+
+fn bn_params(c: usize, rng: &mut Rng) -> (Params, BatchNormState) {
+    let mut params = Params::new();
+    let st = BatchNormState {
+        gamma: params.add("gamma", random(&[c], rng, 1.0)),
+        beta: params.add("beta", random(&[c], rng, 1.0)),
+        running_mean: params.add_buffer("mean", random(&[c], rng, 0.5)),
+        running_var: params.add_buffer("var", Tensor::full(&[c], 1.5)),
+        momentum: 0.9,
+        eps: 1e-3,
+    };
+    (params, st)
+}
+
+#[test]
+fn batch_norm_over_image_channels_and_vector_features() {
+    for (shape, mode) in [
+        (vec![4, 3, 2, 3], Mode::Train),
+        (vec![6, 5], Mode::Train),
+        (vec![4, 3, 2, 3], Mode::Eval),
+        (vec![6, 5], Mode::Eval),
+    ] {
+        let mut rng = Rng::new(13);
+        let (mut params, st) = bn_params(shape[1], &mut rng);
+        let x = random(&shape, &mut rng, 2.0);
+        let f = move |t: &mut Tape, p: &mut Params, x: Var| ops::batch_norm(t, p, x, &st, mode);
+        let name = format!("batch_norm {shape:?} {mode:?}");
+        check(&name, &x, &mut params, Wrt::Input, &f);
+        check(&name, &x, &mut params, Wrt::Param(st.gamma), &f);
+        check(&name, &x, &mut params, Wrt::Param(st.beta), &f);
+    }
+}
+
+#[test]
+fn softmax_cross_entropy_with_and_without_smoothing() {
+    let mut rng = Rng::new(14);
+    let x = random(&[5, 4], &mut rng, 3.0);
+    let labels = [0u8, 3, 1, 1, 2];
+    for smoothing in [0.0, 0.1] {
+        let f = move |t: &mut Tape, _: &mut Params, x: Var| ops::softmax_cross_entropy(t, x, &labels, smoothing);
+        check(&format!("softmax_xent smoothing {smoothing}"), &x, &mut Params::new(), Wrt::Input, &f);
+    }
+}
+
+#[test]
+fn a_value_used_twice_accumulates_both_gradients() {
+    // y = dense(x) + relu(dense(x)): x and the weights each feed two paths.
+    let mut rng = Rng::new(15);
+    let x = random(&[3, 6], &mut rng, 1.0);
+    let mut params = Params::new();
+    let w = params.add("w", random(&[6, 6], &mut rng, 0.5));
+    let b = params.add("b", random(&[6], &mut rng, 0.5));
+    let f = move |t: &mut Tape, p: &mut Params, x: Var| {
+        let a = ops::dense(t, p, x, w, b);
+        let c = ops::dense(t, p, x, w, b);
+        let rc = ops::relu(t, c);
+        ops::add(t, a, rc)
+    };
+    check("reuse", &x, &mut params, Wrt::Input, &f);
+    check("reuse", &x, &mut params, Wrt::Param(w), &f);
+    check("reuse", &x, &mut params, Wrt::Param(b), &f);
+}
+
+/// Appends what decides the piecewise-linear branch of `layer` on input `x`: the sign of
+/// every ReLU input, the winning index of every 2x2 pooling window.
+fn record_kinks(layer: &LayerConfig, x: &Tensor, pat: &mut Vec<u32>) {
+    match layer {
+        LayerConfig::Relu => pat.extend(x.data().iter().map(|&v| (v > 0.0) as u32)),
+        LayerConfig::MaxPool2d { size: 2, stride: 2 } => {
+            let &[n, c, h, w] = x.shape() else { unreachable!() };
+            for p in 0..n * c {
+                for oh in 0..h / 2 {
+                    for ow in 0..w / 2 {
+                        let cands = [(0, 0), (0, 1), (1, 0), (1, 1)];
+                        let at = |(a, b): (usize, usize)| x.data()[p * h * w + (2 * oh + a) * w + 2 * ow + b];
+                        let best = (0..4).fold(0, |best, k| if at(cands[k]) > at(cands[best]) { k } else { best });
+                        pat.push(best as u32);
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The whole small model of the issue: batch-norm on the input, conv, ReLU, max-pool,
+/// dropout with a fixed mask, flatten, dense, ReLU, batch-norm, dense, softmax cross-entropy.
+#[test]
+fn whole_small_model() {
+    // Five models and batches. These seeds leave every pre-activation and pooling window
+    // farther from its kink than the perturbation reaches (the check asserts it); about a
+    // third of seeds do not, and the guard reports them instead of a false mismatch.
+    for seed in [21, 23, 24, 26, 27] {
+        whole_small_model_case(seed);
+    }
+}
+
+fn whole_small_model_case(seed: u64) {
+    let mut rng = Rng::new(seed);
+    let configs = [
+        LayerConfig::batch_norm(),
+        LayerConfig::conv(2, 3, Padding::Same),
+        LayerConfig::Relu,
+        LayerConfig::MaxPool2d { size: 2, stride: 2 },
+        LayerConfig::Flatten,
+        LayerConfig::Dense { units: 5 },
+        LayerConfig::Relu,
+        LayerConfig::batch_norm(),
+        LayerConfig::Dense { units: 3 },
+    ];
+    let model = Sequential::new(&[1, 5, 5], &configs, fmnist::Init::GlorotUniform, &mut rng).unwrap();
+    let x = random(&[4, 1, 5, 5], &mut rng, 1.0);
+    let labels = [0u8, 1, 2, 1];
+    let mut mask = vec![0.0; 4 * 2 * 2 * 2];
+    kernels::dropout::dropout_mask(0.3, &mut rng, &mut mask);
+    let layers = model.layers.clone();
+    let mut params = model.params.clone();
+    // Pre-activation and pooling-input values of the unperturbed pass, to detect kinks.
+    let f = |t: &mut Tape, p: &mut Params, x: Var| -> Var {
+        let mut h = x;
+        let mut drng = Rng::new(0);
+        let mut pat = Vec::new();
+        for (i, layer) in layers.iter().enumerate() {
+            record_kinks(&layer.config, t.value(h), &mut pat);
+            h = layer.forward(t, p, h, Mode::Train, &mut drng);
+            if i == 3 {
+                h = ops::dropout_with_mask(t, h, mask.clone());
+            }
+        }
+        PATTERN.with(|p| *p.borrow_mut() = pat);
+        ops::softmax_cross_entropy(t, h, &labels, 0.0)
+    };
+    // Running statistics change in Train mode; they do not affect the training-mode output,
+    // so the repeated forwards of the check see the same function.
+    let mut ids: Vec<ParamId> = Vec::new();
+    for layer in &model.layers {
+        ids.extend(layer.param_ids());
+    }
+    ids.retain(|&id| params.get(id).trainable);
+    for id in ids {
+        let name = params.get(id).name.clone();
+        check_eps(&format!("seed {seed}: model param {name}"), &x, &mut params, Wrt::Param(id), &f, MODEL_EPS);
+    }
+    check_eps(&format!("seed {seed}: model input"), &x, &mut params, Wrt::Input, &f, MODEL_EPS);
+}
