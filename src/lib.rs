@@ -6,13 +6,18 @@
 //! -> `train` -> metrics and report -> the CLI in `main.rs`.
 #![forbid(unsafe_code)]
 
+pub mod cli;
 pub mod data;
+pub mod files;
 pub mod model;
+pub mod modelfile;
 pub mod ops;
 pub mod optim;
 pub mod params;
 pub mod presets;
+pub mod report;
 pub mod tape;
+pub mod train;
 pub mod tensor;
 
 pub use kernels::Rng;

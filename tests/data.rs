@@ -818,6 +818,20 @@ fn download_cut_short_or_missing_leaves_nothing_behind() {
     let _ = fs::remove_dir_all(&dir);
 }
 
+#[test]
+fn https_to_a_server_without_tls_is_a_clean_error() {
+    // Exercises the TLS stack (the digit-MNIST mirror is https) up to a failed handshake.
+    let dir = temp_dir("download-tls");
+    let server = serve(HashMap::new(), false);
+    let url = server.base_url.replace("http://", "https://");
+    let start = Instant::now();
+    let err = download_files(&url, &[("a.gz", "00")], &dir).unwrap_err().to_string();
+    assert!(err.starts_with(&format!("{url}a.gz: download failed: ")) && !err.contains('\n'), "{err}");
+    assert!(start.elapsed().as_secs() < 15, "took {:?}", start.elapsed());
+    assert!(names_in(&dir).is_empty());
+    let _ = fs::remove_dir_all(&dir);
+}
+
 // ---------------------------------------------------------------------------------------
 // The real dataset
 

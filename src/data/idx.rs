@@ -4,7 +4,7 @@
 //!
 //! | file   | magic        | header after the magic         | payload                       |
 //! |--------|--------------|--------------------------------|-------------------------------|
-//! | images | `0x00000803` | `n: u32, rows: u32, cols: u32` | `n * rows * cols` pixels, [N, H, W] row-major |
+//! | images | `0x00000803` | `n: u32, rows: u32, cols: u32` | `n * rows * cols` pixels, `[N, H, W]` row-major |
 //! | labels | `0x00000801` | `n: u32`                       | `n` labels                    |
 //!
 //! Files may be gzip-compressed (recognised by the gzip magic `1f 8b`, so the name does not
@@ -32,7 +32,7 @@ const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 /// The images of one IDX file, before they are paired with labels.
 #[derive(Clone, PartialEq, Eq)]
 pub struct IdxImages {
-    /// [N, rows, cols] row-major, 0..=255.
+    /// `[N, rows, cols]` row-major, 0..=255.
     pub images: Vec<u8>,
     pub n: usize,
     pub rows: usize,

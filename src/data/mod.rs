@@ -170,7 +170,7 @@ impl DatasetKind {
 /// Images and labels, in file order.
 ///
 /// # Shapes
-/// `images`: [N, rows, cols] row-major, 0..=255; `labels`: [N], each in `0..=9`.
+/// `images`: `[N, rows, cols]` row-major, 0..=255; `labels`: `[N]`, each in `0..=9`.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Dataset {
     pub images: Vec<u8>,
@@ -218,7 +218,7 @@ impl Dataset {
         self.rows * self.cols
     }
 
-    /// Image `i`: [rows, cols] row-major.
+    /// Image `i`: `[rows, cols]` row-major.
     ///
     /// # Panics
     /// If `i >= len()`.

@@ -1,0 +1,251 @@
+//! Kernel benchmarks at the reference models' real shapes (STYLE.md habit 14).
+//!
+//! Units: compute-bound kernels (GEMM, convolution) report `Throughput::Elements(flops)`, so
+//! the "elements/s" criterion prints *is* FLOP/s (one multiply-add counts as 2 FLOP). Memory-
+//! bound kernels (im2col, col2im, max-pooling) report `Throughput::Bytes` of the data they must
+//! move at least. Every input is allocated and filled before the timed closure; the closure
+//! runs the kernel only.
+//!
+//! Everything here is single-threaded, as the kernels are: the layers parallelise over images
+//! with rayon, so per-core figures are what to compare. The SIMD width compiled in is printed
+//! first (`.cargo/config.toml` builds with `target-cpu=native`).
+//!
+//! Run: `cargo bench --bench kernels` (about three minutes), one group with a filter, e.g.
+//! `cargo bench --bench kernels -- gemm/`, or `-- --quick` for a fast pass.
+//!
+//! Shapes (legend as in the kernels crate: OC filters, C channels, KHxKW kernel, OHxOW output):
+//! - C1 conv: 1x28x28 input, 32 filters 3x3 valid -> 26x26; GEMM M=32, K=9, N=676 per image.
+//! - E conv1: 1x28x28, 64 filters 4x4, 'same' pads (top 1, left 1, bottom 2, right 2) -> 28x28.
+//! - E conv2: 64x14x14, 64 filters 4x4 valid -> 11x11; GEMM M=64, K=1024, N=121 per image.
+//! - C1 dense: [512, 5408] x [5408, 128] for a batch of 512.
+//! - Max-pooling 2x2/2: C1 32x26x26 (batch 512); E 64x28x28 and 64x11x11 (batch 250).
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{BenchmarkGroup, Criterion, Throughput};
+use kernels::conv_direct::{conv_backward_input, conv_backward_weights, conv_forward};
+use kernels::gemm::matmul;
+use kernels::im2col::{col2im, im2col, ConvGeom};
+use kernels::pool::{maxpool_backward, maxpool_forward, PoolGeom};
+use kernels::Rng;
+
+/// Images per timed call for the per-image convolution loops.
+const CONV_BATCH: usize = 64;
+/// Images per timed call for the (much heavier) E conv2 loops.
+const CONV2_BATCH: usize = 16;
+
+fn filled(len: usize, seed: u64) -> Vec<f32> {
+    let mut rng = Rng::new(seed);
+    (0..len).map(|_| rng.uniform(-1.0, 1.0)).collect()
+}
+
+fn gemm_flops(m: usize, k: usize, n: usize) -> u64 {
+    2 * (m * k * n) as u64
+}
+
+fn c1_geom() -> ConvGeom {
+    ConvGeom::new(1, 28, 28, 3, 3, (1, 1), (0, 0, 0, 0))
+}
+fn e_conv1_geom() -> ConvGeom {
+    ConvGeom::new(1, 28, 28, 4, 4, (1, 1), (1, 1, 2, 2))
+}
+fn e_conv2_geom() -> ConvGeom {
+    ConvGeom::new(64, 14, 14, 4, 4, (1, 1), (0, 0, 0, 0))
+}
+
+type Group<'a> = BenchmarkGroup<'a, criterion::measurement::WallTime>;
+
+/// One `matmul` benchmark: `c[M, N] (+)= op(a) op(b)`, throughput in FLOP.
+#[allow(clippy::too_many_arguments)]
+fn bench_matmul(g: &mut Group, name: &str, ta: bool, tb: bool, m: usize, k: usize, n: usize, acc: bool) {
+    let a = filled(m * k, 1);
+    let b = filled(k * n, 2);
+    let mut c = filled(m * n, 3);
+    g.throughput(Throughput::Elements(gemm_flops(m, k, n)));
+    g.bench_function(name, |bench| {
+        bench.iter(|| matmul(ta, tb, m, k, n, black_box(&a), black_box(&b), black_box(&mut c), acc))
+    });
+}
+
+fn gemm(c: &mut Criterion) {
+    let mut g = c.benchmark_group("gemm");
+    // Convolution GEMMs, one image: y[OC, OH*OW] = w[OC, C*KH*KW] * col[C*KH*KW, OH*OW].
+    bench_matmul(&mut g, "c1_conv_fwd_32x9x676", false, false, 32, 9, 676, false);
+    bench_matmul(&mut g, "e_conv2_fwd_64x1024x121", false, false, 64, 1024, 121, false);
+    bench_matmul(&mut g, "e_conv2_dw_64x121x1024", false, true, 64, 121, 1024, true); // dw += dy col^T
+    bench_matmul(&mut g, "e_conv2_dcol_1024x64x121", true, false, 1024, 64, 121, false); // dcol = w^T dy
+                                                                                         // C1's dense layer for a batch of 512: forward and both backward products.
+    bench_matmul(&mut g, "dense_fwd_512x5408x128", false, false, 512, 5408, 128, false); // y = x W
+    bench_matmul(&mut g, "dense_dw_5408x512x128", true, false, 5408, 512, 128, true); // dW += x^T dy
+    bench_matmul(&mut g, "dense_dx_512x128x5408", false, true, 512, 128, 5408, true); // dx += dy W^T
+    g.finish();
+}
+
+fn im2col_benches(c: &mut Criterion) {
+    let mut g = c.benchmark_group("im2col");
+    for (name, geom) in [("c1_1x28x28_k3", c1_geom()), ("e_conv2_64x14x14_k4", e_conv2_geom())] {
+        let x = filled(geom.in_len(), 4);
+        let mut col = vec![0.0; geom.col_rows() * geom.out_plane()];
+        // Bytes: read x once, write col once.
+        g.throughput(Throughput::Bytes(4 * (x.len() + col.len()) as u64));
+        g.bench_function(name, |b| b.iter(|| im2col(&geom, black_box(&x), black_box(&mut col))));
+    }
+    let geom = e_conv2_geom();
+    let col = filled(geom.col_rows() * geom.out_plane(), 5);
+    let mut x = vec![0.0; geom.in_len()];
+    // Bytes: read col once, read-modify-write x.
+    g.throughput(Throughput::Bytes(4 * (col.len() + 2 * x.len()) as u64));
+    g.bench_function("col2im_e_conv2_64x14x14_k4", |b| {
+        b.iter(|| col2im(&geom, black_box(&col), black_box(&mut x)))
+    });
+    g.finish();
+}
+
+/// Direct convolution of a batch of 1-channel images, one `conv_*` call per image (as a layer
+/// does), forward and both backward passes. FLOP: `2 * OC * C*KH*KW * OH*OW` per image and pass.
+fn bench_direct(g: &mut Group, name: &str, geom: ConvGeom, oc: usize) {
+    let n = CONV_BATCH;
+    let (taps, plane) = (geom.col_rows(), geom.out_plane());
+    let x = filled(n * geom.in_len(), 6); //   x[N, C, H, W]
+    let w = filled(oc * taps, 7); //           w[OC, C, KH, KW]
+    let dy = filled(n * oc * plane, 8); //     dy[N, OC, OH, OW]
+    let mut y = vec![0.0; n * oc * plane]; //  y[N, OC, OH, OW]
+    let mut dw = vec![0.0; oc * taps];
+    let mut dx = vec![0.0; n * geom.in_len()];
+    let mut scratch = Vec::new();
+    g.throughput(Throughput::Elements(n as u64 * gemm_flops(oc, taps, plane)));
+    g.bench_function(format!("direct_{name}_fwd"), |b| {
+        b.iter(|| {
+            for (xi, yi) in x.chunks_exact(geom.in_len()).zip(y.chunks_exact_mut(oc * plane)) {
+                conv_forward(&geom, oc, black_box(xi), &w, yi, &mut scratch);
+            }
+        })
+    });
+    g.bench_function(format!("direct_{name}_bwd_weights"), |b| {
+        b.iter(|| {
+            for (xi, dyi) in x.chunks_exact(geom.in_len()).zip(dy.chunks_exact(oc * plane)) {
+                conv_backward_weights(&geom, oc, black_box(xi), dyi, &mut dw, &mut scratch);
+            }
+        })
+    });
+    g.bench_function(format!("direct_{name}_bwd_input"), |b| {
+        b.iter(|| {
+            for (dxi, dyi) in dx.chunks_exact_mut(geom.in_len()).zip(dy.chunks_exact(oc * plane)) {
+                conv_backward_input(&geom, oc, &w, black_box(dyi), dxi, &mut scratch);
+            }
+        })
+    });
+}
+
+/// im2col + GEMM convolution of a batch, per image as a layer does it. Forward: im2col, then
+/// `y = w * col`. Backward recomputes the column matrix (nothing is saved between passes), then
+/// `dw += dy col^T`, `dcol = w^T dy`, `dx += col2im(dcol)`: twice the forward GEMM FLOP.
+fn bench_im2col_gemm(g: &mut Group, name: &str, geom: ConvGeom, oc: usize, n: usize, with_backward: bool) {
+    let (taps, plane) = (geom.col_rows(), geom.out_plane());
+    let x = filled(n * geom.in_len(), 9);
+    let w = filled(oc * taps, 10);
+    let dy = filled(n * oc * plane, 11);
+    let mut y = vec![0.0; n * oc * plane];
+    let mut dw = vec![0.0; oc * taps];
+    let mut dx = vec![0.0; n * geom.in_len()];
+    let mut col = vec![0.0; taps * plane]; //  col[C*KH*KW, OH*OW], one image
+    let mut dcol = vec![0.0; taps * plane];
+    let fwd = gemm_flops(oc, taps, plane);
+    g.throughput(Throughput::Elements(n as u64 * fwd));
+    g.bench_function(format!("im2col_gemm_{name}_fwd"), |b| {
+        b.iter(|| {
+            for (xi, yi) in x.chunks_exact(geom.in_len()).zip(y.chunks_exact_mut(oc * plane)) {
+                im2col(&geom, black_box(xi), &mut col);
+                matmul(false, false, oc, taps, plane, &w, &col, yi, false);
+            }
+        })
+    });
+    if !with_backward {
+        return;
+    }
+    g.throughput(Throughput::Elements(n as u64 * 2 * fwd));
+    g.bench_function(format!("im2col_gemm_{name}_bwd"), |b| {
+        b.iter(|| {
+            let images = x.chunks_exact(geom.in_len()).zip(dx.chunks_exact_mut(geom.in_len()));
+            for ((xi, dxi), dyi) in images.zip(dy.chunks_exact(oc * plane)) {
+                im2col(&geom, black_box(xi), &mut col);
+                matmul(false, true, oc, plane, taps, dyi, &col, &mut dw, true);
+                matmul(true, false, taps, oc, plane, &w, dyi, &mut dcol, false);
+                col2im(&geom, &dcol, dxi);
+            }
+        })
+    });
+}
+
+fn conv(c: &mut Criterion) {
+    let mut g = c.benchmark_group("conv");
+    // Layers with one input channel take the direct path...
+    bench_direct(&mut g, "c1_1x28x28_32x3x3", c1_geom(), 32);
+    bench_direct(&mut g, "e_conv1_1x28x28_64x4x4_same", e_conv1_geom(), 64);
+    // ...and E conv2 (K = 1024) takes im2col + GEMM. Each shape is also timed on the other
+    // path, forward only, to show why the layer picks the one it does.
+    bench_im2col_gemm(&mut g, "e_conv2_64x14x14_64x4x4", e_conv2_geom(), 64, CONV2_BATCH, true);
+    bench_im2col_gemm(&mut g, "c1_1x28x28_32x3x3", c1_geom(), 32, CONV_BATCH, false);
+    let geom = e_conv2_geom();
+    let (oc, n) = (64, CONV2_BATCH);
+    let x = filled(n * geom.in_len(), 12);
+    let w = filled(oc * geom.col_rows(), 13);
+    let mut y = vec![0.0; n * oc * geom.out_plane()];
+    let mut scratch = Vec::new();
+    g.throughput(Throughput::Elements(n as u64 * gemm_flops(oc, geom.col_rows(), geom.out_plane())));
+    g.bench_function("direct_e_conv2_64x14x14_64x4x4_fwd", |b| {
+        b.iter(|| {
+            for (xi, yi) in x.chunks_exact(geom.in_len()).zip(y.chunks_exact_mut(oc * geom.out_plane())) {
+                conv_forward(&geom, oc, black_box(xi), &w, yi, &mut scratch);
+            }
+        })
+    });
+    g.finish();
+}
+
+/// 2x2/2 max-pooling forward and backward over `n` images of `c` planes. Bytes: the input (or
+/// its gradient) once at 4 B per value, plus the output (or its gradient) and the saved argmax
+/// at 4 B each per output.
+fn bench_pool(g: &mut Group, name: &str, n: usize, c: usize, hw: usize) {
+    let geom = PoolGeom::new(hw, hw, 2, 2);
+    let planes = n * c;
+    let (ins, outs) = (planes * hw * hw, planes * geom.oh * geom.ow);
+    let x = filled(ins, 14);
+    let dy = filled(outs, 15);
+    let mut y = vec![0.0; outs];
+    let mut argmax = vec![0u32; outs];
+    let mut dx = vec![0.0; ins];
+    g.throughput(Throughput::Bytes(4 * (ins + 2 * outs) as u64));
+    g.bench_function(format!("{name}_fwd"), |b| {
+        b.iter(|| maxpool_forward(&geom, planes, black_box(&x), &mut y, &mut argmax))
+    });
+    g.bench_function(format!("{name}_bwd"), |b| {
+        b.iter(|| maxpool_backward(&geom, planes, black_box(&dy), &argmax, &mut dx))
+    });
+}
+
+fn maxpool(c: &mut Criterion) {
+    let mut g = c.benchmark_group("maxpool");
+    bench_pool(&mut g, "c1_512x32x26x26", 512, 32, 26);
+    bench_pool(&mut g, "e_pool1_250x64x28x28", 250, 64, 28);
+    bench_pool(&mut g, "e_pool2_250x64x11x11", 250, 64, 11);
+    g.finish();
+}
+
+fn main() {
+    println!("fmnist kernel benchmarks, SIMD compiled in: {}", kernels::simd::describe());
+    println!("(GEMM and conv: elements/s = FLOP/s; im2col, col2im and maxpool: bytes/s)");
+    // Short runs: the whole suite should take minutes, not tens of minutes. Command-line
+    // options (`--quick`, `--measurement-time`, a name filter) still override these.
+    let mut c = Criterion::default()
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .configure_from_args();
+    gemm(&mut c);
+    im2col_benches(&mut c);
+    conv(&mut c);
+    maxpool(&mut c);
+    c.final_summary();
+}

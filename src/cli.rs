@@ -1,0 +1,493 @@
+//! The command-line program: `train`, `eval`, `predict` and `summary`.
+//!
+//! Everything here is I/O around the library: parse flags (clap), find the data, call
+//! [`train::fit`] / [`train::evaluate`], print what a Keras user expects to see, and write
+//! the run's files atomically. Errors reach the user as one line and a non-zero exit.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use kernels::Rng;
+use serde_json::json;
+
+use crate::data::{self, Dataset, DatasetKind, LoadOptions};
+use crate::files::write_atomic;
+use crate::modelfile::{self, SavedModel};
+use crate::optim::OptimizerConfig;
+use crate::presets::{self, INPUT_SHAPE};
+use crate::report;
+use crate::train::{self, EpochStats, Normalization, Observer, TrainConfig};
+use crate::{Init, Mode, Sequential, Tape};
+
+#[derive(Parser, Debug)]
+#[command(name = "fmnist", version, about = "Train, evaluate and use small CNNs on Fashion-MNIST, on the CPU, from scratch")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Train a model and write it, its history and its metrics to a run folder.
+    Train(TrainArgs),
+    /// Test loss and accuracy, confusion matrix and per-class report of a saved model.
+    Eval(EvalArgs),
+    /// Top-3 classes for images (PNG or PGM files) or test-set images (`test:INDEX`).
+    Predict(PredictArgs),
+    /// Print a model's architecture table.
+    Summary(SummaryArgs),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OptimizerKind {
+    Adam,
+    Sgd,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DatasetArg {
+    /// Fashion-MNIST (Zalando's clothing images).
+    Fashion,
+    /// The original MNIST digits.
+    Mnist,
+}
+
+impl DatasetArg {
+    fn kind(self) -> DatasetKind {
+        match self {
+            DatasetArg::Fashion => DatasetKind::Fashion,
+            DatasetArg::Mnist => DatasetKind::Digits,
+        }
+    }
+}
+
+/// Where the data comes from (shared by the commands that read it).
+#[derive(clap::Args, Debug, Clone)]
+pub struct DataArgs {
+    /// Folder with the four IDX .gz files or the two Kaggle CSV files [default: search
+    /// $FASHION_MNIST_DIR, ./data/fashion-mnist, /usr/share/datasets/fashion-mnist, then download]
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Never try to download the data.
+    #[arg(long)]
+    pub no_download: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct TrainArgs {
+    /// Model and recipe: c1 (write-up C model 1), a and b (write-ups A and B), c2, c3, cmasch (write-up E).
+    #[arg(long, default_value = "c1", value_parser = clap::builder::PossibleValuesParser::new(presets::NAMES))]
+    pub model: String,
+    /// Epochs [default: the preset's]
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Images per batch [default: the preset's]
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Learning rate [default: the preset's, 1e-3 for Adam]
+    #[arg(long)]
+    pub lr: Option<f32>,
+    /// Optimizer [default: the preset's (adam); sgd uses momentum 0.9]
+    #[arg(long, value_enum)]
+    pub optimizer: Option<OptimizerKind>,
+    /// Seed of every random stream (initialisation, split, shuffling, dropout).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Worker threads [default: all cores]
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Fraction of the training images held out for validation [default: the preset's, 0.2]
+    #[arg(long)]
+    pub val_split: Option<f32>,
+    /// Use only the first N training images (quick runs).
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+    /// Run folder [default: runs/<timestamp>-<model>]
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Dataset.
+    #[arg(long, value_enum, default_value = "fashion")]
+    pub dataset: DatasetArg,
+    #[command(flatten)]
+    pub data: DataArgs,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct EvalArgs {
+    /// A model file written by `train` (model.safetensors).
+    #[arg(long, value_name = "FILE")]
+    pub model_file: PathBuf,
+    /// Images per batch.
+    #[arg(long, default_value_t = 1000)]
+    pub batch_size: usize,
+    /// Worker threads [default: all cores]
+    #[arg(long)]
+    pub threads: Option<usize>,
+    #[command(flatten)]
+    pub data: DataArgs,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct PredictArgs {
+    /// A model file written by `train` (model.safetensors).
+    #[arg(long, value_name = "FILE")]
+    pub model_file: PathBuf,
+    /// PNG or PGM files (any size, colour or grey), or test:INDEX for an image of the test set.
+    #[arg(required = true, value_name = "INPUT")]
+    pub inputs: Vec<String>,
+    #[command(flatten)]
+    pub data: DataArgs,
+}
+
+#[derive(clap::Args, Debug)]
+#[group(required = true, multiple = false)]
+pub struct SummaryArgs {
+    /// A preset's architecture.
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(presets::NAMES))]
+    pub model: Option<String>,
+    /// The architecture stored in a model file.
+    #[arg(long, value_name = "FILE")]
+    pub model_file: Option<PathBuf>,
+}
+
+/// Runs the program; returns the process exit code.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Train(a) => run_train(a),
+        Command::Eval(a) => run_eval(a),
+        Command::Predict(a) => run_predict(a),
+        Command::Summary(a) => run_summary(a),
+    };
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
+        }
+    }
+}
+
+type CliResult<T> = Result<T, String>;
+
+fn set_threads(threads: Option<usize>) -> CliResult<usize> {
+    if let Some(n) = threads {
+        if n == 0 {
+            return Err("--threads must be at least 1".into());
+        }
+        rayon::ThreadPoolBuilder::new().num_threads(n).build_global().map_err(|e| format!("cannot start {n} threads: {e}"))?;
+    }
+    Ok(rayon::current_num_threads())
+}
+
+fn load_data(kind: DatasetKind, args: &DataArgs) -> CliResult<(Dataset, Dataset, data::DataSource)> {
+    let opts = LoadOptions { kind, data_dir: args.data_dir.as_deref(), allow_download: !args.no_download };
+    data::load(&opts).map_err(|e| e.to_string())
+}
+
+/// `YYYYMMDD-HHMMSS` in UTC, from the system clock (civil-from-days, H. Hinnant's algorithm).
+fn timestamp() -> String {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}{m:02}{d:02}-{:02}{:02}{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+fn write_json(path: &Path, value: &serde_json::Value) -> CliResult<()> {
+    let text = serde_json::to_string_pretty(value).expect("JSON values serialise") + "\n";
+    write_atomic(path, text.as_bytes()).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+/// Draws a progress bar per epoch and prints a Keras-like line at its end.
+struct ConsoleObserver {
+    bar: Option<ProgressBar>,
+    started: Instant,
+}
+
+impl Observer for ConsoleObserver {
+    fn epoch_start(&mut self, epoch: usize, epochs: usize, batches: usize) {
+        let bar = ProgressBar::new(batches as u64);
+        let style = ProgressStyle::with_template("Epoch {prefix} [{bar:30}] {pos}/{len} batches  {msg}  ETA {eta}")
+            .expect("valid template")
+            .progress_chars("=> ");
+        bar.set_style(style);
+        bar.set_prefix(format!("{epoch}/{epochs}"));
+        self.bar = Some(bar);
+        self.started = Instant::now();
+    }
+
+    fn batch_end(&mut self, batch: usize, images: usize, running_loss: f32) {
+        if let Some(bar) = &self.bar {
+            let rate = images as f64 / self.started.elapsed().as_secs_f64().max(1e-9);
+            bar.set_position(batch as u64);
+            bar.set_message(format!("{rate:>6.0} img/s  loss {running_loss:.4}"));
+        }
+    }
+
+    fn epoch_end(&mut self, s: &EpochStats) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+        let mut line = format!(
+            "Epoch {:>2} - {:.1}s - {:.0} img/s - loss: {:.4} - accuracy: {:.4}",
+            s.epoch, s.seconds, s.images_per_second, s.loss, s.accuracy
+        );
+        if let (Some(vl), Some(va)) = (s.val_loss, s.val_accuracy) {
+            let _ = write!(line, " - val_loss: {vl:.4} - val_accuracy: {va:.4}");
+        }
+        println!("{line}");
+    }
+}
+
+fn run_train(a: TrainArgs) -> CliResult<()> {
+    let wall = Instant::now();
+    let preset = presets::preset(&a.model).expect("clap checked the name");
+    let threads = set_threads(a.threads)?;
+    let recipe = &preset.recipe;
+    let mut optimizer = match a.optimizer {
+        None | Some(OptimizerKind::Adam) if matches!(recipe.optimizer, OptimizerConfig::Adam { .. }) || a.optimizer.is_some() => {
+            if a.optimizer == Some(OptimizerKind::Adam) { OptimizerConfig::adam(recipe.optimizer.lr()) } else { recipe.optimizer }
+        }
+        Some(OptimizerKind::Sgd) => OptimizerConfig::sgd(0.01, 0.9),
+        _ => recipe.optimizer,
+    };
+    if let Some(lr) = a.lr {
+        optimizer = optimizer.with_lr(lr);
+    }
+    let cfg = TrainConfig {
+        epochs: a.epochs.unwrap_or(recipe.epochs),
+        batch_size: a.batch_size.unwrap_or(recipe.batch_size),
+        optimizer,
+        steps_per_epoch: recipe.steps_per_epoch,
+        label_smoothing: 0.0,
+        keep_best: true,
+        normalization: Normalization::default(),
+    };
+    cfg.validate()?;
+    let val_split = a.val_split.unwrap_or(recipe.val_split);
+    if !(0.0..1.0).contains(&val_split) {
+        return Err(format!("--val-split {val_split} is not in [0, 1)"));
+    }
+    if a.limit == Some(0) {
+        return Err("--limit must be at least 1".into());
+    }
+
+    let kind = a.dataset.kind();
+    let (full_train, test, source) = load_data(kind, &a.data)?;
+    println!("Data: {} from {source}", kind.name());
+    let full_train = match a.limit {
+        Some(n) => full_train.take(n),
+        None => full_train,
+    };
+    let mut rng = Rng::new(a.seed);
+    let mut split_rng = rng.fork();
+    let (train_set, val_set) = data::train_val_split(&full_train, val_split, &mut split_rng);
+    if train_set.is_empty() {
+        return Err("no training images left after the validation split".into());
+    }
+    println!(
+        "Images: {} train, {} validation, {} test; SIMD: {}; threads: {threads}",
+        train_set.len(),
+        val_set.len(),
+        test.len(),
+        kernels::simd::describe()
+    );
+
+    let mut init_rng = rng.fork();
+    let mut model = Sequential::new(&INPUT_SHAPE, &preset.layers, Init::GlorotUniform, &mut init_rng).map_err(|e| e.to_string())?;
+    println!("Model: {} - {}", preset.name, preset.description);
+    print!("{}", model.summary());
+
+    let out = a.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(format!("{}-{}", timestamp(), preset.name)));
+    std::fs::create_dir_all(&out).map_err(|e| format!("cannot create the run folder {}: {e}", out.display()))?;
+    let config_json = json!({
+        "preset": preset.name,
+        "dataset": kind.folder(),
+        "data_source": source.to_string(),
+        "seed": a.seed,
+        "threads": threads,
+        "simd": kernels::simd::describe(),
+        "val_split": val_split,
+        "limit": a.limit,
+        "train_images": train_set.len(),
+        "val_images": val_set.len(),
+        "train": cfg,
+        "layers": preset.layers,
+    });
+    write_json(&out.join("config.json"), &config_json)?;
+    println!(
+        "Training {} epochs, batch {}, {:?}",
+        cfg.epochs, cfg.batch_size, cfg.optimizer
+    );
+
+    let mut observer = ConsoleObserver { bar: None, started: Instant::now() };
+    let mut fit_rng = rng.fork();
+    let result = train::fit(&mut model, &cfg, &train_set, &val_set, &mut fit_rng, &mut observer);
+    if !val_set.is_empty() {
+        let best = &result.history[result.best_epoch - 1];
+        println!("Best validation loss {:.4} at epoch {}: keeping those weights", best.val_loss.unwrap_or(f32::NAN), result.best_epoch);
+    }
+
+    let t_eval = Instant::now();
+    let eval = train::evaluate(&mut model, &cfg.normalization, &test, 1000);
+    let eval_secs = t_eval.elapsed().as_secs_f32();
+    let wall_seconds = wall.elapsed().as_secs_f32();
+    println!("Test loss {:.4}, test accuracy {:.2}% ({} images, {:.1}s)", eval.loss, 100.0 * eval.accuracy, test.len(), eval_secs);
+    println!("Wall time {wall_seconds:.1}s (training {:.1}s)", result.train_seconds);
+
+    let saved = SavedModel {
+        model,
+        normalization: cfg.normalization,
+        dataset: kind.folder().to_string(),
+        classes: kind.class_names().iter().map(|s| s.to_string()).collect(),
+        preset: preset.name.to_string(),
+    };
+    let model_path = out.join("model.safetensors");
+    modelfile::save(&model_path, &saved).map_err(|e| format!("cannot write {}: {e}", model_path.display()))?;
+    write_json(&out.join("history.json"), &serde_json::to_value(&result.history).expect("plain data"))?;
+    let mut csv = String::from("epoch,loss,accuracy,val_loss,val_accuracy,seconds,images_per_second,lr\n");
+    for s in &result.history {
+        let opt = |v: Option<f32>| v.map(|v| v.to_string()).unwrap_or_default();
+        let _ = writeln!(
+            csv,
+            "{},{},{},{},{},{},{},{}",
+            s.epoch,
+            s.loss,
+            s.accuracy,
+            opt(s.val_loss),
+            opt(s.val_accuracy),
+            s.seconds,
+            s.images_per_second,
+            s.lr
+        );
+    }
+    let csv_path = out.join("history.csv");
+    write_atomic(&csv_path, csv.as_bytes()).map_err(|e| format!("cannot write {}: {e}", csv_path.display()))?;
+    let train_ips = result.history.iter().map(|s| s.images_per_second).sum::<f32>() / result.history.len() as f32;
+    let metrics = json!({
+        "test_accuracy": eval.accuracy,
+        "test_loss": eval.loss,
+        "epochs": cfg.epochs,
+        "best_epoch": result.best_epoch,
+        "wall_seconds": wall_seconds,
+        "train_seconds": result.train_seconds,
+        "train_images_per_second": train_ips,
+        "test_images": test.len(),
+        "preset": preset.name,
+        "seed": a.seed,
+        "threads": threads,
+    });
+    write_json(&out.join("metrics.json"), &metrics)?;
+    println!("Wrote {}", out.display());
+    Ok(())
+}
+
+fn dataset_kind_of(saved: &SavedModel) -> CliResult<DatasetKind> {
+    match saved.dataset.as_str() {
+        "fashion-mnist" => Ok(DatasetKind::Fashion),
+        "mnist" => Ok(DatasetKind::Digits),
+        other => Err(format!("the model was trained on an unknown dataset `{other}`")),
+    }
+}
+
+fn load_model(path: &Path) -> CliResult<SavedModel> {
+    modelfile::load(path).map_err(|e| e.to_string())
+}
+
+fn run_eval(a: EvalArgs) -> CliResult<()> {
+    set_threads(a.threads)?;
+    if a.batch_size == 0 {
+        return Err("--batch-size must be at least 1".into());
+    }
+    let mut saved = load_model(&a.model_file)?;
+    let kind = dataset_kind_of(&saved)?;
+    let (_, test, source) = load_data(kind, &a.data)?;
+    println!("Model: {} ({})", a.model_file.display(), saved.preset);
+    println!("Data: {} test set from {source}", kind.name());
+    let eval = train::evaluate(&mut saved.model, &saved.normalization, &test, a.batch_size);
+    println!("Test loss {:.4}, test accuracy {:.2}% ({} images)\n", eval.loss, 100.0 * eval.accuracy, test.len());
+    let m = report::confusion_matrix(&test.labels, &eval.predictions, saved.classes.len());
+    println!("Confusion matrix (rows: true class, columns: predicted class)");
+    println!("{}", report::confusion_table(&m, &saved.classes));
+    println!("{}", report::classification_report(&m, &saved.classes));
+    println!("Most confused pairs (both directions):");
+    for (x, y, n) in report::most_confused(&m, 5) {
+        println!("  {:>4}  {} <-> {}", n, saved.classes[x], saved.classes[y]);
+    }
+    Ok(())
+}
+
+fn run_predict(a: PredictArgs) -> CliResult<()> {
+    let mut saved = load_model(&a.model_file)?;
+    let mut test: Option<Dataset> = None;
+    let mut images: Vec<u8> = Vec::new();
+    let mut truths: Vec<Option<u8>> = Vec::new();
+    for input in &a.inputs {
+        if let Some(index) = input.strip_prefix("test:") {
+            let i: usize = index.parse().map_err(|_| format!("{input}: the index after `test:` must be a number"))?;
+            if test.is_none() {
+                test = Some(load_data(dataset_kind_of(&saved)?, &a.data)?.1);
+            }
+            let t = test.as_ref().expect("just loaded");
+            if i >= t.len() {
+                return Err(format!("{input}: the test set has {} images (0..{})", t.len(), t.len() - 1));
+            }
+            images.extend_from_slice(t.image(i));
+            truths.push(Some(t.labels[i]));
+        } else {
+            images.extend(image_input(Path::new(input))?);
+            truths.push(None);
+        }
+    }
+    let n = a.inputs.len();
+    let ds = Dataset { images, labels: vec![0; n], rows: 28, cols: 28 };
+    let x = saved.normalization.batch(&ds, &(0..n).collect::<Vec<_>>());
+    let mut tape = Tape::new();
+    let xv = tape.input(x);
+    let logits = saved.model.forward(&mut tape, xv, Mode::Eval, &mut Rng::new(0));
+    let k = saved.classes.len();
+    let mut probs = vec![0.0; n * k];
+    kernels::softmax::softmax_xent_forward(tape.value(logits).data(), &ds.labels, n, k, 0.0, &mut probs);
+    for ((input, p), truth) in a.inputs.iter().zip(probs.chunks(k)).zip(&truths) {
+        let mut order: Vec<usize> = (0..k).collect();
+        order.sort_by(|&i, &j| p[j].total_cmp(&p[i]).then(i.cmp(&j)));
+        let top: Vec<String> = order.iter().take(3).map(|&c| format!("{} {:.1}%", saved.classes[c], 100.0 * p[c])).collect();
+        let truth = truth.map(|t| format!("  (true: {})", saved.classes[t as usize])).unwrap_or_default();
+        println!("{input}: {}{truth}", top.join(", "));
+    }
+    Ok(())
+}
+
+fn run_summary(a: SummaryArgs) -> CliResult<()> {
+    let model = match (a.model, a.model_file) {
+        (Some(name), _) => {
+            let p = presets::preset(&name).expect("clap checked the name");
+            println!("Model: {} - {}", p.name, p.description);
+            Sequential::new(&INPUT_SHAPE, &p.layers, Init::GlorotUniform, &mut Rng::new(0)).map_err(|e| e.to_string())?
+        }
+        (None, Some(path)) => {
+            let saved = load_model(&path)?;
+            println!("Model file: {} ({}, {})", path.display(), saved.preset, saved.dataset);
+            saved.model
+        }
+        (None, None) => unreachable!("clap requires one of the two"),
+    };
+    print!("{}", model.summary());
+    Ok(())
+}
+
+// TEMPORARY until src/image.rs lands.
+fn image_input(path: &Path) -> CliResult<Vec<u8>> {
+    Err(format!("{}: image files are not supported yet", path.display()))
+}
