@@ -9,6 +9,7 @@
 pub mod cli;
 pub mod data;
 pub mod files;
+pub mod image;
 pub mod model;
 pub mod modelfile;
 pub mod ops;

@@ -34,6 +34,57 @@ pub struct Node {
     op: Option<Box<dyn Backward>>,
 }
 
+/// Buffers of finished steps, kept for reuse: a training step allocates the same tensors
+/// every time, and large fresh allocations cost page faults (the kernel zeroes every page
+/// on first touch), which on a small CNN can take longer than the arithmetic.
+#[derive(Default)]
+pub struct BufferPool {
+    free: Vec<Vec<f32>>,
+}
+
+impl BufferPool {
+    /// The smallest free buffer that holds `n` values, or a new one; length set to `n`.
+    /// Contents are unspecified until the caller writes them.
+    fn take(&mut self, n: usize) -> Vec<f32> {
+        let best = self.free.iter().enumerate().filter(|(_, b)| b.capacity() >= n).min_by_key(|(_, b)| b.capacity());
+        match best.map(|(i, _)| i) {
+            Some(i) => {
+                let mut b = self.free.swap_remove(i);
+                b.resize(n, 0.0);
+                b.truncate(n);
+                b
+            }
+            None => vec![0.0; n],
+        }
+    }
+
+    /// A tensor of zeros, reusing a freed buffer when one is large enough.
+    pub fn zeros(&mut self, shape: &[usize]) -> Tensor {
+        let mut data = self.take(shape.iter().product());
+        data.fill(0.0);
+        Tensor::from_vec(shape, data)
+    }
+
+    /// A tensor whose every value the caller promises to overwrite (a forward op's output).
+    /// Reused buffers hold stale values; debug builds fill them with NaN so that an element
+    /// the op forgot to write shows up in the tests.
+    pub fn scratch(&mut self, shape: &[usize]) -> Tensor {
+        let mut data = self.take(shape.iter().product());
+        if cfg!(debug_assertions) {
+            data.fill(f32::NAN);
+        }
+        Tensor::from_vec(shape, data)
+    }
+
+    /// Returns a tensor's storage to the pool.
+    pub fn recycle(&mut self, t: Tensor) {
+        let data = t.into_data();
+        if data.capacity() > 0 {
+            self.free.push(data);
+        }
+    }
+}
+
 /// What a [`Backward`] can reach: the values and gradients of earlier nodes, and the
 /// parameters.
 pub struct Grads<'a> {
@@ -44,6 +95,7 @@ pub struct Grads<'a> {
 /// The nodes created before the one being differentiated.
 pub struct NodeGrads<'a> {
     nodes: &'a mut [Node],
+    pool: &'a mut BufferPool,
 }
 
 impl NodeGrads<'_> {
@@ -59,7 +111,8 @@ impl NodeGrads<'_> {
     /// The value of `v` (read) and its gradient (to accumulate into, zeroed on first use).
     pub fn value_and_grad(&mut self, v: Var) -> (&Tensor, &mut Tensor) {
         let node = &mut self.nodes[v.0];
-        let grad = node.grad.get_or_insert_with(|| Tensor::zeros(node.value.shape()));
+        let pool = &mut *self.pool;
+        let grad = node.grad.get_or_insert_with(|| pool.zeros(node.value.shape()));
         (&node.value, grad)
     }
 
@@ -68,15 +121,38 @@ impl NodeGrads<'_> {
     }
 }
 
-/// The arena of nodes for one forward/backward pass.
+/// The arena of nodes for one forward/backward pass. A training loop keeps one tape and
+/// calls [`Tape::reset`] between steps, so the buffers are reused.
 #[derive(Default)]
 pub struct Tape {
     nodes: Vec<Node>,
+    pool: BufferPool,
 }
 
 impl Tape {
     pub fn new() -> Self {
-        Tape { nodes: Vec::new() }
+        Tape::default()
+    }
+
+    /// Forgets every node, keeping their buffers for the next step.
+    pub fn reset(&mut self) {
+        for node in self.nodes.drain(..) {
+            self.pool.recycle(node.value);
+            if let Some(g) = node.grad {
+                self.pool.recycle(g);
+            }
+        }
+    }
+
+    /// A zeroed tensor from the tape's pool.
+    pub fn zeros(&mut self, shape: &[usize]) -> Tensor {
+        self.pool.zeros(shape)
+    }
+
+    /// A tensor from the pool that the caller will overwrite entirely (see
+    /// [`BufferPool::scratch`]).
+    pub fn scratch(&mut self, shape: &[usize]) -> Tensor {
+        self.pool.scratch(shape)
     }
 
     /// A leaf holding data: no gradient is computed for it.
@@ -124,9 +200,13 @@ impl Tape {
     /// Backpropagates from `loss` (seeded with a gradient of ones, so a scalar loss gets
     /// `d loss / d loss = 1`), accumulating into every reachable node and parameter gradient.
     pub fn backward(&mut self, loss: Var, params: &mut Params) {
-        let seed = Tensor::full(self.nodes[loss.0].value.shape(), 1.0);
+        let mut seed = self.pool.zeros(self.nodes[loss.0].value.shape());
+        seed.data_mut().fill(1.0);
         match &mut self.nodes[loss.0].grad {
-            Some(g) => g.add_assign(&seed),
+            Some(g) => {
+                g.add_assign(&seed);
+                self.pool.recycle(seed);
+            }
             slot => *slot = Some(seed),
         }
         for i in (0..=loss.0).rev() {
@@ -136,7 +216,7 @@ impl Tape {
             if !node.needs_grad {
                 continue;
             }
-            let mut grads = Grads { nodes: NodeGrads { nodes: before }, params };
+            let mut grads = Grads { nodes: NodeGrads { nodes: before, pool: &mut self.pool }, params };
             op.backward(&node.value, dout, &mut grads);
         }
     }

@@ -136,8 +136,9 @@ pub fn evaluate(model: &mut Sequential, norm: &Normalization, ds: &Dataset, batc
     let mut total_loss = 0.0f64;
     let mut rng = Rng::new(0); // unused in Eval mode: dropout is the identity
     let all: Vec<usize> = (0..ds.len()).collect();
+    let mut tape = Tape::new();
     for (b, idx) in all.chunks(batch_size.max(1)).enumerate() {
-        let mut tape = Tape::new();
+        tape.reset();
         let x = tape.input(norm.batch(ds, idx));
         let logits = model.forward(&mut tape, x, Mode::Eval, &mut rng);
         let labels = &ds.labels[idx[0]..idx[0] + idx.len()];
@@ -185,6 +186,7 @@ pub fn fit(
     let mut history = Vec::with_capacity(cfg.epochs);
     let mut best: Option<(f32, usize, Params)> = None;
     let started = Instant::now();
+    let mut tape = Tape::new();
 
     for epoch in 1..=cfg.epochs {
         observer.epoch_start(epoch, cfg.epochs, batches);
@@ -199,7 +201,7 @@ pub fn fit(
             cursor += idx.len();
             let labels: Vec<u8> = idx.iter().map(|&i| train.labels[i]).collect();
 
-            let mut tape = Tape::new();
+            tape.reset();
             let x = tape.input(cfg.normalization.batch(train, idx));
             let logits = model.forward(&mut tape, x, Mode::Train, &mut dropout_rng);
             let loss = ops::softmax_cross_entropy(&mut tape, logits, &labels, cfg.label_smoothing);

@@ -3,7 +3,7 @@
 //! images and `S = 1` for dense features `[N, F]`.
 //! Reference twins: [`bias_add_ref`], [`channel_sums_ref`].
 
-use crate::simd::axpy;
+use crate::simd::{axpy, load, Fx, LANES};
 
 fn check(len: usize, n: usize, c: usize, s: usize, b: usize) {
     assert_eq!(len, n * c * s, "bias: buffer has {len} values, needs N*C*S = {}", n * c * s);
@@ -40,9 +40,20 @@ pub fn channel_sums(dy: &[f32], n: usize, c: usize, s: usize, db: &mut [f32]) {
         }
     } else {
         for (i, plane) in dy.chunks_exact(s).enumerate() {
-            db[i % c] += plane.iter().sum::<f32>();
+            db[i % c] += sum(plane);
         }
     }
+}
+
+/// Sum of a slice: lane-wise partial sums, then a fixed-order reduction.
+fn sum(v: &[f32]) -> f32 {
+    let mut acc = Fx::splat(0.0);
+    let chunks = v.chunks_exact(LANES);
+    let tail: f32 = chunks.remainder().iter().sum();
+    for c in chunks {
+        acc += load(c);
+    }
+    acc.reduce_add() + tail
 }
 
 /// Reference twin of [`bias_add`].

@@ -51,21 +51,27 @@ pub fn maxpool_forward(g: &PoolGeom, planes: usize, x: &[f32], y: &mut [f32], ar
         x.chunks_exact(in_plane).zip(y.chunks_exact_mut(out_plane)).zip(argmax.chunks_exact_mut(out_plane))
     {
         if g.k == 2 && g.stride == 2 {
-            // The common case, unrolled: two input rows feed one output row.
+            // The common case: two input rows feed one output row. Written with row slices
+            // and value selects (no bounds checks, and compare-and-select instead of
+            // branches, which random data would mispredict half the time).
+            let w = g.w as u32;
             for oh in 0..g.oh {
-                let r0 = 2 * oh * g.w;
-                let r1 = r0 + g.w;
-                for ow in 0..g.ow {
-                    let c = 2 * ow;
-                    let cands = [r0 + c, r0 + c + 1, r1 + c, r1 + c + 1];
-                    let mut best = cands[0];
-                    for &i in &cands[1..] {
-                        if xp[i] > xp[best] {
-                            best = i;
-                        }
-                    }
-                    yp[oh * g.ow + ow] = xp[best];
-                    ap[oh * g.ow + ow] = best as u32;
+                let r0 = &xp[2 * oh * g.w..][..g.w];
+                let r1 = &xp[(2 * oh + 1) * g.w..][..g.w];
+                let yr = &mut yp[oh * g.ow..][..g.ow];
+                let ar = &mut ap[oh * g.ow..][..g.ow];
+                let pairs = r0.chunks_exact(2).zip(r1.chunks_exact(2));
+                for (ow, ((y, a), (p0, p1))) in yr.iter_mut().zip(ar.iter_mut()).zip(pairs).enumerate() {
+                    let base = (2 * oh * g.w + 2 * ow) as u32;
+                    let (mut m, mut i) = (p0[0], base);
+                    let better = p0[1] > m;
+                    (m, i) = if better { (p0[1], base + 1) } else { (m, i) };
+                    let better = p1[0] > m;
+                    (m, i) = if better { (p1[0], base + w) } else { (m, i) };
+                    let better = p1[1] > m;
+                    (m, i) = if better { (p1[1], base + w + 1) } else { (m, i) };
+                    *y = m;
+                    *a = i;
                 }
             }
         } else {

@@ -32,14 +32,24 @@ pub fn describe() -> &'static str {
 /// Loads up to [`LANES`] values; missing lanes are zero.
 #[inline(always)]
 pub fn load(s: &[f32]) -> Fx {
-    Fx::from(s)
+    // A full vector is one unaligned load; `wide`'s slice conversion handles any length by
+    // zeroing a vector and copying into it, which costs a `memcpy` call per load.
+    match <[f32; LANES]>::try_from(s) {
+        Ok(a) => Fx::from(a),
+        Err(_) => Fx::from(s),
+    }
 }
 
 /// Stores the first `out.len()` lanes (at most [`LANES`]).
 #[inline(always)]
 pub fn store(v: Fx, out: &mut [f32]) {
-    let n = out.len();
-    out.copy_from_slice(&v.as_array()[..n]);
+    match <&mut [f32; LANES]>::try_from(&mut *out) {
+        Ok(a) => *a = v.to_array(),
+        Err(_) => {
+            let n = out.len();
+            out.copy_from_slice(&v.as_array()[..n]);
+        }
+    }
 }
 
 /// `y[i] += a * x[i]` for equal-length slices.

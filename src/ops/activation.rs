@@ -13,8 +13,9 @@ use crate::tensor::Tensor;
 /// # Shapes
 /// Any shape; the output has the input's shape.
 pub fn relu(tape: &mut Tape, x: Var) -> Var {
+    let shape = tape.value(x).shape().to_vec();
+    let mut y = tape.scratch(&shape);
     let xv = tape.value(x);
-    let mut y = Tensor::zeros(xv.shape());
     y.data_mut()
         .par_chunks_mut(ELEMS_PER_TASK)
         .zip(xv.data().par_chunks(ELEMS_PER_TASK))

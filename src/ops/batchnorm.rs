@@ -42,6 +42,8 @@ fn ncs(shape: &[usize]) -> (usize, usize, usize) {
 /// # Shapes
 /// `x: [N, C, H, W]` or `[N, C]`; `gamma`, `beta`, running mean and variance `[C]` -> `x`'s shape.
 pub fn batch_norm(tape: &mut Tape, params: &mut Params, x: Var, st: &BatchNormState, mode: Mode) -> Var {
+    let shape = tape.value(x).shape().to_vec();
+    let mut y = tape.scratch(&shape);
     let xv = tape.value(x);
     let (n, c, s) = ncs(xv.shape());
     assert_eq!(params.value(st.gamma).len(), c, "batch_norm: {c} channels, gamma {:?}", params.value(st.gamma).shape());
@@ -61,7 +63,6 @@ pub fn batch_norm(tape: &mut Tape, params: &mut Params, x: Var, st: &BatchNormSt
         Mode::Eval => (params.value(st.running_mean).data().to_vec(), params.value(st.running_var).data().to_vec()),
     };
     let inv_std: Vec<f32> = var.iter().map(|v| 1.0 / (v + st.eps).sqrt()).collect();
-    let mut y = Tensor::zeros(xv.shape());
     let (gamma, beta) = (params.value(st.gamma).data(), params.value(st.beta).data());
     batchnorm_normalize(xv.data(), n, c, s, &mean, &inv_std, gamma, beta, y.data_mut());
     let op = BatchNormBackward { x, gamma: st.gamma, beta: st.beta, mean, inv_std, batch_stats: mode == Mode::Train };

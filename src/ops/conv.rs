@@ -31,9 +31,11 @@ enum Path {
 /// `x: [N, C, H, W]`, `w: [OC, C, KH, KW]`, `b: [OC]` -> `[N, OC, OH, OW]`, with `C, H, W, KH, KW`,
 /// strides, padding and `OH, OW` given by `g`.
 pub fn conv2d(tape: &mut Tape, params: &Params, x: Var, w: ParamId, b: ParamId, g: ConvGeom) -> Var {
-    let xv = tape.value(x);
     let (wv, bv) = (params.value(w), params.value(b));
     let oc = wv.dim(0);
+    let n = tape.value(x).dim(0);
+    let mut y = tape.scratch(&[n, oc, g.oh, g.ow]);
+    let xv = tape.value(x);
     assert_eq!(
         &xv.shape()[1..],
         &[g.c, g.h, g.w],
@@ -44,10 +46,8 @@ pub fn conv2d(tape: &mut Tape, params: &Params, x: Var, w: ParamId, b: ParamId, 
         g.w
     );
     assert_eq!(wv.shape(), &[oc, g.c, g.kh, g.kw], "conv2d: weight shape {:?}", wv.shape());
-    let n = xv.dim(0);
     let path = if g.c == 1 { Path::Direct } else { Path::Im2col };
     let plane = g.out_plane();
-    let mut y = Tensor::zeros(&[n, oc, g.oh, g.ow]);
     if n > 0 && oc * plane > 0 {
         let (wd, bd) = (wv.data(), bv.data());
         y.data_mut().par_chunks_mut(oc * plane).zip(xv.data().par_chunks(g.in_len().max(1))).for_each_init(

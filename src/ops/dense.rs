@@ -1,6 +1,6 @@
 //! Fully connected layer, `y = x w + b`, with Keras's weight layout `w: [IN, OUT]`.
 //!
-//! Forward and the input gradient split the batch into fixed blocks of rows, one GEMM per
+//! Forward and the input gradient split the batch into a few fixed blocks of rows, one GEMM per
 //! block; the weight gradient `dw = x^T dy` splits the *rows of dw* instead (blocks of input
 //! features), so each element of `dw` is one GEMM's full sum over the batch and no partial
 //! sums across threads are needed.
@@ -13,8 +13,13 @@ use crate::params::{ParamId, Params};
 use crate::tape::{Backward, Grads, Tape, Var};
 use crate::tensor::Tensor;
 
-/// Rows of the batch per GEMM task.
-const ROWS_PER_TASK: usize = 32;
+/// Rows per GEMM task: a quarter of the rows, rounded up to a multiple of 16. Each task
+/// packs the whole other operand (the weights, 2.7 MB for C1's first dense layer), so few
+/// large tasks beat many small ones; four keep two threads busy. The split depends only on
+/// the shapes, never on the thread count.
+fn rows_per_task(rows: usize) -> usize {
+    rows.div_ceil(4).next_multiple_of(16).max(16)
+}
 
 /// Records `x w + b`.
 ///
@@ -22,16 +27,18 @@ const ROWS_PER_TASK: usize = 32;
 /// `x: [N, IN]` (or any `[N, ...]` whose trailing dims multiply to IN), `w: [IN, OUT]`,
 /// `b: [OUT]` -> `[N, OUT]`.
 pub fn dense(tape: &mut Tape, params: &Params, x: Var, w: ParamId, b: ParamId) -> Var {
+    let n = tape.value(x).dim(0);
+    let mut y = tape.scratch(&[n, params.value(w).dim(1)]);
     let xv = tape.value(x);
     let (wv, bv) = (params.value(w), params.value(b));
-    let (n, fin, fout) = (xv.dim(0), wv.dim(0), wv.dim(1));
+    let (fin, fout) = (wv.dim(0), wv.dim(1));
     assert_eq!(xv.row_len(), fin, "dense: input {:?} has {} features, weight {:?}", xv.shape(), xv.row_len(), wv.shape());
-    let mut y = Tensor::zeros(&[n, fout]);
     if n > 0 && fout > 0 {
         let (xd, wd, bd) = (xv.data(), wv.data(), bv.data());
-        y.data_mut().par_chunks_mut(ROWS_PER_TASK * fout).enumerate().for_each(|(blk, yb)| {
+        let block = rows_per_task(n);
+        y.data_mut().par_chunks_mut(block * fout).enumerate().for_each(|(blk, yb)| {
             let rows = yb.len() / fout;
-            let xb = &xd[blk * ROWS_PER_TASK * fin..][..rows * fin];
+            let xb = &xd[blk * block * fin..][..rows * fin];
             matmul(false, false, rows, fin, fout, xb, wd, yb, false);
             bias_add(yb, bd, rows, fout, 1);
         });
@@ -56,9 +63,10 @@ impl Backward for DenseBackward {
         let (xd, dyd) = (x.data(), dout.data());
         // dw[IN, OUT] = x^T[IN, N] * dy[N, OUT], a block of IN rows per task.
         let dw = grads.params.grad_mut(self.w);
-        dw.data_mut().par_chunks_mut(ROWS_PER_TASK * fout).enumerate().for_each(|(blk, dwb)| {
+        let block = rows_per_task(fin);
+        dw.data_mut().par_chunks_mut(block * fout).enumerate().for_each(|(blk, dwb)| {
             let rows = dwb.len() / fout;
-            let i0 = blk * ROWS_PER_TASK;
+            let i0 = blk * block;
             // Rows i0..i0+rows of x^T are columns of x: start at offset i0, step 1 down a
             // row of x^T (next feature), step IN across (next image).
             let a = MatRef { data: &xd[i0..], rows, cols: n, row_stride: 1, col_stride: fin };
@@ -72,9 +80,10 @@ impl Backward for DenseBackward {
         let w = grads.params.value(self.w).data();
         let dx = grads.nodes.grad_mut(self.x);
         // dx[N, IN] += dy[N, OUT] * w^T[OUT, IN]
-        dx.data_mut().par_chunks_mut(ROWS_PER_TASK * fin).enumerate().for_each(|(blk, dxb)| {
+        let block = rows_per_task(n);
+        dx.data_mut().par_chunks_mut(block * fin).enumerate().for_each(|(blk, dxb)| {
             let rows = dxb.len() / fin;
-            let dyb = &dyd[blk * ROWS_PER_TASK * fout..][..rows * fout];
+            let dyb = &dyd[blk * block * fout..][..rows * fout];
             matmul(false, true, rows, fout, fin, dyb, w, dxb, true);
         });
     }

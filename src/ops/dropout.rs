@@ -24,9 +24,10 @@ pub fn dropout(tape: &mut Tape, x: Var, rate: f32, mode: Mode, rng: &mut Rng) ->
 /// Records `x * mask` with a given mask (values `0` or `1 / (1 - rate)`); the gradient checks
 /// use it to hold the mask fixed.
 pub fn dropout_with_mask(tape: &mut Tape, x: Var, mask: Vec<f32>) -> Var {
+    let shape = tape.value(x).shape().to_vec();
+    let mut y = tape.scratch(&shape);
     let xv = tape.value(x);
     assert_eq!(mask.len(), xv.len(), "dropout: mask has {} values, input {:?}", mask.len(), xv.shape());
-    let mut y = Tensor::zeros(xv.shape());
     apply_mask(xv.data(), &mask, y.data_mut(), false);
     let needs = tape.needs_grad(x);
     tape.push(y, needs, Box::new(DropoutBackward { x, mask }))

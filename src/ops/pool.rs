@@ -12,11 +12,12 @@ use crate::tensor::Tensor;
 /// # Shapes
 /// `x: [N, C, H, W]` -> `[N, C, OH, OW]`, `OH = (H - k) / stride + 1`.
 pub fn max_pool2d(tape: &mut Tape, x: Var, k: usize, stride: usize) -> Var {
-    let xv = tape.value(x);
-    let &[n, c, h, w] = xv.shape() else { panic!("max_pool2d: input {:?} is not [N, C, H, W]", xv.shape()) };
+    let shape = tape.value(x).shape().to_vec();
+    let &[n, c, h, w] = &shape[..] else { panic!("max_pool2d: input {shape:?} is not [N, C, H, W]") };
     let g = PoolGeom::new(h, w, k, stride);
     let (in_img, out_img) = (c * h * w, c * g.oh * g.ow);
-    let mut y = Tensor::zeros(&[n, c, g.oh, g.ow]);
+    let mut y = tape.scratch(&[n, c, g.oh, g.ow]);
+    let xv = tape.value(x);
     let mut argmax = vec![0u32; n * out_img];
     if n > 0 && out_img > 0 {
         y.data_mut()

@@ -9,9 +9,9 @@ use crate::tensor::Tensor;
 /// # Shapes
 /// `[N, d1, d2, ...]` -> `[N, d1*d2*...]`.
 pub fn flatten(tape: &mut Tape, x: Var) -> Var {
-    let xv = tape.value(x);
-    let shape = [xv.dim(0), xv.row_len()];
-    let y = xv.clone().reshape(&shape);
+    let shape = [tape.value(x).dim(0), tape.value(x).row_len()];
+    let mut y = tape.scratch(&shape);
+    y.data_mut().copy_from_slice(tape.value(x).data());
     let needs = tape.needs_grad(x);
     tape.push(y, needs, Box::new(FlattenBackward { x }))
 }
