@@ -23,7 +23,11 @@ use crate::train::{self, EpochStats, Normalization, Observer, TrainConfig};
 use crate::{Init, Mode, Sequential, Tape};
 
 #[derive(Parser, Debug)]
-#[command(name = "fmnist", version, about = "Train, evaluate and use small CNNs on Fashion-MNIST, on the CPU, from scratch")]
+#[command(
+    name = "fmnist",
+    version,
+    about = "Train, evaluate and use small CNNs on Fashion-MNIST, on the CPU, from scratch"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -90,7 +94,7 @@ pub struct TrainArgs {
     /// Learning rate [default: the preset's, 1e-3 for Adam]
     #[arg(long)]
     pub lr: Option<f32>,
-    /// Optimizer [default: the preset's (adam); sgd uses momentum 0.9]
+    /// Optimizer [default: the preset's (adam); sgd means lr 0.01 and momentum 0.9 unless --lr]
     #[arg(long, value_enum)]
     pub optimizer: Option<OptimizerKind>,
     /// Seed of every random stream (initialisation, split, shuffling, dropout).
@@ -178,7 +182,10 @@ fn set_threads(threads: Option<usize>) -> CliResult<usize> {
         if n == 0 {
             return Err("--threads must be at least 1".into());
         }
-        rayon::ThreadPoolBuilder::new().num_threads(n).build_global().map_err(|e| format!("cannot start {n} threads: {e}"))?;
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()
+            .map_err(|e| format!("cannot start {n} threads: {e}"))?;
     }
     Ok(rayon::current_num_threads())
 }
@@ -190,7 +197,8 @@ fn load_data(kind: DatasetKind, args: &DataArgs) -> CliResult<(Dataset, Dataset,
 
 /// `YYYYMMDD-HHMMSS` in UTC, from the system clock (civil-from-days, H. Hinnant's algorithm).
 fn timestamp() -> String {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let secs =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
@@ -218,9 +226,10 @@ struct ConsoleObserver {
 impl Observer for ConsoleObserver {
     fn epoch_start(&mut self, epoch: usize, epochs: usize, batches: usize) {
         let bar = ProgressBar::new(batches as u64);
-        let style = ProgressStyle::with_template("Epoch {prefix} [{bar:30}] {pos}/{len} batches  {msg}  ETA {eta}")
-            .expect("valid template")
-            .progress_chars("=> ");
+        let style =
+            ProgressStyle::with_template("Epoch {prefix} [{bar:30}] {pos}/{len} batches  {msg}  ETA {eta}")
+                .expect("valid template")
+                .progress_chars("=> ");
         bar.set_style(style);
         bar.set_prefix(format!("{epoch}/{epochs}"));
         self.bar = Some(bar);
@@ -255,12 +264,14 @@ fn run_train(a: TrainArgs) -> CliResult<()> {
     let preset = presets::preset(&a.model).expect("clap checked the name");
     let threads = set_threads(a.threads)?;
     let recipe = &preset.recipe;
-    let mut optimizer = match a.optimizer {
-        None | Some(OptimizerKind::Adam) if matches!(recipe.optimizer, OptimizerConfig::Adam { .. }) || a.optimizer.is_some() => {
-            if a.optimizer == Some(OptimizerKind::Adam) { OptimizerConfig::adam(recipe.optimizer.lr()) } else { recipe.optimizer }
-        }
-        Some(OptimizerKind::Sgd) => OptimizerConfig::sgd(0.01, 0.9),
-        _ => recipe.optimizer,
+    // The preset's optimizer unless another kind is asked for; then that kind's Keras defaults
+    // (Adam 1e-3; SGD 0.01), SGD with momentum 0.9.
+    let mut optimizer = match (a.optimizer, recipe.optimizer) {
+        (None, o)
+        | (Some(OptimizerKind::Adam), o @ OptimizerConfig::Adam { .. })
+        | (Some(OptimizerKind::Sgd), o @ OptimizerConfig::Sgd { .. }) => o,
+        (Some(OptimizerKind::Adam), _) => OptimizerConfig::adam(1e-3),
+        (Some(OptimizerKind::Sgd), _) => OptimizerConfig::sgd(0.01, 0.9),
     };
     if let Some(lr) = a.lr {
         optimizer = optimizer.with_lr(lr);
@@ -305,12 +316,17 @@ fn run_train(a: TrainArgs) -> CliResult<()> {
     );
 
     let mut init_rng = rng.fork();
-    let mut model = Sequential::new(&INPUT_SHAPE, &preset.layers, Init::GlorotUniform, &mut init_rng).map_err(|e| e.to_string())?;
+    let mut model = Sequential::new(&INPUT_SHAPE, &preset.layers, Init::GlorotUniform, &mut init_rng)
+        .map_err(|e| e.to_string())?;
     println!("Model: {} - {}", preset.name, preset.description);
     print!("{}", model.summary());
 
-    let out = a.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(format!("{}-{}", timestamp(), preset.name)));
-    std::fs::create_dir_all(&out).map_err(|e| format!("cannot create the run folder {}: {e}", out.display()))?;
+    let out = a
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("runs").join(format!("{}-{}", timestamp(), preset.name)));
+    std::fs::create_dir_all(&out)
+        .map_err(|e| format!("cannot create the run folder {}: {e}", out.display()))?;
     let config_json = json!({
         "preset": preset.name,
         "dataset": kind.folder(),
@@ -326,24 +342,31 @@ fn run_train(a: TrainArgs) -> CliResult<()> {
         "layers": preset.layers,
     });
     write_json(&out.join("config.json"), &config_json)?;
-    println!(
-        "Training {} epochs, batch {}, {:?}",
-        cfg.epochs, cfg.batch_size, cfg.optimizer
-    );
+    println!("Training {} epochs, batch {}, {:?}", cfg.epochs, cfg.batch_size, cfg.optimizer);
 
     let mut observer = ConsoleObserver { bar: None, started: Instant::now() };
     let mut fit_rng = rng.fork();
     let result = train::fit(&mut model, &cfg, &train_set, &val_set, &mut fit_rng, &mut observer);
     if !val_set.is_empty() {
         let best = &result.history[result.best_epoch - 1];
-        println!("Best validation loss {:.4} at epoch {}: keeping those weights", best.val_loss.unwrap_or(f32::NAN), result.best_epoch);
+        println!(
+            "Best validation loss {:.4} at epoch {}: keeping those weights",
+            best.val_loss.unwrap_or(f32::NAN),
+            result.best_epoch
+        );
     }
 
     let t_eval = Instant::now();
     let eval = train::evaluate(&mut model, &cfg.normalization, &test, 1000);
     let eval_secs = t_eval.elapsed().as_secs_f32();
     let wall_seconds = wall.elapsed().as_secs_f32();
-    println!("Test loss {:.4}, test accuracy {:.2}% ({} images, {:.1}s)", eval.loss, 100.0 * eval.accuracy, test.len(), eval_secs);
+    println!(
+        "Test loss {:.4}, test accuracy {:.2}% ({} images, {:.1}s)",
+        eval.loss,
+        100.0 * eval.accuracy,
+        test.len(),
+        eval_secs
+    );
     println!("Wall time {wall_seconds:.1}s (training {:.1}s)", result.train_seconds);
 
     let saved = SavedModel {
@@ -354,7 +377,8 @@ fn run_train(a: TrainArgs) -> CliResult<()> {
         preset: preset.name.to_string(),
     };
     let model_path = out.join("model.safetensors");
-    modelfile::save(&model_path, &saved).map_err(|e| format!("cannot write {}: {e}", model_path.display()))?;
+    modelfile::save(&model_path, &saved)
+        .map_err(|e| format!("cannot write {}: {e}", model_path.display()))?;
     write_json(&out.join("history.json"), &serde_json::to_value(&result.history).expect("plain data"))?;
     let mut csv = String::from("epoch,loss,accuracy,val_loss,val_accuracy,seconds,images_per_second,lr\n");
     for s in &result.history {
@@ -373,8 +397,10 @@ fn run_train(a: TrainArgs) -> CliResult<()> {
         );
     }
     let csv_path = out.join("history.csv");
-    write_atomic(&csv_path, csv.as_bytes()).map_err(|e| format!("cannot write {}: {e}", csv_path.display()))?;
-    let train_ips = result.history.iter().map(|s| s.images_per_second).sum::<f32>() / result.history.len() as f32;
+    write_atomic(&csv_path, csv.as_bytes())
+        .map_err(|e| format!("cannot write {}: {e}", csv_path.display()))?;
+    let train_ips =
+        result.history.iter().map(|s| s.images_per_second).sum::<f32>() / result.history.len() as f32;
     let metrics = json!({
         "test_accuracy": eval.accuracy,
         "test_loss": eval.loss,
@@ -416,7 +442,12 @@ fn run_eval(a: EvalArgs) -> CliResult<()> {
     println!("Model: {} ({})", a.model_file.display(), saved.preset);
     println!("Data: {} test set from {source}", kind.name());
     let eval = train::evaluate(&mut saved.model, &saved.normalization, &test, a.batch_size);
-    println!("Test loss {:.4}, test accuracy {:.2}% ({} images)\n", eval.loss, 100.0 * eval.accuracy, test.len());
+    println!(
+        "Test loss {:.4}, test accuracy {:.2}% ({} images)\n",
+        eval.loss,
+        100.0 * eval.accuracy,
+        test.len()
+    );
     let m = report::confusion_matrix(&test.labels, &eval.predictions, saved.classes.len());
     println!("Confusion matrix (rows: true class, columns: predicted class)");
     println!("{}", report::confusion_table(&m, &saved.classes));
@@ -435,7 +466,8 @@ fn run_predict(a: PredictArgs) -> CliResult<()> {
     let mut truths: Vec<Option<u8>> = Vec::new();
     for input in &a.inputs {
         if let Some(index) = input.strip_prefix("test:") {
-            let i: usize = index.parse().map_err(|_| format!("{input}: the index after `test:` must be a number"))?;
+            let i: usize =
+                index.parse().map_err(|_| format!("{input}: the index after `test:` must be a number"))?;
             if test.is_none() {
                 test = Some(load_data(dataset_kind_of(&saved)?, &a.data)?.1);
             }
@@ -446,7 +478,7 @@ fn run_predict(a: PredictArgs) -> CliResult<()> {
             images.extend_from_slice(t.image(i));
             truths.push(Some(t.labels[i]));
         } else {
-            images.extend(image_input(Path::new(input))?);
+            images.extend(crate::image::load_for_model(Path::new(input)).map_err(|e| e.to_string())?);
             truths.push(None);
         }
     }
@@ -462,7 +494,8 @@ fn run_predict(a: PredictArgs) -> CliResult<()> {
     for ((input, p), truth) in a.inputs.iter().zip(probs.chunks(k)).zip(&truths) {
         let mut order: Vec<usize> = (0..k).collect();
         order.sort_by(|&i, &j| p[j].total_cmp(&p[i]).then(i.cmp(&j)));
-        let top: Vec<String> = order.iter().take(3).map(|&c| format!("{} {:.1}%", saved.classes[c], 100.0 * p[c])).collect();
+        let top: Vec<String> =
+            order.iter().take(3).map(|&c| format!("{} {:.1}%", saved.classes[c], 100.0 * p[c])).collect();
         let truth = truth.map(|t| format!("  (true: {})", saved.classes[t as usize])).unwrap_or_default();
         println!("{input}: {}{truth}", top.join(", "));
     }
@@ -474,7 +507,8 @@ fn run_summary(a: SummaryArgs) -> CliResult<()> {
         (Some(name), _) => {
             let p = presets::preset(&name).expect("clap checked the name");
             println!("Model: {} - {}", p.name, p.description);
-            Sequential::new(&INPUT_SHAPE, &p.layers, Init::GlorotUniform, &mut Rng::new(0)).map_err(|e| e.to_string())?
+            Sequential::new(&INPUT_SHAPE, &p.layers, Init::GlorotUniform, &mut Rng::new(0))
+                .map_err(|e| e.to_string())?
         }
         (None, Some(path)) => {
             let saved = load_model(&path)?;
@@ -485,9 +519,4 @@ fn run_summary(a: SummaryArgs) -> CliResult<()> {
     };
     print!("{}", model.summary());
     Ok(())
-}
-
-// TEMPORARY until src/image.rs lands.
-fn image_input(path: &Path) -> CliResult<Vec<u8>> {
-    Err(format!("{}: image files are not supported yet", path.display()))
 }

@@ -445,7 +445,7 @@ pub fn to_fashion_mnist(img: &GrayImage) -> Vec<u8> {
         width: w,
         height: h,
         left: (side - w) / 2,
-        top: (side - h + 1) / 2,
+        top: (side - h) / 2,
         fill: background,
     };
 

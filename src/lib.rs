@@ -18,8 +18,8 @@ pub mod params;
 pub mod presets;
 pub mod report;
 pub mod tape;
-pub mod train;
 pub mod tensor;
+pub mod train;
 
 pub use kernels::Rng;
 pub use model::{Init, LayerConfig, Padding, Sequential};

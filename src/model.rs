@@ -36,15 +36,30 @@ pub enum Padding {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum LayerConfig {
-    Conv2d { filters: usize, kernel: [usize; 2], stride: usize, padding: Padding },
-    MaxPool2d { size: usize, stride: usize },
+    Conv2d {
+        filters: usize,
+        kernel: [usize; 2],
+        stride: usize,
+        padding: Padding,
+    },
+    MaxPool2d {
+        size: usize,
+        stride: usize,
+    },
     Relu,
     Flatten,
     /// Inverted dropout; `rate` is the probability of dropping a value.
-    Dropout { rate: f32 },
-    Dense { units: usize },
+    Dropout {
+        rate: f32,
+    },
+    Dense {
+        units: usize,
+    },
     /// Batch-norm over channels (images) or features (vectors); Keras momentum convention.
-    BatchNorm { momentum: f32, eps: f32 },
+    BatchNorm {
+        momentum: f32,
+        eps: f32,
+    },
 }
 
 impl LayerConfig {
@@ -195,7 +210,9 @@ impl Layer {
             }
             LayerConfig::Dense { units } => {
                 let [fin] = *in_shape else {
-                    return Err(err(format!("needs a vector input [F] (add a flatten layer), got {in_shape:?}")));
+                    return Err(err(format!(
+                        "needs a vector input [F] (add a flatten layer), got {in_shape:?}"
+                    )));
                 };
                 if units == 0 {
                     return Err(err("units must be positive".into()));
@@ -263,7 +280,12 @@ pub struct Sequential {
 impl Sequential {
     /// Builds the layers for `input_shape` (without the batch dimension) and initialises their
     /// parameters from `rng`.
-    pub fn new(input_shape: &[usize], configs: &[LayerConfig], init: Init, rng: &mut Rng) -> Result<Self, ModelError> {
+    pub fn new(
+        input_shape: &[usize],
+        configs: &[LayerConfig],
+        init: Init,
+        rng: &mut Rng,
+    ) -> Result<Self, ModelError> {
         let mut params = Params::new();
         let mut layers = Vec::with_capacity(configs.len());
         let mut shape = input_shape.to_vec();
@@ -303,7 +325,9 @@ impl Sequential {
                     let pad = match padding {
                         Padding::Valid => "valid".to_string(),
                         Padding::Same => "same".to_string(),
-                        Padding::Explicit { top, left, bottom, right } => format!("pad {top},{left},{bottom},{right}"),
+                        Padding::Explicit { top, left, bottom, right } => {
+                            format!("pad {top},{left},{bottom},{right}")
+                        }
                     };
                     format!("{i} conv2d {filters}@{}x{} s{stride} {pad}", kernel[0], kernel[1])
                 }
@@ -312,7 +336,10 @@ impl Sequential {
                 LayerConfig::Dense { units } => format!("{i} dense {units}"),
                 other => format!("{i} {}", other.kind()),
             };
-            let shape = format!("(None, {})", layer.out_shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "));
+            let shape = format!(
+                "(None, {})",
+                layer.out_shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
+            );
             rows.push((desc, shape, count.to_string()));
         }
         let w0 = rows.iter().map(|r| r.0.len()).max().unwrap_or(0).max(28);
@@ -327,7 +354,8 @@ impl Sequential {
             out += &format!("{}\n", rule(if k == 0 { '=' } else { '_' }));
         }
         let (tr, nt) = (self.params.trainable_count(), self.params.buffer_count());
-        out += &format!("Total params: {}\nTrainable params: {}\nNon-trainable params: {}\n", tr + nt, tr, nt);
+        out +=
+            &format!("Total params: {}\nTrainable params: {}\nNon-trainable params: {}\n", tr + nt, tr, nt);
         out
     }
 }

@@ -60,11 +60,19 @@ pub fn to_bytes(saved: &SavedModel) -> Vec<u8> {
     let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = m
         .params
         .iter()
-        .map(|p| (p.name.clone(), p.value.data().iter().flat_map(|v| v.to_le_bytes()).collect(), p.value.shape().to_vec()))
+        .map(|p| {
+            (
+                p.name.clone(),
+                p.value.data().iter().flat_map(|v| v.to_le_bytes()).collect(),
+                p.value.shape().to_vec(),
+            )
+        })
         .collect();
     let views: Vec<(String, TensorView)> = bytes
         .iter()
-        .map(|(name, b, shape)| (name.clone(), TensorView::new(Dtype::F32, shape.clone(), b).expect("sizes agree")))
+        .map(|(name, b, shape)| {
+            (name.clone(), TensorView::new(Dtype::F32, shape.clone(), b).expect("sizes agree"))
+        })
         .collect();
     safetensors::serialize(views, Some(meta)).expect("serialising in memory cannot fail")
 }
@@ -78,7 +86,8 @@ pub fn save(path: &Path, saved: &SavedModel) -> std::io::Result<()> {
 /// builds, and that every tensor is there with the shape the architecture expects.
 pub fn load(path: &Path) -> Result<SavedModel, ModelFileError> {
     let shown = path.display();
-    let bytes = std::fs::read(path).map_err(|e| ModelFileError(format!("{shown}: cannot read the model file: {e}")))?;
+    let bytes = std::fs::read(path)
+        .map_err(|e| ModelFileError(format!("{shown}: cannot read the model file: {e}")))?;
     from_bytes(&bytes).map_err(|why| ModelFileError(format!("{shown}: {why}")))
 }
 
@@ -89,25 +98,37 @@ pub fn from_bytes(bytes: &[u8]) -> Result<SavedModel, String> {
     let tensors = SafeTensors::deserialize(bytes).map_err(|e| format!("corrupt safetensors file ({e})"))?;
     let meta = header.metadata().clone().unwrap_or_default();
     if meta.get("format").map(String::as_str) != Some(FORMAT) {
-        return Err("a safetensors file, but not a model saved by fmnist (no `format: fmnist-model` metadata)".into());
+        return Err(
+            "a safetensors file, but not a model saved by fmnist (no `format: fmnist-model` metadata)".into(),
+        );
     }
     if meta.get("version").map(String::as_str) != Some(VERSION) {
-        return Err(format!("model file version {:?}, this program reads version {VERSION}", meta.get("version")));
+        return Err(format!(
+            "model file version {:?}, this program reads version {VERSION}",
+            meta.get("version")
+        ));
     }
     let get = |k: &str| meta.get(k).ok_or_else(|| format!("metadata has no `{k}`"));
     let parse_err = |k: &str, e: serde_json::Error| format!("metadata `{k}` is not valid: {e}");
-    let input_shape: Vec<usize> = serde_json::from_str(get("input_shape")?).map_err(|e| parse_err("input_shape", e))?;
-    let layers: Vec<LayerConfig> = serde_json::from_str(get("layers")?).map_err(|e| parse_err("layers", e))?;
+    let input_shape: Vec<usize> =
+        serde_json::from_str(get("input_shape")?).map_err(|e| parse_err("input_shape", e))?;
+    let layers: Vec<LayerConfig> =
+        serde_json::from_str(get("layers")?).map_err(|e| parse_err("layers", e))?;
     let normalization: Normalization =
         serde_json::from_str(get("normalization")?).map_err(|e| parse_err("normalization", e))?;
     let classes: Vec<String> = serde_json::from_str(get("classes")?).map_err(|e| parse_err("classes", e))?;
     let mut model = Sequential::new(&input_shape, &layers, Init::GlorotUniform, &mut Rng::new(0))
         .map_err(|e| format!("the architecture in the file does not build: {e}"))?;
     if model.output_shape() != [classes.len()] {
-        return Err(format!("the model has {:?} outputs but the file names {} classes", model.output_shape(), classes.len()));
+        return Err(format!(
+            "the model has {:?} outputs but the file names {} classes",
+            model.output_shape(),
+            classes.len()
+        ));
     }
     let expected: Vec<&str> = model.params.iter().map(|p| p.name.as_str()).collect::<Vec<_>>();
-    let extra: Vec<String> = tensors.names().into_iter().filter(|n| !expected.contains(n)).map(String::from).collect();
+    let extra: Vec<String> =
+        tensors.names().into_iter().filter(|n| !expected.contains(n)).map(String::from).collect();
     if let Some(name) = extra.first() {
         return Err(format!("tensor `{name}` does not belong to the architecture in the file"));
     }

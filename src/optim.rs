@@ -12,10 +12,20 @@ use crate::params::Params;
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum OptimizerConfig {
-    Sgd { lr: f32, momentum: f32, weight_decay: f32 },
+    Sgd {
+        lr: f32,
+        momentum: f32,
+        weight_decay: f32,
+    },
     /// `eps` defaults to Keras's 1e-7; PyTorch uses 1e-8 (see `kernels::optim` for where it
     /// enters the update).
-    Adam { lr: f32, beta1: f32, beta2: f32, eps: f32, weight_decay: f32 },
+    Adam {
+        lr: f32,
+        beta1: f32,
+        beta2: f32,
+        eps: f32,
+        weight_decay: f32,
+    },
 }
 
 impl OptimizerConfig {

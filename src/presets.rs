@@ -42,7 +42,13 @@ pub const INPUT_SHAPE: [usize; 3] = [1, 28, 28];
 pub const NAMES: [&str; 6] = ["c1", "a", "b", "c2", "c3", "cmasch"];
 
 fn recipe(epochs: usize, batch_size: usize) -> Recipe {
-    Recipe { epochs, batch_size, optimizer: OptimizerConfig::adam(1e-3), steps_per_epoch: None, val_split: 0.2 }
+    Recipe {
+        epochs,
+        batch_size,
+        optimizer: OptimizerConfig::adam(1e-3),
+        steps_per_epoch: None,
+        val_split: 0.2,
+    }
 }
 
 fn conv_relu(filters: usize, k: usize, stride: usize, padding: Padding) -> [L; 2] {

@@ -5,7 +5,13 @@
 
 /// `m[true][predicted]` counts for `k` classes.
 pub fn confusion_matrix(labels: &[u8], predictions: &[u8], k: usize) -> Vec<Vec<usize>> {
-    assert_eq!(labels.len(), predictions.len(), "confusion_matrix: {} labels, {} predictions", labels.len(), predictions.len());
+    assert_eq!(
+        labels.len(),
+        predictions.len(),
+        "confusion_matrix: {} labels, {} predictions",
+        labels.len(),
+        predictions.len()
+    );
     let mut m = vec![vec![0; k]; k];
     for (&t, &p) in labels.iter().zip(predictions) {
         m[t as usize][p as usize] += 1;
@@ -40,7 +46,8 @@ pub fn class_scores(m: &[Vec<usize>]) -> Vec<ClassScores> {
             let predicted: usize = (0..k).map(|t| m[t][c]).sum();
             let support: usize = m[c].iter().sum();
             let (precision, recall) = (ratio(tp, predicted), ratio(tp, support));
-            let f1 = if precision + recall == 0.0 { 0.0 } else { 2.0 * precision * recall / (precision + recall) };
+            let f1 =
+                if precision + recall == 0.0 { 0.0 } else { 2.0 * precision * recall / (precision + recall) };
             ClassScores { precision, recall, f1, support }
         })
         .collect()
@@ -52,8 +59,11 @@ pub fn classification_report(m: &[Vec<usize>], names: &[String]) -> String {
     let total: usize = scores.iter().map(|s| s.support).sum();
     let correct: usize = (0..m.len()).map(|c| m[c][c]).sum();
     let width = names.iter().map(|n| n.len()).max().unwrap_or(0).max("weighted avg".len());
-    let mut out = format!("{:>width$} {:>9} {:>9} {:>9} {:>9}\n\n", "", "precision", "recall", "f1-score", "support");
-    let row = |name: &str, p: f64, r: f64, f: f64, s: usize| format!("{name:>width$} {p:>9.4} {r:>9.4} {f:>9.4} {s:>9}\n");
+    let mut out =
+        format!("{:>width$} {:>9} {:>9} {:>9} {:>9}\n\n", "", "precision", "recall", "f1-score", "support");
+    let row = |name: &str, p: f64, r: f64, f: f64, s: usize| {
+        format!("{name:>width$} {p:>9.4} {r:>9.4} {f:>9.4} {s:>9}\n")
+    };
     for (name, s) in names.iter().zip(&scores) {
         out += &row(name, s.precision, s.recall, s.f1, s.support);
     }
@@ -63,7 +73,8 @@ pub fn classification_report(m: &[Vec<usize>], names: &[String]) -> String {
         scores.iter().map(|s| f(s) * s.support as f64).sum::<f64>() / (total.max(1) as f64)
     };
     out += "\n";
-    out += &format!("{:>width$} {:>9} {:>9} {:>9.4} {:>9}\n", "accuracy", "", "", ratio(correct, total), total);
+    out +=
+        &format!("{:>width$} {:>9} {:>9} {:>9.4} {:>9}\n", "accuracy", "", "", ratio(correct, total), total);
     out += &row("macro avg", mean(|s| s.precision), mean(|s| s.recall), mean(|s| s.f1), total);
     out += &row("weighted avg", weighted(|s| s.precision), weighted(|s| s.recall), weighted(|s| s.f1), total);
     out
@@ -93,9 +104,9 @@ pub fn confusion_table(m: &[Vec<usize>], names: &[String]) -> String {
 /// The `n` largest off-diagonal counts, both directions of a pair added: `(a, b, count)`.
 pub fn most_confused(m: &[Vec<usize>], n: usize) -> Vec<(usize, usize, usize)> {
     let mut pairs = Vec::new();
-    for a in 0..m.len() {
-        for b in a + 1..m.len() {
-            pairs.push((a, b, m[a][b] + m[b][a]));
+    for (a, row) in m.iter().enumerate() {
+        for (b, col_b) in m.iter().enumerate().skip(a + 1) {
+            pairs.push((a, b, row[b] + col_b[a]));
         }
     }
     pairs.sort_by(|x, y| y.2.cmp(&x.2).then((x.0, x.1).cmp(&(y.0, y.1))));

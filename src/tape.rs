@@ -46,7 +46,8 @@ impl BufferPool {
     /// The smallest free buffer that holds `n` values, or a new one; length set to `n`.
     /// Contents are unspecified until the caller writes them.
     fn take(&mut self, n: usize) -> Vec<f32> {
-        let best = self.free.iter().enumerate().filter(|(_, b)| b.capacity() >= n).min_by_key(|(_, b)| b.capacity());
+        let best =
+            self.free.iter().enumerate().filter(|(_, b)| b.capacity() >= n).min_by_key(|(_, b)| b.capacity());
         match best.map(|(i, _)| i) {
             Some(i) => {
                 let mut b = self.free.swap_remove(i);

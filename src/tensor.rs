@@ -72,7 +72,13 @@ impl Tensor {
     /// When the value counts differ.
     pub fn reshape(mut self, shape: &[usize]) -> Self {
         let n: usize = shape.iter().product();
-        assert_eq!(n, self.data.len(), "reshape: {:?} ({} values) to {shape:?} ({n} values)", self.shape, self.data.len());
+        assert_eq!(
+            n,
+            self.data.len(),
+            "reshape: {:?} ({} values) to {shape:?} ({n} values)",
+            self.shape,
+            self.data.len()
+        );
         self.shape = shape.to_vec();
         self
     }

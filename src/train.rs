@@ -148,7 +148,12 @@ pub fn evaluate(model: &mut Sequential, norm: &Normalization, ds: &Dataset, batc
     let predictions: Vec<u8> = probabilities.chunks(k.max(1)).map(|p| argmax(p) as u8).collect();
     let correct = predictions.iter().zip(&ds.labels).filter(|(p, l)| p == l).count();
     let n = ds.len().max(1) as f32;
-    Evaluation { loss: (total_loss / n as f64) as f32, accuracy: correct as f32 / n, probabilities, predictions }
+    Evaluation {
+        loss: (total_loss / n as f64) as f32,
+        accuracy: correct as f32 / n,
+        probabilities,
+        predictions,
+    }
 }
 
 /// The outcome of [`fit`].

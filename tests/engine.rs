@@ -18,7 +18,10 @@ fn reference_models_have_the_published_parameter_counts() {
     let e = build("cmasch", 0);
     assert_eq!(e.params.trainable_count(), 493_772);
     assert_eq!(e.params.buffer_count(), 2 + 128);
-    assert_eq!(e.layers.iter().find(|l| l.config == fmnist::LayerConfig::Flatten).unwrap().out_shape, vec![1600]);
+    assert_eq!(
+        e.layers.iter().find(|l| l.config == fmnist::LayerConfig::Flatten).unwrap().out_shape,
+        vec![1600]
+    );
     // Every preset builds and ends in 10 logits.
     for name in presets::NAMES {
         assert_eq!(build(name, 0).output_shape(), &[10], "{name}");

@@ -64,7 +64,13 @@ enum Wrt {
 
 /// Checks d(sum(f(x) * r))/d(wrt) against central differences on every coordinate.
 /// `f` records ops on the tape from the input leaf and returns the output.
-fn check(name: &str, x: &Tensor, params: &mut Params, wrt: Wrt, f: &dyn Fn(&mut Tape, &mut Params, Var) -> Var) {
+fn check(
+    name: &str,
+    x: &Tensor,
+    params: &mut Params,
+    wrt: Wrt,
+    f: &dyn Fn(&mut Tape, &mut Params, Var) -> Var,
+) {
     check_eps(name, x, params, wrt, f, EPS)
 }
 
@@ -198,7 +204,9 @@ fn max_pool_without_ties() {
     let mut rng = Rng::new(10);
     let x = distinct(&[2, 2, 6, 7], &mut rng);
     check("maxpool 2/2", &x, &mut Params::new(), Wrt::Input, &|t, _, x| ops::max_pool2d(t, x, 2, 2));
-    check("maxpool 3/2 (overlapping)", &x, &mut Params::new(), Wrt::Input, &|t, _, x| ops::max_pool2d(t, x, 3, 2));
+    check("maxpool 3/2 (overlapping)", &x, &mut Params::new(), Wrt::Input, &|t, _, x| {
+        ops::max_pool2d(t, x, 3, 2)
+    });
 }
 
 #[test]
@@ -207,7 +215,9 @@ fn dropout_with_a_fixed_mask() {
     let x = random(&[3, 10], &mut rng, 1.0);
     let mut mask = vec![0.0; 30];
     kernels::dropout::dropout_mask(0.4, &mut rng, &mut mask);
-    check("dropout", &x, &mut Params::new(), Wrt::Input, &|t, _, x| ops::dropout_with_mask(t, x, mask.clone()));
+    check("dropout", &x, &mut Params::new(), Wrt::Input, &|t, _, x| {
+        ops::dropout_with_mask(t, x, mask.clone())
+    });
 }
 
 #[test]
@@ -255,7 +265,8 @@ fn softmax_cross_entropy_with_and_without_smoothing() {
     let x = random(&[5, 4], &mut rng, 3.0);
     let labels = [0u8, 3, 1, 1, 2];
     for smoothing in [0.0, 0.1] {
-        let f = move |t: &mut Tape, _: &mut Params, x: Var| ops::softmax_cross_entropy(t, x, &labels, smoothing);
+        let f =
+            move |t: &mut Tape, _: &mut Params, x: Var| ops::softmax_cross_entropy(t, x, &labels, smoothing);
         check(&format!("softmax_xent smoothing {smoothing}"), &x, &mut Params::new(), Wrt::Input, &f);
     }
 }
@@ -291,7 +302,8 @@ fn record_kinks(layer: &LayerConfig, x: &Tensor, pat: &mut Vec<u32>) {
                     for ow in 0..w / 2 {
                         let cands = [(0, 0), (0, 1), (1, 0), (1, 1)];
                         let at = |(a, b): (usize, usize)| x.data()[p * h * w + (2 * oh + a) * w + 2 * ow + b];
-                        let best = (0..4).fold(0, |best, k| if at(cands[k]) > at(cands[best]) { k } else { best });
+                        let best =
+                            (0..4).fold(0, |best, k| if at(cands[k]) > at(cands[best]) { k } else { best });
                         pat.push(best as u32);
                     }
                 }
@@ -357,7 +369,14 @@ fn whole_small_model_case(seed: u64) {
     ids.retain(|&id| params.get(id).trainable);
     for id in ids {
         let name = params.get(id).name.clone();
-        check_eps(&format!("seed {seed}: model param {name}"), &x, &mut params, Wrt::Param(id), &f, MODEL_EPS);
+        check_eps(
+            &format!("seed {seed}: model param {name}"),
+            &x,
+            &mut params,
+            Wrt::Param(id),
+            &f,
+            MODEL_EPS,
+        );
     }
     check_eps(&format!("seed {seed}: model input"), &x, &mut params, Wrt::Input, &f, MODEL_EPS);
 }

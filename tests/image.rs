@@ -401,7 +401,7 @@ fn border_of_exactly_127_5_is_not_inverted() {
     assert_eq!(to_fashion_mnist(&image(SIDE, SIDE, pixels.clone())), pixels);
 }
 
-/// A `(2 * 28) x (2 * 28)`-style image of 2x2 constant blocks: block `(bx, by)` is `value(bx, by)`.
+/// A `2 bw x 2 bh` image of 2x2 constant blocks: block `(bx, by)` is `value(bx, by)`.
 fn blocks(bw: usize, bh: usize, value: impl Fn(usize, usize) -> u8) -> GrayImage {
     let (w, h) = (2 * bw, 2 * bh);
     let pixels = (0..w * h).map(|i| value((i % w) / 2, (i / w) / 2)).collect();
@@ -614,8 +614,7 @@ fn long_thin_strip_is_cheap_and_centred() {
     // All border pixels are 200 -> inverted: strip 55, background (and padding) 55 as well.
     let out = to_fashion_mnist(&img);
     assert_eq!(out, vec![55; SIDE * SIDE]);
-    // A dark strip on its own: the strip is 1/3571 of the middle column's width; since the
-    // border mean is the strip itself, the whole output is the strip's value.
+    // The wide strip, dark: no inversion, and the padding is the strip's own value again.
     let out = to_fashion_mnist(&image(h, 1, vec![9; h]));
     assert_eq!(out, vec![9; SIDE * SIDE]);
 }

@@ -46,7 +46,12 @@ pub fn batch_norm(tape: &mut Tape, params: &mut Params, x: Var, st: &BatchNormSt
     let mut y = tape.scratch(&shape);
     let xv = tape.value(x);
     let (n, c, s) = ncs(xv.shape());
-    assert_eq!(params.value(st.gamma).len(), c, "batch_norm: {c} channels, gamma {:?}", params.value(st.gamma).shape());
+    assert_eq!(
+        params.value(st.gamma).len(),
+        c,
+        "batch_norm: {c} channels, gamma {:?}",
+        params.value(st.gamma).shape()
+    );
     let (mean, var) = match mode {
         Mode::Train => {
             let (mut mean, mut var) = (vec![0.0; c], vec![0.0; c]);
@@ -60,12 +65,21 @@ pub fn batch_norm(tape: &mut Tape, params: &mut Params, x: Var, st: &BatchNormSt
             }
             (mean, var)
         }
-        Mode::Eval => (params.value(st.running_mean).data().to_vec(), params.value(st.running_var).data().to_vec()),
+        Mode::Eval => {
+            (params.value(st.running_mean).data().to_vec(), params.value(st.running_var).data().to_vec())
+        }
     };
     let inv_std: Vec<f32> = var.iter().map(|v| 1.0 / (v + st.eps).sqrt()).collect();
     let (gamma, beta) = (params.value(st.gamma).data(), params.value(st.beta).data());
     batchnorm_normalize(xv.data(), n, c, s, &mean, &inv_std, gamma, beta, y.data_mut());
-    let op = BatchNormBackward { x, gamma: st.gamma, beta: st.beta, mean, inv_std, batch_stats: mode == Mode::Train };
+    let op = BatchNormBackward {
+        x,
+        gamma: st.gamma,
+        beta: st.beta,
+        mean,
+        inv_std,
+        batch_stats: mode == Mode::Train,
+    };
     tape.push(y, true, Box::new(op))
 }
 
@@ -104,8 +118,12 @@ impl Backward for BatchNormBackward {
                 &mut dbeta,
             );
         } else if s > 0 {
-            for (i, ((xp, dyp), dxp)) in
-                x.data().chunks_exact(s).zip(dout.data().chunks_exact(s)).zip(dx.chunks_exact_mut(s)).enumerate()
+            for (i, ((xp, dyp), dxp)) in x
+                .data()
+                .chunks_exact(s)
+                .zip(dout.data().chunks_exact(s))
+                .zip(dx.chunks_exact_mut(s))
+                .enumerate()
             {
                 let ch = i % c;
                 let (mu, is) = (self.mean[ch], self.inv_std[ch]);

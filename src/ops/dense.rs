@@ -32,7 +32,14 @@ pub fn dense(tape: &mut Tape, params: &Params, x: Var, w: ParamId, b: ParamId) -
     let xv = tape.value(x);
     let (wv, bv) = (params.value(w), params.value(b));
     let (fin, fout) = (wv.dim(0), wv.dim(1));
-    assert_eq!(xv.row_len(), fin, "dense: input {:?} has {} features, weight {:?}", xv.shape(), xv.row_len(), wv.shape());
+    assert_eq!(
+        xv.row_len(),
+        fin,
+        "dense: input {:?} has {} features, weight {:?}",
+        xv.shape(),
+        xv.row_len(),
+        wv.shape()
+    );
     if n > 0 && fout > 0 {
         let (xd, wd, bd) = (xv.data(), wv.data(), bv.data());
         let block = rows_per_task(n);

@@ -38,6 +38,14 @@ impl Backward for SoftmaxXentBackward {
         }
         let scale = dout.data()[0] / self.n as f32;
         let dz = grads.nodes.grad_mut(self.logits);
-        softmax_xent_backward(&self.probs, &self.labels, self.n, self.k, self.smoothing, scale, dz.data_mut());
+        softmax_xent_backward(
+            &self.probs,
+            &self.labels,
+            self.n,
+            self.k,
+            self.smoothing,
+            scale,
+            dz.data_mut(),
+        );
     }
 }

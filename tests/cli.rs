@@ -1,0 +1,265 @@
+//! End-to-end tests through the `fmnist` binary: a short training run on the real data, then
+//! `eval` and `predict` on the model file it wrote, and the one-line errors for bad input.
+//!
+//! The real-data test needs the Debian package `dataset-fashion-mnist` (CI installs it). On a
+//! developer machine without it the test prints a note and passes, unless `CI` is set, where
+//! missing data is a failure.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const DEBIAN_DIR: &str = "/usr/share/datasets/fashion-mnist";
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_fmnist"))
+}
+
+fn run(args: &[&str]) -> Output {
+    bin().args(args).output().expect("the binary runs")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("fmnist-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn real_data_available() -> bool {
+    if Path::new(DEBIAN_DIR).join("t10k-labels-idx1-ubyte.gz").exists() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI must install dataset-fashion-mnist ({DEBIAN_DIR} is missing)"
+    );
+    eprintln!(
+        "note: {DEBIAN_DIR} is missing; skipping the real-data test (apt-get install dataset-fashion-mnist)"
+    );
+    false
+}
+
+/// The number after `prefix` in `text`, e.g. "test accuracy 85.12%".
+fn number_after(text: &str, prefix: &str) -> f64 {
+    let start = text.find(prefix).unwrap_or_else(|| panic!("`{prefix}` not in:\n{text}")) + prefix.len();
+    let num: String = text[start..].chars().take_while(|c| c.is_ascii_digit() || *c == '.').collect();
+    num.parse().unwrap_or_else(|_| panic!("no number after `{prefix}` in:\n{text}"))
+}
+
+#[test]
+fn train_eval_predict_agree_on_real_data() {
+    if !real_data_available() {
+        return;
+    }
+    let dir = temp_dir("e2e");
+    let out_dir = dir.join("run");
+    // 12,000 images, one epoch. Batch 64 gives 150 Adam steps; the C1 recipe's batch 512
+    // would give only 19, which no framework turns into 80%.
+    let train = run(&[
+        "train",
+        "--limit",
+        "12000",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "64",
+        "--data-dir",
+        DEBIAN_DIR,
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
+    let text = stdout(&train);
+    assert!(train.status.success(), "train failed:\n{text}\n{}", stderr(&train));
+    assert!(text.contains("Trainable params: 693962"), "{text}");
+    assert!(text.contains("Epoch  1 - "), "{text}");
+    let train_acc = number_after(&text, "test accuracy ");
+    assert!(train_acc >= 80.0, "test accuracy {train_acc}% after the short run:\n{text}");
+
+    // Every file of the run folder, with the figures train printed.
+    for f in ["model.safetensors", "config.json", "history.json", "history.csv", "metrics.json"] {
+        assert!(out_dir.join(f).is_file(), "{f} missing in the run folder");
+    }
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("metrics.json")).unwrap()).unwrap();
+    let m_acc = metrics["test_accuracy"].as_f64().unwrap() * 100.0;
+    assert!((m_acc - train_acc).abs() < 0.006, "metrics.json {m_acc} vs printed {train_acc}");
+    assert_eq!(metrics["epochs"], 1);
+    assert!(metrics["wall_seconds"].as_f64().unwrap() > 0.0);
+    assert!(metrics["test_loss"].as_f64().unwrap() > 0.0);
+    let csv = std::fs::read_to_string(out_dir.join("history.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 2, "{csv}");
+
+    // eval on the model file: the same accuracy, a confusion matrix and the report.
+    let model = out_dir.join("model.safetensors");
+    let model_s = model.to_str().unwrap();
+    let eval = run(&["eval", "--model-file", model_s, "--data-dir", DEBIAN_DIR]);
+    let etext = stdout(&eval);
+    assert!(eval.status.success(), "eval failed:\n{etext}\n{}", stderr(&eval));
+    assert_eq!(number_after(&etext, "test accuracy "), train_acc, "eval disagrees with train:\n{etext}");
+    assert!(etext.contains("9 Ankle boot"), "{etext}");
+    assert!(etext.contains("weighted avg"), "{etext}");
+    assert!(etext.contains("precision    recall  f1-score   support"), "{etext}");
+
+    // predict: the top class of each test image is the model's argmax, as the library sees it.
+    let saved = fmnist::modelfile::load(&model).unwrap();
+    let (_, test, _) = fmnist::data::load(&fmnist::data::LoadOptions {
+        kind: fmnist::data::DatasetKind::Fashion,
+        data_dir: Some(Path::new(DEBIAN_DIR)),
+        allow_download: false,
+    })
+    .unwrap();
+    let mut model_copy = saved.model.clone();
+    let sub = test.take(20);
+    let e = fmnist::train::evaluate(&mut model_copy, &saved.normalization, &sub, 1000);
+    let inputs: Vec<String> = (0..20).map(|i| format!("test:{i}")).collect();
+    let mut args = vec!["predict", "--model-file", model_s, "--data-dir", DEBIAN_DIR];
+    args.extend(inputs.iter().map(String::as_str));
+    let pred = run(&args);
+    let ptext = stdout(&pred);
+    assert!(pred.status.success(), "predict failed:\n{ptext}\n{}", stderr(&pred));
+    for (i, line) in ptext.lines().enumerate() {
+        let expect = &saved.classes[e.predictions[i] as usize];
+        let top = line.split(": ").nth(1).unwrap();
+        assert!(top.starts_with(expect.as_str()), "test:{i}: predict says `{line}`, evaluate says {expect}");
+        assert!(line.contains("(true: "), "{line}");
+    }
+    assert_eq!(ptext.lines().count(), 20);
+
+    // summary from the file.
+    let sum = run(&["summary", "--model-file", model_s]);
+    assert!(stdout(&sum).contains("Trainable params: 693962"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A failing command: exit code 1, no panic, and one line on stderr that contains `needle`.
+fn assert_clean_error(args: &[&str], needle: &str) {
+    let o = run(args);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{args:?} should fail with exit 1; stderr:\n{err}");
+    assert!(!err.contains("panicked"), "{args:?} panicked:\n{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{args:?} should print one line:\n{err}");
+    assert!(err.starts_with("error: ") && err.contains(needle), "{args:?}: `{needle}` not in:\n{err}");
+}
+
+#[test]
+fn bad_model_files_get_one_line_errors() {
+    let dir = temp_dir("badmodel");
+    let missing = dir.join("nope.safetensors");
+    assert_clean_error(&["eval", "--model-file", missing.to_str().unwrap()], "cannot read the model file");
+
+    let garbage = dir.join("garbage.safetensors");
+    std::fs::write(&garbage, b"this is not a model").unwrap();
+    assert_clean_error(&["eval", "--model-file", garbage.to_str().unwrap()], "not a safetensors model file");
+
+    // A valid safetensors file without our metadata (as another program would write it).
+    let foreign = dir.join("foreign.safetensors");
+    let bytes = [1.0f32, 2.0].iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>();
+    let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![2], &bytes).unwrap();
+    std::fs::write(&foreign, safetensors::serialize([("w", view)], None).unwrap()).unwrap();
+    assert_clean_error(
+        &["summary", "--model-file", foreign.to_str().unwrap()],
+        "not a model saved by fmnist",
+    );
+
+    // A model file whose tensors belong to another architecture: C1's metadata, A's weights.
+    let c1 = build_saved("c1");
+    let c1_bytes = fmnist::modelfile::to_bytes(&c1);
+    let (_, c1_header) = safetensors::SafeTensors::read_metadata(&c1_bytes).unwrap();
+    let a = build_saved("a");
+    let tensors: Vec<(String, Vec<u8>, Vec<usize>)> = a
+        .model
+        .params
+        .iter()
+        .map(|p| {
+            (
+                p.name.clone(),
+                p.value.data().iter().flat_map(|v| v.to_le_bytes()).collect(),
+                p.value.shape().to_vec(),
+            )
+        })
+        .collect();
+    let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
+        .iter()
+        .map(|(n, b, s)| {
+            (n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b).unwrap())
+        })
+        .collect();
+    let mixed = dir.join("mixed.safetensors");
+    std::fs::write(&mixed, safetensors::serialize(views, c1_header.metadata().clone()).unwrap()).unwrap();
+    assert_clean_error(&["summary", "--model-file", mixed.to_str().unwrap()], "architecture");
+
+    // A truncated model file.
+    let good = dir.join("good.safetensors");
+    let full = fmnist::modelfile::to_bytes(&c1);
+    std::fs::write(&good, &full[..full.len() / 2]).unwrap();
+    assert_clean_error(&["summary", "--model-file", good.to_str().unwrap()], good.to_str().unwrap());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn build_saved(preset: &str) -> fmnist::modelfile::SavedModel {
+    let p = fmnist::presets::preset(preset).unwrap();
+    let model = fmnist::Sequential::new(
+        &fmnist::presets::INPUT_SHAPE,
+        &p.layers,
+        fmnist::Init::GlorotUniform,
+        &mut fmnist::Rng::new(1),
+    )
+    .unwrap();
+    fmnist::modelfile::SavedModel {
+        model,
+        normalization: Default::default(),
+        dataset: "fashion-mnist".into(),
+        classes: fmnist::data::DatasetKind::Fashion.class_names().iter().map(|s| s.to_string()).collect(),
+        preset: preset.into(),
+    }
+}
+
+#[test]
+fn bad_data_and_flags_get_clean_errors() {
+    let dir = temp_dir("baddata");
+    // An empty data folder: the error names it.
+    assert_clean_error(
+        &["train", "--data-dir", dir.to_str().unwrap(), "--no-download"],
+        dir.to_str().unwrap(),
+    );
+    // A truncated IDX file names the file.
+    let broken = dir.join("broken");
+    std::fs::create_dir_all(&broken).unwrap();
+    for f in [
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+    ] {
+        std::fs::write(broken.join(f), [0u8, 0, 8, 3, 0]).unwrap();
+    }
+    assert_clean_error(&["train", "--data-dir", broken.to_str().unwrap()], "idx");
+    // Out-of-range knobs are refused before any data is read.
+    assert_clean_error(&["train", "--val-split", "1.5"], "--val-split");
+    assert_clean_error(&["train", "--epochs", "0"], "epochs");
+    assert_clean_error(&["train", "--lr=-1"], "learning rate");
+    // clap's own errors: unknown flag and unknown preset exit with 2 and a usage hint.
+    for args in [&["train", "--bogus"][..], &["train", "--model", "resnet"][..]] {
+        let o = run(args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        assert!(!stderr(&o).contains("panicked"));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn summary_of_a_preset() {
+    let o = run(&["summary", "--model", "cmasch"]);
+    let text = stdout(&o);
+    assert!(o.status.success());
+    assert!(text.contains("Trainable params: 493772"), "{text}");
+    assert!(text.contains("Non-trainable params: 130"), "{text}");
+}
