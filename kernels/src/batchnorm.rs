@@ -7,7 +7,7 @@
 //! `dx = gamma * inv_std / M * (M * dy - sum dy - xhat * sum(dy * xhat))`.
 //! Sums run over each channel in a fixed order and accumulate in `f64`.
 //! Only `mean` and `inv_std` are saved; backward recomputes `xhat` from `x`.
-//! Reference twins: [`batchnorm_stats_ref`], [`batchnorm_backward_ref`].
+//! Reference twins: [`batchnorm_stats_ref`], [`batchnorm_normalize_ref`], [`batchnorm_backward_ref`].
 
 fn check(len: usize, n: usize, c: usize, s: usize) {
     assert_eq!(len, n * c * s, "batchnorm: buffer has {len} values, needs N*C*S = {}", n * c * s);
@@ -78,6 +78,31 @@ pub fn batchnorm_normalize(
         let shift = beta[ch] - mean[ch] * scale;
         for (o, &v) in yp.iter_mut().zip(xp) {
             *o = v * scale + shift;
+        }
+    }
+}
+
+/// Reference twin of [`batchnorm_normalize`]: the definition `gamma * (x - mean) * inv_std + beta`
+/// element by element, in `f64`.
+#[allow(clippy::too_many_arguments)]
+pub fn batchnorm_normalize_ref(
+    x: &[f32],
+    n: usize,
+    c: usize,
+    s: usize,
+    mean: &[f32],
+    inv_std: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    y: &mut [f32],
+) {
+    for i in 0..n {
+        for ch in 0..c {
+            for k in 0..s {
+                let j = (i * c + ch) * s + k;
+                let xhat = (x[j] as f64 - mean[ch] as f64) * inv_std[ch] as f64;
+                y[j] = (gamma[ch] as f64 * xhat + beta[ch] as f64) as f32;
+            }
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Inverted dropout: in training each value is kept with probability `1 - rate` and scaled by
 //! `1 / (1 - rate)`, so evaluation needs no rescaling (Keras and PyTorch both do this).
 //! The mask holds `0` or `1 / (1 - rate)`; forward and backward are the same product.
-//! Reference twin: [`dropout_mask_ref`] (the products are single loops already).
+//! Reference twins: [`dropout_mask_ref`], [`apply_mask_ref`].
 
 use crate::rng::Rng;
 use crate::simd::{load, store, LANES};
@@ -36,5 +36,13 @@ pub fn apply_mask(x: &[f32], mask: &[f32], y: &mut [f32], accumulate: bool) {
     }
     for ((&xv, &mv), yv) in xc.remainder().iter().zip(mc.remainder()).zip(yc.into_remainder()) {
         *yv = if accumulate { *yv + xv * mv } else { xv * mv };
+    }
+}
+
+/// Reference twin of [`apply_mask`]: one element at a time.
+pub fn apply_mask_ref(x: &[f32], mask: &[f32], y: &mut [f32], accumulate: bool) {
+    for i in 0..x.len() {
+        let p = x[i] * mask[i];
+        y[i] = if accumulate { y[i] + p } else { p };
     }
 }

@@ -15,14 +15,14 @@
 
 use kernels::activation::{relu_backward, relu_backward_ref, relu_forward, relu_forward_ref};
 use kernels::batchnorm::{
-    batchnorm_backward, batchnorm_backward_ref, batchnorm_normalize, batchnorm_stats, batchnorm_stats_ref,
+    batchnorm_backward, batchnorm_backward_ref, batchnorm_normalize, batchnorm_normalize_ref, batchnorm_stats, batchnorm_stats_ref,
 };
 use kernels::bias::{bias_add, bias_add_ref, channel_sums, channel_sums_ref};
 use kernels::conv_direct::{
     conv_backward_input, conv_backward_input_ref, conv_backward_weights, conv_backward_weights_ref,
     conv_forward, conv_forward_ref,
 };
-use kernels::dropout::{apply_mask, dropout_mask, dropout_mask_ref};
+use kernels::dropout::{apply_mask, apply_mask_ref, dropout_mask, dropout_mask_ref};
 use kernels::gemm::{matmul, matmul_ref, sgemm, sgemm_ref, MatMut, MatRef};
 use kernels::im2col::{col2im, col2im_ref, im2col, im2col_ref, ConvGeom};
 use kernels::optim::{adam_update, adam_update_ref, sgd_update, sgd_update_ref, AdamParams, SgdParams};
@@ -733,8 +733,8 @@ proptest! {
         let mut mask = vec![0.0; n];
         dropout_mask(0.5, &mut rng, &mut mask); // values 0 or 2: products stay exact
         let y0 = if accumulate { ints(&mut rng, n) } else { nans(n) };
-        let want: Vec<f32> =
-            (0..n).map(|i| if accumulate { y0[i] + x[i] * mask[i] } else { x[i] * mask[i] }).collect();
+        let mut want = y0.clone();
+        apply_mask_ref(&x, &mask, &mut want, accumulate);
         let mut y = y0;
         apply_mask(&x, &mask, &mut y, accumulate);
         assert_same("apply_mask", &y, &want);
@@ -862,12 +862,8 @@ proptest! {
         let beta = reals(&mut rng, c);
         let mut y = nans(n * c * s);
         batchnorm_normalize(&x, n, c, s, &mean, &inv_std, &gamma, &beta, &mut y);
-        let want: Vec<f32> = (0..n * c * s)
-            .map(|i| {
-                let ch = i / s % c;
-                (x[i] - mean[ch]) * inv_std[ch] * gamma[ch] + beta[ch]
-            })
-            .collect();
+        let mut want = nans(n * c * s);
+        batchnorm_normalize_ref(&x, n, c, s, &mean, &inv_std, &gamma, &beta, &mut want);
         // The kernel folds mean, inv_std, gamma and beta into one scale and shift; the
         // rounding differs from the formula by a few ulps of the terms (|x * scale| <= ~4).
         assert_close("batchnorm normalize", &y, &want, 1e-5);
