@@ -309,8 +309,25 @@ impl Sequential {
     /// `x: [N, input_shape...]` -> `[N, output_shape...]`.
     pub fn forward(&mut self, tape: &mut Tape, x: Var, mode: Mode, rng: &mut Rng) -> Var {
         let mut h = x;
-        for layer in &self.layers {
-            h = layer.forward(tape, &mut self.params, h, mode, rng);
+        let mut i = 0;
+        while i < self.layers.len() {
+            let rest = &self.layers[i..];
+            match rest {
+                // Conv -> ReLU -> max-pool runs as one fused op (see `ops::conv2d_relu_maxpool`):
+                // the same function, without materialising the full-size activations.
+                [Layer { kind: Built::Conv { geom, w, b }, .. }, Layer { kind: Built::Relu, .. }, Layer { kind: Built::Pool { size, stride }, .. }, ..] =>
+                {
+                    h = ops::conv2d_relu_maxpool(tape, &self.params, h, *w, *b, *geom, *size, *stride);
+                    i += 3;
+                }
+                // Dense reads any [N, ...] input as [N, IN], so a flatten right before it is free.
+                [Layer { kind: Built::Flatten, .. }, Layer { kind: Built::Dense { .. }, .. }, ..] => i += 1,
+                [layer, ..] => {
+                    h = layer.forward(tape, &mut self.params, h, mode, rng);
+                    i += 1;
+                }
+                [] => unreachable!(),
+            }
         }
         h
     }

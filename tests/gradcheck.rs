@@ -380,3 +380,82 @@ fn whole_small_model_case(seed: u64) {
     }
     check_eps(&format!("seed {seed}: model input"), &x, &mut params, Wrt::Input, &f, MODEL_EPS);
 }
+
+/// The fused conv -> ReLU -> max-pool op against the three separate ops: the same output and
+/// the same gradients (bit for bit: the same kernels run on the same values), on both
+/// convolution paths, with padding, an odd pooled size and overlapping windows.
+#[test]
+fn fused_conv_relu_pool_equals_the_separate_ops() {
+    let cases = [
+        (ConvGeom::new(1, 12, 12, 3, 3, (1, 1), (0, 0, 0, 0)), 4, 2, 2),
+        (ConvGeom::new(1, 10, 10, 4, 4, (1, 1), (1, 1, 2, 2)), 3, 2, 2),
+        (ConvGeom::new(3, 9, 8, 3, 3, (1, 1), (1, 1, 1, 1)), 5, 2, 2),
+        (ConvGeom::new(2, 11, 11, 3, 3, (2, 2), (1, 1, 1, 1)), 3, 3, 2),
+    ];
+    for (seed, &(g, oc, k, s)) in cases.iter().enumerate() {
+        let mut rng = Rng::new(40 + seed as u64);
+        let mut params = Params::new();
+        let w = params.add("w", random(&[oc, g.c, g.kh, g.kw], &mut rng, 0.5));
+        let b = params.add("b", random(&[oc], &mut rng, 0.2));
+        let x = random(&[3, g.c, g.h, g.w], &mut rng, 1.0);
+        let run = |params: &mut Params, fused: bool| {
+            params.zero_grads();
+            let mut t = Tape::new();
+            let xv = t.leaf(x.clone());
+            let y = if fused {
+                ops::conv2d_relu_maxpool(&mut t, params, xv, w, b, g, k, s)
+            } else {
+                let c = ops::conv2d(&mut t, params, xv, w, b, g);
+                let r = ops::relu(&mut t, c);
+                ops::max_pool2d(&mut t, r, k, s)
+            };
+            let r = random(t.value(y).shape(), &mut Rng::new(7), 1.0);
+            let l = ops::weighted_sum(&mut t, y, r);
+            t.backward(l, params);
+            let out = t.value(y).data().to_vec();
+            let dx = t.grad(xv).unwrap().data().to_vec();
+            (out, dx, params.get(w).grad.data().to_vec(), params.get(b).grad.data().to_vec())
+        };
+        let separate = run(&mut params, false);
+        let fused = run(&mut params, true);
+        assert_eq!(fused.0, separate.0, "case {seed}: outputs");
+        assert_eq!(fused.1, separate.1, "case {seed}: input gradients");
+        assert_eq!(fused.2, separate.2, "case {seed}: weight gradients");
+        assert_eq!(fused.3, separate.3, "case {seed}: bias gradients");
+        assert!(fused.2.iter().any(|&v| v != 0.0), "case {seed}: a vacuous comparison");
+    }
+}
+
+/// `Sequential::forward` takes the fused path and skips a flatten before a dense layer; the
+/// result equals running every layer on its own.
+#[test]
+fn sequential_fusions_change_nothing() {
+    let mut rng = Rng::new(50);
+    let preset = fmnist::presets::preset("cmasch").unwrap();
+    let mut model = Sequential::new(&[1, 28, 28], &preset.layers, fmnist::Init::GlorotUniform, &mut rng).unwrap();
+    let x = random(&[4, 1, 28, 28], &mut rng, 1.0);
+    let labels = [1u8, 2, 3, 4];
+    let run = |model: &mut Sequential, fused: bool| {
+        model.params.zero_grads();
+        let mut t = Tape::new();
+        let xv = t.input(x.clone());
+        let mut drng = Rng::new(5);
+        let logits = if fused {
+            model.forward(&mut t, xv, Mode::Train, &mut drng)
+        } else {
+            let mut h = xv;
+            for layer in &model.layers {
+                h = layer.forward(&mut t, &mut model.params, h, Mode::Train, &mut drng);
+            }
+            h
+        };
+        let l = ops::softmax_cross_entropy(&mut t, logits, &labels, 0.0);
+        t.backward(l, &mut model.params);
+        let grads: Vec<Vec<f32>> = model.params.iter().filter(|p| p.trainable).map(|p| p.grad.data().to_vec()).collect();
+        (t.value(logits).data().to_vec(), grads)
+    };
+    let separate = run(&mut model, false);
+    let fused = run(&mut model, true);
+    assert_eq!(fused.0, separate.0, "logits");
+    assert_eq!(fused.1, separate.1, "gradients");
+}

@@ -124,10 +124,11 @@ fn spread_wide(g: &ConvGeom, wp: usize, dy_o: &[f32], wide: &mut [f32]) {
     }
 }
 
-/// `dw[t] += sum_i dy_wide[i] * xp[offs[t] + i]`, eight taps at a time so each `dy` vector
-/// loaded feeds eight independent accumulators.
+/// `dw[t] += sum_i dy_wide[i] * xp[offs[t] + i]`, up to sixteen taps at a time (a whole 3x3 or 4x4
+/// kernel for one channel) so each `dy` vector
+/// loaded feeds that many independent accumulators.
 fn weight_grads_wide(xp: &[f32], offs: &[usize], dy_wide: &[f32], dw: &mut [f32]) {
-    const TAPS: usize = 8;
+    const TAPS: usize = 16;
     let span = dy_wide.len();
     let full = span - span % LANES;
     for (offs, dw) in offs.chunks(TAPS).zip(dw.chunks_mut(TAPS)) {

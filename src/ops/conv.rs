@@ -1,17 +1,26 @@
-//! 2-D convolution, `y = w (*) x + b`.
+//! 2-D convolution, `y = w (*) x + b`, and its fusion with a following ReLU and max-pool.
 //!
-//! Two paths compute the same function:
+//! Two paths compute the convolution:
 //! - **direct** (`kernels::conv_direct`) when the input has one channel: the GEMM's inner
 //!   dimension would be only `KH*KW` (9 or 16), too thin for a GEMM to pay for the column matrix;
 //! - **im2col + GEMM** otherwise, per image: `y_i[OC, OH*OW] = w[OC, C*KH*KW] * col_i`.
 //!   Backward: `dw += dy_i * col_i^T`, `dcol = w^T * dy_i`, then `col2im(dcol)` into `dx_i`.
 //!   The column matrix is rebuilt in backward rather than stored: it is cheap next to the GEMMs
 //!   and storing it for a batch would cost `N * C*KH*KW * OH*OW` floats.
+//!
+//! [`conv2d_relu_maxpool`] computes conv -> ReLU -> max-pool image by image without ever
+//! storing the full-size convolution output: ReLU commutes with max
+//! (`max(relu(a), relu(b)) = relu(max(a, b))`), so it pools the raw convolution, keeps each
+//! window's argmax, and applies ReLU to the pooled value. Backward rebuilds each image's
+//! convolution gradient from the pooled gradient (non-zero only at an argmax whose pooled
+//! value is positive) and runs the same per-image backward as [`conv2d`]. The model uses it
+//! whenever those three layers follow each other; the result equals the three separate ops.
 
 use kernels::bias::{bias_add, channel_sums};
 use kernels::conv_direct::{conv_backward_input, conv_backward_weights, conv_forward};
 use kernels::gemm::matmul;
 use kernels::im2col::{col2im, im2col, ConvGeom};
+use kernels::pool::PoolGeom;
 use rayon::prelude::*;
 
 use super::{sum_into, IMAGES_PER_CHUNK};
@@ -25,17 +34,151 @@ enum Path {
     Im2col,
 }
 
-/// Records a convolution of `x` with weights `w` and bias `b`.
-///
-/// # Shapes
-/// `x: [N, C, H, W]`, `w: [OC, C, KH, KW]`, `b: [OC]` -> `[N, OC, OH, OW]`, with `C, H, W, KH, KW`,
-/// strides, padding and `OH, OW` given by `g`.
-pub fn conv2d(tape: &mut Tape, params: &Params, x: Var, w: ParamId, b: ParamId, g: ConvGeom) -> Var {
-    let (wv, bv) = (params.value(w), params.value(b));
-    let oc = wv.dim(0);
-    let n = tape.value(x).dim(0);
-    let mut y = tape.scratch(&[n, oc, g.oh, g.ow]);
-    let xv = tape.value(x);
+/// The convolution of one layer: geometry, filter count and path.
+#[derive(Clone, Copy, Debug)]
+struct Conv {
+    g: ConvGeom,
+    oc: usize,
+    path: Path,
+}
+
+impl Conv {
+    fn new(g: ConvGeom, oc: usize) -> Self {
+        Conv { g, oc, path: if g.c == 1 { Path::Direct } else { Path::Im2col } }
+    }
+
+    fn out_len(&self) -> usize {
+        self.oc * self.g.out_plane()
+    }
+
+    /// `y_i[OC, OH*OW] = w (*) x_i + b` for one image.
+    fn forward_image(&self, xi: &[f32], w: &[f32], b: &[f32], yi: &mut [f32], scratch: &mut Vec<f32>) {
+        let (g, oc, plane) = (&self.g, self.oc, self.g.out_plane());
+        match self.path {
+            Path::Direct => conv_forward(g, oc, xi, w, yi, scratch),
+            Path::Im2col => {
+                scratch.resize(g.col_rows() * plane, 0.0);
+                im2col(g, xi, scratch);
+                // y_i[OC, OH*OW] = w[OC, C*KH*KW] * col[C*KH*KW, OH*OW]
+                matmul(false, false, oc, g.col_rows(), plane, w, scratch, yi, false);
+            }
+        }
+        bias_add(yi, b, 1, oc, plane);
+    }
+
+    /// Accumulates one image's gradients: `dw`, `db` from `x_i` and `dy_i`, and `dx_i` when given.
+    #[allow(clippy::too_many_arguments)]
+    fn backward_image(
+        &self,
+        xi: &[f32],
+        dyi: &[f32],
+        w: &[f32],
+        dw: &mut [f32],
+        db: &mut [f32],
+        dxi: Option<&mut [f32]>,
+        scratch: &mut Vec<f32>,
+    ) {
+        let (g, oc, plane, ckk) = (&self.g, self.oc, self.g.out_plane(), self.g.col_rows());
+        match self.path {
+            Path::Direct => {
+                conv_backward_weights(g, oc, xi, dyi, dw, scratch);
+                if let Some(dxi) = dxi {
+                    conv_backward_input(g, oc, w, dyi, dxi, scratch);
+                }
+            }
+            Path::Im2col => {
+                scratch.resize(ckk * plane, 0.0);
+                im2col(g, xi, scratch);
+                // dw[OC, CKK] += dy_i[OC, OH*OW] * col^T[OH*OW, CKK]
+                matmul(false, true, oc, plane, ckk, dyi, scratch, dw, true);
+                if let Some(dxi) = dxi {
+                    // dcol[CKK, OH*OW] = w^T[CKK, OC] * dy_i[OC, OH*OW]
+                    matmul(true, false, ckk, oc, plane, w, dyi, scratch, false);
+                    col2im(g, scratch, dxi);
+                }
+            }
+        }
+        channel_sums(dyi, 1, oc, plane, db);
+    }
+}
+
+/// Where a convolution's output gradient comes from, image by image.
+enum ConvGrad<'a> {
+    /// The upstream gradient of the convolution itself, `[N, OC, OH, OW]`.
+    Direct(&'a [f32]),
+    /// The upstream gradient of the fused op's pooled output `dy`, with its values `y` and
+    /// window argmaxes: the convolution gradient is `dy` placed at each argmax whose pooled
+    /// value passed the ReLU, zero elsewhere.
+    Pooled { dy: &'a [f32], y: &'a [f32], argmax: &'a [u32], pooled_plane: usize },
+}
+
+impl ConvGrad<'_> {
+    /// Image `i`'s convolution gradient `[OC, OH*OW]`, rebuilt into `buf` when pooled.
+    fn image<'b>(&'b self, i: usize, conv: &Conv, buf: &'b mut Vec<f32>) -> &'b [f32] {
+        let len = conv.out_len();
+        match *self {
+            ConvGrad::Direct(d) => &d[i * len..(i + 1) * len],
+            ConvGrad::Pooled { dy, y, argmax, pooled_plane } => {
+                buf.clear();
+                buf.resize(len, 0.0);
+                let plane = conv.g.out_plane();
+                let per_image = conv.oc * pooled_plane;
+                let range = i * per_image..(i + 1) * per_image;
+                for (o, ((&d, &v), &a)) in dy[range.clone()].iter().zip(&y[range.clone()]).zip(&argmax[range]).enumerate() {
+                    if v > 0.0 {
+                        buf[(o / pooled_plane) * plane + a as usize] += d;
+                    }
+                }
+                buf
+            }
+        }
+    }
+}
+
+/// The batch's backward: per image (see [`Conv::backward_image`]), with weight and bias
+/// gradients summed over fixed chunks of images and added in chunk order.
+fn conv_backward_batch(conv: &Conv, x: Var, w: ParamId, b: ParamId, grads: &mut Grads, src: ConvGrad) {
+    let in_len = conv.g.in_len();
+    let ckk = conv.g.col_rows();
+    let n = grads.nodes.value(x).dim(0);
+    if n == 0 || in_len == 0 || conv.out_len() == 0 {
+        return;
+    }
+    let wd = grads.params.value(w).data();
+    let (xv, dx) = if grads.nodes.needs_grad(x) {
+        let (v, g) = grads.nodes.value_and_grad(x);
+        (v, Some(g))
+    } else {
+        (grads.nodes.value(x), None)
+    };
+    let xd = xv.data();
+    let work = |chunk: usize, mut dx_chunk: Option<&mut [f32]>| {
+        let mut dw = vec![0.0f32; conv.oc * ckk];
+        let mut db = vec![0.0f32; conv.oc];
+        let (mut scratch, mut dy_buf) = (Vec::new(), Vec::new());
+        let start = chunk * IMAGES_PER_CHUNK;
+        for i in start..(start + IMAGES_PER_CHUNK).min(n) {
+            let dyi = src.image(i, conv, &mut dy_buf);
+            let dxi = dx_chunk.as_deref_mut().map(|d| &mut d[(i - start) * in_len..(i - start + 1) * in_len]);
+            conv.backward_image(&xd[i * in_len..(i + 1) * in_len], dyi, wd, &mut dw, &mut db, dxi, &mut scratch);
+        }
+        (dw, db)
+    };
+    let partials: Vec<(Vec<f32>, Vec<f32>)> = match dx {
+        Some(dx) => dx
+            .data_mut()
+            .par_chunks_mut(IMAGES_PER_CHUNK * in_len)
+            .enumerate()
+            .map(|(chunk, dxc)| work(chunk, Some(dxc)))
+            .collect(),
+        None => (0..n.div_ceil(IMAGES_PER_CHUNK)).into_par_iter().map(|chunk| work(chunk, None)).collect(),
+    };
+    let (dws, dbs): (Vec<_>, Vec<_>) = partials.into_iter().unzip();
+    sum_into(grads.params.grad_mut(w).data_mut(), dws);
+    sum_into(grads.params.grad_mut(b).data_mut(), dbs);
+}
+
+fn check_input(xv: &Tensor, wv: &Tensor, g: &ConvGeom) {
     assert_eq!(
         &xv.shape()[1..],
         &[g.c, g.h, g.w],
@@ -45,96 +188,105 @@ pub fn conv2d(tape: &mut Tape, params: &Params, x: Var, w: ParamId, b: ParamId, 
         g.h,
         g.w
     );
-    assert_eq!(wv.shape(), &[oc, g.c, g.kh, g.kw], "conv2d: weight shape {:?}", wv.shape());
-    let path = if g.c == 1 { Path::Direct } else { Path::Im2col };
-    let plane = g.out_plane();
-    if n > 0 && oc * plane > 0 {
-        let (wd, bd) = (wv.data(), bv.data());
-        y.data_mut().par_chunks_mut(oc * plane).zip(xv.data().par_chunks(g.in_len().max(1))).for_each_init(
-            Vec::new,
-            |scratch, (yi, xi)| {
-                match path {
-                    Path::Direct => conv_forward(&g, oc, xi, wd, yi, scratch),
-                    Path::Im2col => {
-                        scratch.resize(g.col_rows() * plane, 0.0);
-                        im2col(&g, xi, scratch);
-                        // y_i[OC, OH*OW] = w[OC, C*KH*KW] * col[C*KH*KW, OH*OW]
-                        matmul(false, false, oc, g.col_rows(), plane, wd, scratch, yi, false);
-                    }
-                }
-                bias_add(yi, bd, 1, oc, plane);
-            },
-        );
+    assert_eq!(wv.shape()[1..], [g.c, g.kh, g.kw], "conv2d: weight shape {:?}", wv.shape());
+}
+
+/// Records a convolution of `x` with weights `w` and bias `b`.
+///
+/// # Shapes
+/// `x: [N, C, H, W]`, `w: [OC, C, KH, KW]`, `b: [OC]` -> `[N, OC, OH, OW]`, with `C, H, W, KH, KW`,
+/// strides, padding and `OH, OW` given by `g`.
+pub fn conv2d(tape: &mut Tape, params: &Params, x: Var, w: ParamId, b: ParamId, g: ConvGeom) -> Var {
+    let conv = Conv::new(g, params.value(w).dim(0));
+    let n = tape.value(x).dim(0);
+    let mut y = tape.scratch(&[n, conv.oc, g.oh, g.ow]);
+    let xv = tape.value(x);
+    check_input(xv, params.value(w), &g);
+    if n > 0 && conv.out_len() > 0 {
+        let (wd, bd) = (params.value(w).data(), params.value(b).data());
+        y.data_mut()
+            .par_chunks_mut(conv.out_len())
+            .zip(xv.data().par_chunks(g.in_len().max(1)))
+            .for_each_init(Vec::new, |scratch, (yi, xi)| conv.forward_image(xi, wd, bd, yi, scratch));
     }
-    tape.push(y, true, Box::new(Conv2dBackward { x, w, b, g, oc, path }))
+    tape.push(y, true, Box::new(Conv2dBackward { x, w, b, conv }))
 }
 
 struct Conv2dBackward {
     x: Var,
     w: ParamId,
     b: ParamId,
-    g: ConvGeom,
-    oc: usize,
-    path: Path,
+    conv: Conv,
 }
 
 impl Backward for Conv2dBackward {
     fn backward(&self, _out: &Tensor, dout: &Tensor, grads: &mut Grads) {
-        let (g, oc, path) = (self.g, self.oc, self.path);
-        let plane = g.out_plane();
-        let ckk = g.col_rows();
-        let x = grads.nodes.value(self.x);
-        let n = x.dim(0);
-        if n == 0 || oc * plane == 0 {
-            return;
-        }
-        let (xd, dyd) = (x.data(), dout.data());
+        conv_backward_batch(&self.conv, self.x, self.w, self.b, grads, ConvGrad::Direct(dout.data()));
+    }
+}
 
-        // dw and db: partial sums over fixed chunks of images, then added in chunk order.
-        let partials: Vec<(Vec<f32>, Vec<f32>)> = (0..n.div_ceil(IMAGES_PER_CHUNK))
-            .into_par_iter()
-            .map(|chunk| {
-                let mut dw = vec![0.0f32; oc * ckk];
-                let mut db = vec![0.0f32; oc];
-                let mut scratch = Vec::new();
-                let images = chunk * IMAGES_PER_CHUNK..((chunk + 1) * IMAGES_PER_CHUNK).min(n);
-                for i in images {
-                    let xi = &xd[i * g.in_len()..(i + 1) * g.in_len()];
-                    let dyi = &dyd[i * oc * plane..(i + 1) * oc * plane];
-                    match path {
-                        Path::Direct => conv_backward_weights(&g, oc, xi, dyi, &mut dw, &mut scratch),
-                        Path::Im2col => {
-                            scratch.resize(ckk * plane, 0.0);
-                            im2col(&g, xi, &mut scratch);
-                            // dw[OC, CKK] += dy_i[OC, OH*OW] * col^T[OH*OW, CKK]
-                            matmul(false, true, oc, plane, ckk, dyi, &scratch, &mut dw, true);
-                        }
-                    }
-                    channel_sums(dyi, 1, oc, plane, &mut db);
-                }
-                (dw, db)
-            })
-            .collect();
-        let (dws, dbs): (Vec<_>, Vec<_>) = partials.into_iter().unzip();
-        sum_into(grads.params.grad_mut(self.w).data_mut(), dws);
-        sum_into(grads.params.grad_mut(self.b).data_mut(), dbs);
+/// Records conv -> ReLU -> max-pool (`k x k` windows, stride `stride`) as one op; equal to
+/// [`conv2d`], [`relu`](super::relu) and [`max_pool2d`](super::max_pool2d) in sequence.
+///
+/// # Shapes
+/// `x: [N, C, H, W]` -> `[N, OC, PH, PW]`, `PH = (OH - k) / stride + 1`.
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_relu_maxpool(
+    tape: &mut Tape,
+    params: &Params,
+    x: Var,
+    w: ParamId,
+    b: ParamId,
+    g: ConvGeom,
+    k: usize,
+    stride: usize,
+) -> Var {
+    let conv = Conv::new(g, params.value(w).dim(0));
+    let pg = PoolGeom::new(g.oh, g.ow, k, stride);
+    let pooled_plane = pg.oh * pg.ow;
+    let per_image = conv.oc * pooled_plane;
+    let n = tape.value(x).dim(0);
+    let mut y = tape.scratch(&[n, conv.oc, pg.oh, pg.ow]);
+    let mut argmax = vec![0u32; n * per_image];
+    let xv = tape.value(x);
+    check_input(xv, params.value(w), &g);
+    if n > 0 && per_image > 0 {
+        let (wd, bd) = (params.value(w).data(), params.value(b).data());
+        y.data_mut()
+            .par_chunks_mut(per_image)
+            .zip(argmax.par_chunks_mut(per_image))
+            .zip(xv.data().par_chunks(g.in_len().max(1)))
+            .for_each_init(
+                || (Vec::new(), Vec::new()),
+                |(scratch, conv_out), ((yi, ai), xi)| {
+                    conv_out.resize(conv.out_len(), 0.0);
+                    conv.forward_image(xi, wd, bd, conv_out, scratch);
+                    kernels::pool::maxpool_forward(&pg, conv.oc, conv_out, yi, ai);
+                    yi.iter_mut().for_each(|v| *v = v.max(0.0));
+                },
+            );
+    }
+    tape.push(y, true, Box::new(ConvReluPoolBackward { x, w, b, conv, pooled_plane, argmax }))
+}
 
-        if !grads.nodes.needs_grad(self.x) {
-            return;
-        }
-        let w = grads.params.value(self.w).data();
-        let dx = grads.nodes.grad_mut(self.x);
-        dx.data_mut().par_chunks_mut(g.in_len().max(1)).zip(dyd.par_chunks(oc * plane)).for_each_init(
-            Vec::new,
-            |scratch, (dxi, dyi)| match path {
-                Path::Direct => conv_backward_input(&g, oc, w, dyi, dxi, scratch),
-                Path::Im2col => {
-                    scratch.resize(ckk * plane, 0.0);
-                    // dcol[CKK, OH*OW] = w^T[CKK, OC] * dy_i[OC, OH*OW]
-                    matmul(true, false, ckk, oc, plane, w, dyi, scratch, false);
-                    col2im(&g, scratch, dxi);
-                }
-            },
-        );
+struct ConvReluPoolBackward {
+    x: Var,
+    w: ParamId,
+    b: ParamId,
+    conv: Conv,
+    pooled_plane: usize,
+    /// `[N, OC, PH, PW]`: each window's argmax within its `OH x OW` convolution plane.
+    argmax: Vec<u32>,
+}
+
+impl Backward for ConvReluPoolBackward {
+    fn backward(&self, out: &Tensor, dout: &Tensor, grads: &mut Grads) {
+        let src = ConvGrad::Pooled {
+            dy: dout.data(),
+            y: out.data(),
+            argmax: &self.argmax,
+            pooled_plane: self.pooled_plane,
+        };
+        conv_backward_batch(&self.conv, self.x, self.w, self.b, grads, src);
     }
 }
