@@ -68,16 +68,18 @@ impl Backward for DenseBackward {
             return;
         }
         let (xd, dyd) = (x.data(), dout.data());
-        // dw[IN, OUT] = x^T[IN, N] * dy[N, OUT], a block of IN rows per task.
+        // dw[IN, OUT] = x^T dy, computed as its transpose dw^T[OUT, IN] = dy^T[OUT, N] * x[N, IN]
+        // written through strides straight into dw's [IN, OUT] layout: the large operand x is
+        // then read row by row when packed, instead of down its columns. A task takes a block
+        // of IN (a block of dw's rows, a block of x's columns).
         let dw = grads.params.grad_mut(self.w);
         let block = rows_per_task(fin);
         dw.data_mut().par_chunks_mut(block * fout).enumerate().for_each(|(blk, dwb)| {
-            let rows = dwb.len() / fout;
-            let i0 = blk * block;
-            // Rows i0..i0+rows of x^T are columns of x: start at offset i0, step 1 down a
-            // row of x^T (next feature), step IN across (next image).
-            let a = MatRef { data: &xd[i0..], rows, cols: n, row_stride: 1, col_stride: fin };
-            sgemm(1.0, a, MatRef::new(dyd, n, fout), 1.0, MatMut::new(dwb, rows, fout));
+            let cols = dwb.len() / fout;
+            let j0 = blk * block;
+            let b = MatRef { data: &xd[j0..], rows: n, cols, row_stride: fin, col_stride: 1 };
+            let c = MatMut { data: dwb, rows: fout, cols, row_stride: 1, col_stride: fout };
+            sgemm(1.0, MatRef::transposed(dyd, fout, n), b, 1.0, c);
         });
         channel_sums(dyd, n, fout, 1, grads.params.grad_mut(self.b).data_mut());
 
@@ -86,12 +88,16 @@ impl Backward for DenseBackward {
         }
         let w = grads.params.value(self.w).data();
         let dx = grads.nodes.grad_mut(self.x);
-        // dx[N, IN] += dy[N, OUT] * w^T[OUT, IN]
+        // dx[N, IN] += dy w^T, computed per block of rows as dx_b^T[IN, B] += w[IN, OUT] *
+        // dy_b^T[OUT, B], written into dx's layout through strides: w is then packed row by
+        // row rather than down its columns.
         let block = rows_per_task(n);
         dx.data_mut().par_chunks_mut(block * fin).enumerate().for_each(|(blk, dxb)| {
             let rows = dxb.len() / fin;
             let dyb = &dyd[blk * block * fout..][..rows * fout];
-            matmul(false, true, rows, fout, fin, dyb, w, dxb, true);
+            let c = MatMut { data: dxb, rows: fin, cols: rows, row_stride: 1, col_stride: fin };
+            sgemm(1.0, MatRef::new(w, fin, fout), MatRef::transposed(dyb, fout, rows), 1.0, c);
         });
     }
 }
+
