@@ -100,15 +100,34 @@ impl ConvGeom {
 
 /// `col[C*KH*KW, OH*OW]` from `x[C, H, W]`; every element of `col` is written.
 pub fn im2col(g: &ConvGeom, x: &[f32], col: &mut [f32]) {
-    assert_eq!(x.len(), g.in_len(), "im2col: x has {} values, geometry needs {}", x.len(), g.in_len());
     assert_eq!(col.len(), g.col_rows() * g.out_plane(), "im2col: col has the wrong length");
+    im2col_ld(g, x, col, g.out_plane());
+}
+
+/// Rows of `col` `ld` apart: [`im2col`] into the columns `0..OH*OW` of a wider matrix, e.g.
+/// one image's slot in the column matrix of a group of images (`ld = G*OH*OW`, `col` starting
+/// at the image's first column). Values between `OH*OW` and `ld` in each row are left alone.
+///
+/// # Panics
+/// When `ld < OH*OW` or `col` is too short for `C*KH*KW` rows.
+pub fn im2col_ld(g: &ConvGeom, x: &[f32], col: &mut [f32], ld: usize) {
+    assert_eq!(x.len(), g.in_len(), "im2col: x has {} values, geometry needs {}", x.len(), g.in_len());
     let plane = g.out_plane();
-    let mut rows = col.chunks_exact_mut(plane.max(1));
+    let rows_needed = g.col_rows();
+    assert!(ld >= plane, "im2col: row stride {ld} is below the row length {plane}");
+    assert!(
+        rows_needed == 0 || col.len() >= (rows_needed - 1) * ld + plane,
+        "im2col: col has {} values, {rows_needed} rows {ld} apart need {}",
+        col.len(),
+        (rows_needed.max(1) - 1) * ld + plane
+    );
+    let mut r = 0;
     for c in 0..g.c {
         let xc = &x[c * g.h * g.w..(c + 1) * g.h * g.w];
         for kh in 0..g.kh {
             for kw in 0..g.kw {
-                let Some(row) = rows.next() else { return };
+                let row = &mut col[r * ld..r * ld + plane];
+                r += 1;
                 let (lo, hi) = g.valid_ow(kw);
                 if lo == hi {
                     // This kernel column reads only padding, in every output position.
@@ -163,18 +182,34 @@ pub fn im2col_ref(g: &ConvGeom, x: &[f32], col: &mut [f32]) {
 /// The adjoint of [`im2col`]: `x[c, ih, iw] += col[(c, kh, kw), (oh, ow)]` for every pair that
 /// im2col connects. Padding positions are dropped.
 pub fn col2im(g: &ConvGeom, col: &[f32], x: &mut [f32]) {
-    assert_eq!(x.len(), g.in_len(), "col2im: x has {} values, geometry needs {}", x.len(), g.in_len());
     assert_eq!(col.len(), g.col_rows() * g.out_plane(), "col2im: col has the wrong length");
+    col2im_ld(g, col, g.out_plane(), x);
+}
+
+/// [`col2im`] from rows `ld` apart (the adjoint of [`im2col_ld`]).
+///
+/// # Panics
+/// When `ld < OH*OW` or `col` is too short for `C*KH*KW` rows.
+pub fn col2im_ld(g: &ConvGeom, col: &[f32], ld: usize, x: &mut [f32]) {
+    assert_eq!(x.len(), g.in_len(), "col2im: x has {} values, geometry needs {}", x.len(), g.in_len());
     let plane = g.out_plane();
+    let rows_needed = g.col_rows();
+    assert!(ld >= plane, "col2im: row stride {ld} is below the row length {plane}");
+    assert!(
+        rows_needed == 0 || col.len() >= (rows_needed - 1) * ld + plane,
+        "col2im: col has {} values, {rows_needed} rows {ld} apart need more",
+        col.len()
+    );
     if plane == 0 {
         return;
     }
-    let mut rows = col.chunks_exact(plane);
+    let mut r = 0;
     for c in 0..g.c {
         let xc = &mut x[c * g.h * g.w..(c + 1) * g.h * g.w];
         for kh in 0..g.kh {
             for kw in 0..g.kw {
-                let row = rows.next().expect("col rows match C*KH*KW");
+                let row = &col[r * ld..r * ld + plane];
+                r += 1;
                 let (lo, hi) = g.valid_ow(kw);
                 if lo == hi {
                     continue; // this kernel column reads only padding

@@ -15,7 +15,8 @@
 
 use kernels::activation::{relu_backward, relu_backward_ref, relu_forward, relu_forward_ref};
 use kernels::batchnorm::{
-    batchnorm_backward, batchnorm_backward_ref, batchnorm_normalize, batchnorm_normalize_ref, batchnorm_stats, batchnorm_stats_ref,
+    batchnorm_backward, batchnorm_backward_ref, batchnorm_normalize, batchnorm_normalize_ref,
+    batchnorm_stats, batchnorm_stats_ref,
 };
 use kernels::bias::{bias_add, bias_add_ref, channel_sums, channel_sums_ref};
 use kernels::conv_direct::{
@@ -928,6 +929,52 @@ proptest! {
             assert_close(&format!("adam p, t {t}"), &p, &p_ref, 1e-6);
             assert_close(&format!("adam m, t {t}"), &m, &m_ref, 1e-6);
             assert_close(&format!("adam v, t {t}"), &v, &v_ref, 1e-6);
+        }
+    }
+}
+
+/// `im2col_ld` writes one image's column matrix into its slot of a group's wider matrix: the
+/// same values as `im2col_ref`, rows `ld` apart, other images' columns untouched; `col2im_ld`
+/// reads the same slot back as `col2im_ref` does.
+#[test]
+fn group_column_matrices_match_the_per_image_reference() {
+    use kernels::im2col::{col2im_ld, im2col_ld};
+    let geoms = [
+        ConvGeom::new(3, 9, 8, 3, 3, (1, 1), (1, 1, 1, 1)),
+        ConvGeom::new(2, 14, 14, 4, 4, (1, 1), (0, 0, 0, 0)),
+        ConvGeom::new(4, 13, 13, 3, 3, (2, 2), (1, 1, 1, 1)),
+        ConvGeom::new(1, 7, 7, 4, 4, (1, 1), (1, 1, 2, 2)),
+    ];
+    for g in geoms {
+        let (plane, rows, count) = (g.out_plane(), g.col_rows(), 3);
+        let ld = count * plane;
+        let mut rng = Rng::new(77);
+        let xs: Vec<Vec<f32>> = (0..count).map(|_| ints(&mut rng, g.in_len())).collect();
+        let mut group = nans(rows * ld);
+        for (j, x) in xs.iter().enumerate() {
+            im2col_ld(&g, x, &mut group[j * plane..], ld);
+        }
+        for (j, x) in xs.iter().enumerate() {
+            let mut one = nans(rows * plane);
+            im2col_ref(&g, x, &mut one);
+            for r in 0..rows {
+                assert_eq!(
+                    &group[r * ld + j * plane..][..plane],
+                    &one[r * plane..][..plane],
+                    "{g:?} image {j} row {r}"
+                );
+            }
+        }
+        // col2im_ld of each image's slot equals col2im_ref of that slot copied out.
+        let dcol = ints(&mut rng, rows * ld);
+        for j in 0..count {
+            let mut a = ints(&mut rng, g.in_len());
+            let mut b = a.clone();
+            col2im_ld(&g, &dcol[j * plane..], ld, &mut a);
+            let slot: Vec<f32> =
+                (0..rows).flat_map(|r| dcol[r * ld + j * plane..][..plane].to_vec()).collect();
+            col2im_ref(&g, &slot, &mut b);
+            assert_eq!(a, b, "{g:?} image {j}");
         }
     }
 }

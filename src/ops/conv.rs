@@ -19,7 +19,7 @@
 use kernels::bias::{bias_add, channel_sums};
 use kernels::conv_direct::{conv_backward_input, conv_backward_weights, conv_forward};
 use kernels::gemm::matmul;
-use kernels::im2col::{col2im, im2col, ConvGeom};
+use kernels::im2col::{col2im_ld, im2col_ld, ConvGeom};
 use kernels::pool::PoolGeom;
 use rayon::prelude::*;
 
@@ -42,6 +42,22 @@ struct Conv {
     path: Path,
 }
 
+/// Values in a group's column matrix that the im2col path aims for (1 MiB of `f32`): enough
+/// images per GEMM that packing the weights is amortised and the GEMM is wide, few enough that
+/// the column matrix stays near the core's cache.
+const GROUP_VALUES: usize = 1 << 18;
+
+/// Reusable per-thread buffers.
+#[derive(Default)]
+struct Scratch {
+    /// The (group's) column matrix, or the direct path's padded input.
+    col: Vec<f32>,
+    /// The group's output or output gradient in `[OC, G*OH*OW]` layout.
+    out: Vec<f32>,
+    /// One image's rebuilt output gradient (fused op).
+    dy: Vec<f32>,
+}
+
 impl Conv {
     fn new(g: ConvGeom, oc: usize) -> Self {
         Conv { g, oc, path: if g.c == 1 { Path::Direct } else { Path::Im2col } }
@@ -51,54 +67,107 @@ impl Conv {
         self.oc * self.g.out_plane()
     }
 
-    /// `y_i[OC, OH*OW] = w (*) x_i + b` for one image.
-    fn forward_image(&self, xi: &[f32], w: &[f32], b: &[f32], yi: &mut [f32], scratch: &mut Vec<f32>) {
-        let (g, oc, plane) = (&self.g, self.oc, self.g.out_plane());
+    /// Images per GEMM: 1 on the direct path; on the im2col path as many as fit
+    /// [`GROUP_VALUES`], at most a chunk. Depends only on the geometry, never on threads.
+    fn group(&self) -> usize {
         match self.path {
-            Path::Direct => conv_forward(g, oc, xi, w, yi, scratch),
+            Path::Direct => 1,
             Path::Im2col => {
-                scratch.resize(g.col_rows() * plane, 0.0);
-                im2col(g, xi, scratch);
-                // y_i[OC, OH*OW] = w[OC, C*KH*KW] * col[C*KH*KW, OH*OW]
-                matmul(false, false, oc, g.col_rows(), plane, w, scratch, yi, false);
+                (GROUP_VALUES / (self.g.col_rows() * self.g.out_plane()).max(1)).clamp(1, IMAGES_PER_CHUNK)
             }
         }
-        bias_add(yi, b, 1, oc, plane);
     }
 
-    /// Accumulates one image's gradients: `dw`, `db` from `x_i` and `dy_i`, and `dx_i` when given.
+    /// `y_j[OC, OH*OW] = w (*) x_j + b` for consecutive images `xs: [G, C, H, W]`.
+    fn forward_images(&self, xs: &[f32], w: &[f32], b: &[f32], ys: &mut [f32], s: &mut Scratch) {
+        let (g, oc, plane, ckk) = (&self.g, self.oc, self.g.out_plane(), self.g.col_rows());
+        let count = xs.len() / g.in_len();
+        match self.path {
+            Path::Direct => {
+                for (xi, yi) in xs.chunks_exact(g.in_len()).zip(ys.chunks_exact_mut(self.out_len())) {
+                    conv_forward(g, oc, xi, w, yi, &mut s.col);
+                }
+            }
+            Path::Im2col => {
+                // col[CKK, G*OH*OW], image j in columns j*OH*OW.., then one GEMM for the group:
+                // out[OC, G*OH*OW] = w[OC, CKK] * col, scattered back to [G, OC, OH*OW].
+                let ld = count * plane;
+                s.col.resize(ckk * ld, 0.0);
+                for (j, xi) in xs.chunks_exact(g.in_len()).enumerate() {
+                    im2col_ld(g, xi, &mut s.col[j * plane..], ld);
+                }
+                s.out.resize(oc * ld, 0.0);
+                matmul(false, false, oc, ckk, ld, w, &s.col, &mut s.out, false);
+                for (j, yi) in ys.chunks_exact_mut(self.out_len()).enumerate() {
+                    for (o, yo) in yi.chunks_exact_mut(plane).enumerate() {
+                        yo.copy_from_slice(&s.out[o * ld + j * plane..][..plane]);
+                    }
+                }
+            }
+        }
+        bias_add(ys, b, count, oc, plane);
+    }
+
+    /// Accumulates the gradients of consecutive images `first..first + G` (`xs: [G, C, H, W]`):
+    /// `dw`, `db`, and `dxs` when given. Their output gradients come from `src`.
     #[allow(clippy::too_many_arguments)]
-    fn backward_image(
+    fn backward_images(
         &self,
-        xi: &[f32],
-        dyi: &[f32],
+        src: &ConvGrad,
+        first: usize,
+        xs: &[f32],
         w: &[f32],
         dw: &mut [f32],
         db: &mut [f32],
-        dxi: Option<&mut [f32]>,
-        scratch: &mut Vec<f32>,
+        mut dxs: Option<&mut [f32]>,
+        s: &mut Scratch,
     ) {
         let (g, oc, plane, ckk) = (&self.g, self.oc, self.g.out_plane(), self.g.col_rows());
+        let count = xs.len() / g.in_len();
         match self.path {
             Path::Direct => {
-                conv_backward_weights(g, oc, xi, dyi, dw, scratch);
-                if let Some(dxi) = dxi {
-                    conv_backward_input(g, oc, w, dyi, dxi, scratch);
+                for (j, xi) in xs.chunks_exact(g.in_len()).enumerate() {
+                    let dyi = src.image(first + j, self, &mut s.dy);
+                    conv_backward_weights(g, oc, xi, dyi, dw, &mut s.col);
+                    if let Some(dxs) = dxs.as_deref_mut() {
+                        conv_backward_input(
+                            g,
+                            oc,
+                            w,
+                            dyi,
+                            &mut dxs[j * g.in_len()..(j + 1) * g.in_len()],
+                            &mut s.col,
+                        );
+                    }
+                    channel_sums(dyi, 1, oc, plane, db);
                 }
             }
             Path::Im2col => {
-                scratch.resize(ckk * plane, 0.0);
-                im2col(g, xi, scratch);
-                // dw[OC, CKK] += dy_i[OC, OH*OW] * col^T[OH*OW, CKK]
-                matmul(false, true, oc, plane, ckk, dyi, scratch, dw, true);
-                if let Some(dxi) = dxi {
-                    // dcol[CKK, OH*OW] = w^T[CKK, OC] * dy_i[OC, OH*OW]
-                    matmul(true, false, ckk, oc, plane, w, dyi, scratch, false);
-                    col2im(g, scratch, dxi);
+                let ld = count * plane;
+                // dy[OC, G*OH*OW], gathered from the images' [OC, OH*OW] gradients.
+                s.out.resize(oc * ld, 0.0);
+                for j in 0..count {
+                    let dyi = src.image(first + j, self, &mut s.dy);
+                    for (o, dyo) in dyi.chunks_exact(plane).enumerate() {
+                        s.out[o * ld + j * plane..][..plane].copy_from_slice(dyo);
+                    }
+                }
+                s.col.resize(ckk * ld, 0.0);
+                for (j, xi) in xs.chunks_exact(g.in_len()).enumerate() {
+                    im2col_ld(g, xi, &mut s.col[j * plane..], ld);
+                }
+                // dw[OC, CKK] += dy[OC, G*OH*OW] * col^T[G*OH*OW, CKK]
+                matmul(false, true, oc, ld, ckk, &s.out, &s.col, dw, true);
+                channel_sums(&s.out, 1, oc, ld, db);
+                if let Some(dxs) = dxs {
+                    // dcol[CKK, G*OH*OW] = w^T[CKK, OC] * dy[OC, G*OH*OW], reusing col's buffer
+                    matmul(true, false, ckk, oc, ld, w, &s.out, &mut s.col, false);
+                    for (j, dxi) in dxs.chunks_exact_mut(g.in_len()).enumerate() {
+                        col2im_ld(g, &s.col[j * plane..], ld, dxi);
+                    }
                 }
             }
         }
-        channel_sums(dyi, 1, oc, plane, db);
     }
 }
 
@@ -124,7 +193,9 @@ impl ConvGrad<'_> {
                 let plane = conv.g.out_plane();
                 let per_image = conv.oc * pooled_plane;
                 let range = i * per_image..(i + 1) * per_image;
-                for (o, ((&d, &v), &a)) in dy[range.clone()].iter().zip(&y[range.clone()]).zip(&argmax[range]).enumerate() {
+                for (o, ((&d, &v), &a)) in
+                    dy[range.clone()].iter().zip(&y[range.clone()]).zip(&argmax[range]).enumerate()
+                {
                     if v > 0.0 {
                         buf[(o / pooled_plane) * plane + a as usize] += d;
                     }
@@ -152,15 +223,18 @@ fn conv_backward_batch(conv: &Conv, x: Var, w: ParamId, b: ParamId, grads: &mut 
         (grads.nodes.value(x), None)
     };
     let xd = xv.data();
+    let group = conv.group();
     let work = |chunk: usize, mut dx_chunk: Option<&mut [f32]>| {
         let mut dw = vec![0.0f32; conv.oc * ckk];
         let mut db = vec![0.0f32; conv.oc];
-        let (mut scratch, mut dy_buf) = (Vec::new(), Vec::new());
+        let mut scratch = Scratch::default();
         let start = chunk * IMAGES_PER_CHUNK;
-        for i in start..(start + IMAGES_PER_CHUNK).min(n) {
-            let dyi = src.image(i, conv, &mut dy_buf);
-            let dxi = dx_chunk.as_deref_mut().map(|d| &mut d[(i - start) * in_len..(i - start + 1) * in_len]);
-            conv.backward_image(&xd[i * in_len..(i + 1) * in_len], dyi, wd, &mut dw, &mut db, dxi, &mut scratch);
+        let end = (start + IMAGES_PER_CHUNK).min(n);
+        for g0 in (start..end).step_by(group) {
+            let g1 = (g0 + group).min(end);
+            let dxs = dx_chunk.as_deref_mut().map(|d| &mut d[(g0 - start) * in_len..(g1 - start) * in_len]);
+            let xs = &xd[g0 * in_len..g1 * in_len];
+            conv.backward_images(&src, g0, xs, wd, &mut dw, &mut db, dxs, &mut scratch);
         }
         (dw, db)
     };
@@ -204,10 +278,13 @@ pub fn conv2d(tape: &mut Tape, params: &Params, x: Var, w: ParamId, b: ParamId, 
     check_input(xv, params.value(w), &g);
     if n > 0 && conv.out_len() > 0 {
         let (wd, bd) = (params.value(w).data(), params.value(b).data());
+        let group = conv.group();
         y.data_mut()
-            .par_chunks_mut(conv.out_len())
-            .zip(xv.data().par_chunks(g.in_len().max(1)))
-            .for_each_init(Vec::new, |scratch, (yi, xi)| conv.forward_image(xi, wd, bd, yi, scratch));
+            .par_chunks_mut(group * conv.out_len())
+            .zip(xv.data().par_chunks(group * g.in_len().max(1)))
+            .for_each_init(Scratch::default, |scratch, (ys, xs)| {
+                conv.forward_images(xs, wd, bd, ys, scratch)
+            });
     }
     tape.push(y, true, Box::new(Conv2dBackward { x, w, b, conv }))
 }
@@ -252,17 +329,19 @@ pub fn conv2d_relu_maxpool(
     check_input(xv, params.value(w), &g);
     if n > 0 && per_image > 0 {
         let (wd, bd) = (params.value(w).data(), params.value(b).data());
+        let group = conv.group();
         y.data_mut()
-            .par_chunks_mut(per_image)
-            .zip(argmax.par_chunks_mut(per_image))
-            .zip(xv.data().par_chunks(g.in_len().max(1)))
+            .par_chunks_mut(group * per_image)
+            .zip(argmax.par_chunks_mut(group * per_image))
+            .zip(xv.data().par_chunks(group * g.in_len().max(1)))
             .for_each_init(
-                || (Vec::new(), Vec::new()),
-                |(scratch, conv_out), ((yi, ai), xi)| {
-                    conv_out.resize(conv.out_len(), 0.0);
-                    conv.forward_image(xi, wd, bd, conv_out, scratch);
-                    kernels::pool::maxpool_forward(&pg, conv.oc, conv_out, yi, ai);
-                    yi.iter_mut().for_each(|v| *v = v.max(0.0));
+                || (Scratch::default(), Vec::new()),
+                |(scratch, conv_out), ((ys, args), xs)| {
+                    let count = xs.len() / g.in_len();
+                    conv_out.resize(count * conv.out_len(), 0.0);
+                    conv.forward_images(xs, wd, bd, conv_out, scratch);
+                    kernels::pool::maxpool_forward(&pg, count * conv.oc, conv_out, ys, args);
+                    ys.iter_mut().for_each(|v| *v = v.max(0.0));
                 },
             );
     }
