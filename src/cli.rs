@@ -15,11 +15,12 @@ use serde_json::json;
 
 use crate::data::{self, Dataset, DatasetKind, LoadOptions};
 use crate::files::write_atomic;
+use crate::model::LayerConfig;
 use crate::modelfile::{self, SavedModel};
 use crate::optim::OptimizerConfig;
-use crate::presets::{self, INPUT_SHAPE};
+use crate::presets::{self, Preset, INPUT_SHAPE};
 use crate::report;
-use crate::train::{self, EpochStats, Normalization, Observer, TrainConfig};
+use crate::train::{self, EpochStats, Evaluation, Observer, RunStreams, ScheduleKind, TrainConfig};
 use crate::{Init, Mode, Sequential, Tape};
 
 #[derive(Parser, Debug)]
@@ -33,6 +34,8 @@ pub struct Cli {
     pub command: Command,
 }
 
+// Parsed once per process: the size of `TrainArgs` costs nothing worth a `Box`.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Train a model and write it, its history and its metrics to a run folder.
@@ -59,6 +62,17 @@ pub enum DatasetArg {
     Mnist,
 }
 
+/// The learning-rate schedule's shape (see [`train::ScheduleKind`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ScheduleArg {
+    /// The same rate throughout.
+    Constant,
+    /// Cosine decay from the rate to ~0 over all steps after the warm-up.
+    Cosine,
+    /// Multiply the rate by --step-gamma every --step-epochs epochs.
+    Step,
+}
+
 impl DatasetArg {
     fn kind(self) -> DatasetKind {
         match self {
@@ -82,7 +96,7 @@ pub struct DataArgs {
 
 #[derive(clap::Args, Debug)]
 pub struct TrainArgs {
-    /// Model and recipe: c1 (write-up C model 1), a and b (write-ups A and B), c2, c3, cmasch (write-up E).
+    /// Model and recipe: c1 (write-up C model 1), a and b (write-ups A and B), c2, c3, cmasch (write-up E), ours.
     #[arg(long, default_value = "c1", value_parser = clap::builder::PossibleValuesParser::new(presets::NAMES))]
     pub model: String,
     /// Epochs [default: the preset's]
@@ -97,9 +111,48 @@ pub struct TrainArgs {
     /// Optimizer [default: the preset's (adam); sgd means lr 0.01 and momentum 0.9 unless --lr]
     #[arg(long, value_enum)]
     pub optimizer: Option<OptimizerKind>,
-    /// Seed of every random stream (initialisation, split, shuffling, dropout).
+    /// Seed of every random stream (split, initialisation, shuffling, dropout, augmentation); with --runs N, run k uses seed + k - 1.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Train N models with seeds seed, seed+1, ... (each its own split), each in run-K/ of the run folder; report each, their mean and sample std, and their ensemble (mean softmax) in summary.json.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub runs: usize,
+    /// Learning-rate schedule [default: the preset's; constant, ours: cosine]
+    #[arg(long, value_enum)]
+    pub schedule: Option<ScheduleArg>,
+    /// Epochs of linear warm-up before the schedule's decay [default: the preset's, 0]
+    #[arg(long, value_name = "N")]
+    pub warmup_epochs: Option<usize>,
+    /// With --schedule step: epochs between two decays [default: a third of the epochs]
+    #[arg(long, value_name = "N")]
+    pub step_epochs: Option<usize>,
+    /// With --schedule step: factor of each decay [default: 0.1]
+    #[arg(long, value_name = "X")]
+    pub step_gamma: Option<f32>,
+    /// Label smoothing of the training loss, in [0, 1) [default: the preset's; ours: 0.1]
+    #[arg(long, value_name = "X")]
+    pub label_smoothing: Option<f32>,
+    /// L2 weight decay added to every trainable parameter's gradient (Adam and SGD, coupled as in PyTorch) [default: the preset's, 0]
+    #[arg(long, value_name = "X")]
+    pub weight_decay: Option<f32>,
+    /// On-the-fly random shifts of up to +-N pixels per axis, zero fill (0: off) [default: the preset's; ours: 2]
+    #[arg(long, value_name = "N")]
+    pub shift: Option<usize>,
+    /// On-the-fly horizontal flips with probability P (0: off) [default: the preset's; ours: 0.5]
+    #[arg(long, value_name = "P")]
+    pub flip: Option<f32>,
+    /// Rotated/flipped copies of each training image made once before training (0: off) [default: the preset's; cmasch: 2]
+    #[arg(long, value_name = "N")]
+    pub static_copies: Option<usize>,
+    /// Largest rotation of those copies, in degrees [default: the preset's; cmasch: 10]
+    #[arg(long, value_name = "DEG")]
+    pub static_rotation: Option<f32>,
+    /// No augmentation at all: --shift 0 --flip 0 --static-copies 0.
+    #[arg(long, conflicts_with_all = ["shift", "flip", "static_copies", "static_rotation"])]
+    pub no_augment: bool,
+    /// Remove every batch-norm layer from the preset's network (ablation).
+    #[arg(long)]
+    pub no_batch_norm: bool,
     /// Worker threads [default: all cores]
     #[arg(long)]
     pub threads: Option<usize>,
@@ -259,10 +312,20 @@ impl Observer for ConsoleObserver {
     }
 }
 
-fn run_train(a: TrainArgs) -> CliResult<()> {
-    let wall = Instant::now();
-    let preset = presets::preset(&a.model).expect("clap checked the name");
-    let threads = set_threads(a.threads)?;
+/// What `train` will do, resolved from the flags and the preset before any data is read.
+#[derive(Clone, Debug)]
+pub struct TrainPlan {
+    pub preset: Preset,
+    /// The preset's layers, less the batch-norm layers with `--no-batch-norm`.
+    pub layers: Vec<LayerConfig>,
+    pub cfg: TrainConfig,
+    pub val_split: f32,
+}
+
+/// Resolves the flags against the preset's recipe: a flag given wins, the recipe fills the
+/// rest. Checks every knob; the error names the flag or the knob.
+pub fn plan_training(a: &TrainArgs) -> CliResult<TrainPlan> {
+    let preset = presets::preset(&a.model).ok_or_else(|| format!("unknown model `{}`", a.model))?;
     let recipe = &preset.recipe;
     // The preset's optimizer unless another kind is asked for; then that kind's Keras defaults
     // (Adam 1e-3; SGD 0.01), SGD with momentum 0.9.
@@ -276,16 +339,61 @@ fn run_train(a: TrainArgs) -> CliResult<()> {
     if let Some(lr) = a.lr {
         optimizer = optimizer.with_lr(lr);
     }
-    let cfg = TrainConfig {
-        epochs: a.epochs.unwrap_or(recipe.epochs),
-        batch_size: a.batch_size.unwrap_or(recipe.batch_size),
-        optimizer,
-        steps_per_epoch: recipe.steps_per_epoch,
-        label_smoothing: 0.0,
-        keep_best: true,
-        normalization: Normalization::default(),
+    if let Some(wd) = a.weight_decay {
+        optimizer = train::with_weight_decay(optimizer, wd);
+    }
+    let mut cfg = recipe.train_config();
+    cfg.optimizer = optimizer;
+    cfg.epochs = a.epochs.unwrap_or(recipe.epochs);
+    cfg.batch_size = a.batch_size.unwrap_or(recipe.batch_size);
+    cfg.label_smoothing = a.label_smoothing.unwrap_or(recipe.label_smoothing);
+
+    let kind = match (a.schedule, recipe.schedule.kind) {
+        (None, k) | (Some(ScheduleArg::Step), k @ ScheduleKind::Step { .. }) => k,
+        (Some(ScheduleArg::Constant), _) => ScheduleKind::Constant,
+        (Some(ScheduleArg::Cosine), _) => ScheduleKind::Cosine,
+        (Some(ScheduleArg::Step), _) => {
+            ScheduleKind::Step { every_epochs: cfg.epochs.div_ceil(3), gamma: 0.1 }
+        }
     };
+    cfg.schedule.kind = match kind {
+        ScheduleKind::Step { every_epochs, gamma } => ScheduleKind::Step {
+            every_epochs: a.step_epochs.unwrap_or(every_epochs),
+            gamma: a.step_gamma.unwrap_or(gamma),
+        },
+        other => {
+            if a.step_epochs.is_some() || a.step_gamma.is_some() {
+                return Err("--step-epochs and --step-gamma apply only to --schedule step".into());
+            }
+            other
+        }
+    };
+    cfg.schedule.warmup_epochs = a.warmup_epochs.unwrap_or(recipe.schedule.warmup_epochs);
+
+    if a.no_augment {
+        cfg.augment = Default::default();
+        cfg.static_augment = Default::default();
+    }
+    if let Some(m) = a.shift {
+        cfg.augment.max_shift = m;
+    }
+    if let Some(p) = a.flip {
+        cfg.augment.flip_prob = p;
+    }
+    if let Some(c) = a.static_copies {
+        cfg.static_augment.copies = c;
+        if c > 0 && recipe.static_augment.copies == 0 {
+            // Switched on for a preset without copies: write-up E's transform.
+            let e = crate::augment::StaticAugment::cmasch();
+            cfg.static_augment.max_degrees = e.max_degrees;
+            cfg.static_augment.flip_prob = e.flip_prob;
+        }
+    }
+    if let Some(d) = a.static_rotation {
+        cfg.static_augment.max_degrees = d;
+    }
     cfg.validate()?;
+
     let val_split = a.val_split.unwrap_or(recipe.val_split);
     if !(0.0..1.0).contains(&val_split) {
         return Err(format!("--val-split {val_split} is not in [0, 1)"));
@@ -293,6 +401,67 @@ fn run_train(a: TrainArgs) -> CliResult<()> {
     if a.limit == Some(0) {
         return Err("--limit must be at least 1".into());
     }
+    if a.runs == 0 {
+        return Err("--runs must be at least 1".into());
+    }
+    let layers =
+        if a.no_batch_norm { presets::without_batch_norm(&preset.layers) } else { preset.layers.clone() };
+    Ok(TrainPlan { preset, layers, cfg, val_split })
+}
+
+/// The parts of the "Training ..." line beyond epochs, batch and optimizer; empty for the
+/// write-ups' plain recipes, so their line reads as it always has.
+fn recipe_extras(cfg: &TrainConfig) -> String {
+    let mut s = String::new();
+    match cfg.schedule.kind {
+        ScheduleKind::Constant => {}
+        ScheduleKind::Cosine => s.push_str(", cosine schedule"),
+        ScheduleKind::Step { every_epochs, gamma } => {
+            let _ = write!(s, ", step schedule (x{gamma} every {every_epochs} epochs)");
+        }
+    }
+    if cfg.schedule.warmup_epochs > 0 {
+        let _ = write!(s, ", {} warm-up epochs", cfg.schedule.warmup_epochs);
+    }
+    if cfg.label_smoothing > 0.0 {
+        let _ = write!(s, ", label smoothing {}", cfg.label_smoothing);
+    }
+    if cfg.augment.max_shift > 0 {
+        let _ = write!(s, ", shifts +-{} px", cfg.augment.max_shift);
+    }
+    if cfg.augment.flip_prob > 0.0 {
+        let _ = write!(s, ", flips p={}", cfg.augment.flip_prob);
+    }
+    s
+}
+
+/// Everything the runs of one `train` command share.
+struct TrainContext<'a> {
+    args: &'a TrainArgs,
+    plan: &'a TrainPlan,
+    kind: DatasetKind,
+    source: &'a data::DataSource,
+    full_train: &'a Dataset,
+    test: &'a Dataset,
+    threads: usize,
+    /// `Some((k, n))` for run k (1-based) of n when --runs is above 1.
+    run: Option<(usize, usize)>,
+}
+
+/// What one run leaves for the summary of several.
+struct RunOutcome {
+    seed: u64,
+    eval: Evaluation,
+    best_epoch: usize,
+    best_val_loss: Option<f32>,
+    wall_seconds: f32,
+    train_seconds: f32,
+}
+
+fn run_train(a: TrainArgs) -> CliResult<()> {
+    let wall = Instant::now();
+    let threads = set_threads(a.threads)?;
+    let plan = plan_training(&a)?;
 
     let kind = a.dataset.kind();
     let (full_train, test, source) = load_data(kind, &a.data)?;
@@ -301,63 +470,185 @@ fn run_train(a: TrainArgs) -> CliResult<()> {
         Some(n) => full_train.take(n),
         None => full_train,
     };
-    let mut rng = Rng::new(a.seed);
-    let mut split_rng = rng.fork();
-    let (train_set, val_set) = data::train_val_split(&full_train, val_split, &mut split_rng);
-    if train_set.is_empty() {
-        return Err("no training images left after the validation split".into());
-    }
-    println!(
-        "Images: {} train, {} validation, {} test; SIMD: {}; threads: {threads}",
-        train_set.len(),
-        val_set.len(),
-        test.len(),
-        kernels::simd::describe()
-    );
-
-    let mut init_rng = rng.fork();
-    let mut model = Sequential::new(&INPUT_SHAPE, &preset.layers, Init::GlorotUniform, &mut init_rng)
-        .map_err(|e| e.to_string())?;
-    println!("Model: {} - {}", preset.name, preset.description);
-    print!("{}", model.summary());
-
     let out = a
         .out
         .clone()
-        .unwrap_or_else(|| PathBuf::from("runs").join(format!("{}-{}", timestamp(), preset.name)));
-    std::fs::create_dir_all(&out)
+        .unwrap_or_else(|| PathBuf::from("runs").join(format!("{}-{}", timestamp(), plan.preset.name)));
+    let mut ctx = TrainContext {
+        args: &a,
+        plan: &plan,
+        kind,
+        source: &source,
+        full_train: &full_train,
+        test: &test,
+        threads,
+        run: None,
+    };
+    if a.runs == 1 {
+        train_one(&ctx, a.seed, &out, wall)?;
+        return Ok(());
+    }
+
+    let mut outcomes = Vec::with_capacity(a.runs);
+    for k in 1..=a.runs {
+        let seed = a.seed.wrapping_add(k as u64 - 1);
+        let dir = out.join(format!("run-{k}"));
+        println!("\nRun {k} of {}: seed {seed}, folder {}", a.runs, dir.display());
+        ctx.run = Some((k, a.runs));
+        outcomes.push(train_one(&ctx, seed, &dir, Instant::now())?);
+    }
+    summarize_runs(&ctx, &outcomes, &out, wall)
+}
+
+/// Prints and writes (`summary.json`) the figures of several runs: each run's, the mean and
+/// sample standard deviation of the test accuracy, and the ensemble of all models.
+fn summarize_runs(ctx: &TrainContext, outcomes: &[RunOutcome], out: &Path, wall: Instant) -> CliResult<()> {
+    let n = outcomes.len();
+    println!("\nSummary of {n} runs of {}:", ctx.plan.preset.name);
+    for (k, o) in outcomes.iter().enumerate() {
+        println!(
+            "  run-{}  seed {}  test accuracy {:.2}%  test loss {:.4}  best epoch {}",
+            k + 1,
+            o.seed,
+            100.0 * o.eval.accuracy,
+            o.eval.loss,
+            o.best_epoch
+        );
+    }
+    let accs: Vec<f64> = outcomes.iter().map(|o| o.eval.accuracy as f64).collect();
+    let losses: Vec<f64> = outcomes.iter().map(|o| o.eval.loss as f64).collect();
+    let (mean, std) = train::mean_and_sample_std(&accs);
+    let (loss_mean, loss_std) = train::mean_and_sample_std(&losses);
+    println!(
+        "Test accuracy over {n} runs: mean {:.2}%, sample std {:.2}% (n-1); test loss mean {loss_mean:.4}",
+        100.0 * mean,
+        100.0 * std
+    );
+    let probs: Vec<&[f32]> = outcomes.iter().map(|o| o.eval.probabilities.as_slice()).collect();
+    let k = ctx.kind.class_names().len();
+    let ens = train::ensemble(&probs, &ctx.test.labels, k);
+    println!(
+        "Ensemble of the {n} models (mean of their softmax outputs): test loss {:.4}, test accuracy {:.2}%",
+        ens.loss,
+        100.0 * ens.accuracy
+    );
+    let wall_seconds = wall.elapsed().as_secs_f32();
+    println!("Wall time {wall_seconds:.1}s");
+
+    let per_run: Vec<serde_json::Value> = outcomes
+        .iter()
+        .enumerate()
+        .map(|(k, o)| {
+            json!({
+                "run": k + 1,
+                "folder": format!("run-{}", k + 1),
+                "seed": o.seed,
+                "test_accuracy": o.eval.accuracy,
+                "test_loss": o.eval.loss,
+                "best_epoch": o.best_epoch,
+                "best_val_loss": o.best_val_loss,
+                "wall_seconds": o.wall_seconds,
+                "train_seconds": o.train_seconds,
+            })
+        })
+        .collect();
+    let summary = json!({
+        "preset": ctx.plan.preset.name,
+        "dataset": ctx.kind.folder(),
+        "runs": n,
+        "base_seed": ctx.args.seed,
+        "per_run": per_run,
+        "test_accuracy_mean": mean,
+        "test_accuracy_std": std,
+        "std": "sample standard deviation (divisor n - 1)",
+        "test_loss_mean": loss_mean,
+        "test_loss_std": loss_std,
+        "ensemble_test_accuracy": ens.accuracy,
+        "ensemble_test_loss": ens.loss,
+        "ensemble": "mean of the models' softmax probabilities; loss -ln(max(p_true, 1e-7))",
+        "test_images": ctx.test.len(),
+        "wall_seconds": wall_seconds,
+    });
+    write_json(&out.join("summary.json"), &summary)?;
+    println!("Wrote {}", out.join("summary.json").display());
+    Ok(())
+}
+
+/// One training run with `seed`, written to `out`; prints what `train` always printed.
+fn train_one(ctx: &TrainContext, seed: u64, out: &Path, wall: Instant) -> CliResult<RunOutcome> {
+    let (plan, cfg, test) = (ctx.plan, &ctx.plan.cfg, ctx.test);
+    let mut streams = RunStreams::new(seed);
+    let (train_set, val_set) = data::train_val_split(ctx.full_train, plan.val_split, &mut streams.split);
+    if train_set.is_empty() {
+        return Err("no training images left after the validation split".into());
+    }
+    let copies = cfg.static_augment.copies;
+    let train_desc = if copies > 0 {
+        format!(
+            "{} train ({} with {copies} rotated/flipped copies of each)",
+            train_set.len(),
+            train_set.len() * (1 + copies)
+        )
+    } else {
+        format!("{} train", train_set.len())
+    };
+    println!(
+        "Images: {train_desc}, {} validation, {} test; SIMD: {}; threads: {}",
+        val_set.len(),
+        test.len(),
+        kernels::simd::describe(),
+        ctx.threads
+    );
+
+    let mut model = Sequential::new(&INPUT_SHAPE, &plan.layers, Init::GlorotUniform, &mut streams.init)
+        .map_err(|e| e.to_string())?;
+    if ctx.run.is_none_or(|(k, _)| k == 1) {
+        println!("Model: {} - {}", plan.preset.name, plan.preset.description);
+        print!("{}", model.summary());
+    }
+
+    std::fs::create_dir_all(out)
         .map_err(|e| format!("cannot create the run folder {}: {e}", out.display()))?;
-    let config_json = json!({
-        "preset": preset.name,
-        "dataset": kind.folder(),
-        "data_source": source.to_string(),
-        "seed": a.seed,
-        "threads": threads,
+    let mut config_json = json!({
+        "preset": plan.preset.name,
+        "dataset": ctx.kind.folder(),
+        "data_source": ctx.source.to_string(),
+        "seed": seed,
+        "threads": ctx.threads,
         "simd": kernels::simd::describe(),
-        "val_split": val_split,
-        "limit": a.limit,
+        "val_split": plan.val_split,
+        "limit": ctx.args.limit,
         "train_images": train_set.len(),
         "val_images": val_set.len(),
         "train": cfg,
-        "layers": preset.layers,
+        "layers": plan.layers,
     });
+    if let Some((k, n)) = ctx.run {
+        config_json["run"] = json!(k);
+        config_json["runs"] = json!(n);
+    }
     write_json(&out.join("config.json"), &config_json)?;
-    println!("Training {} epochs, batch {}, {:?}", cfg.epochs, cfg.batch_size, cfg.optimizer);
+    println!(
+        "Training {} epochs, batch {}, {:?}{}",
+        cfg.epochs,
+        cfg.batch_size,
+        cfg.optimizer,
+        recipe_extras(cfg)
+    );
 
     let mut observer = ConsoleObserver { bar: None, started: Instant::now() };
-    let mut fit_rng = rng.fork();
-    let result = train::fit(&mut model, &cfg, &train_set, &val_set, &mut fit_rng, &mut observer);
+    let result = train::fit(&mut model, cfg, &train_set, &val_set, &mut streams.fit, &mut observer);
+    let best_val_loss = result.history[result.best_epoch - 1].val_loss;
     if !val_set.is_empty() {
-        let best = &result.history[result.best_epoch - 1];
         println!(
             "Best validation loss {:.4} at epoch {}: keeping those weights",
-            best.val_loss.unwrap_or(f32::NAN),
+            best_val_loss.unwrap_or(f32::NAN),
             result.best_epoch
         );
     }
 
     let t_eval = Instant::now();
-    let eval = train::evaluate(&mut model, &cfg.normalization, &test, 1000);
+    let eval = train::evaluate(&mut model, &cfg.normalization, test, 1000);
     let eval_secs = t_eval.elapsed().as_secs_f32();
     let wall_seconds = wall.elapsed().as_secs_f32();
     println!(
@@ -372,9 +663,9 @@ fn run_train(a: TrainArgs) -> CliResult<()> {
     let saved = SavedModel {
         model,
         normalization: cfg.normalization,
-        dataset: kind.folder().to_string(),
-        classes: kind.class_names().iter().map(|s| s.to_string()).collect(),
-        preset: preset.name.to_string(),
+        dataset: ctx.kind.folder().to_string(),
+        classes: ctx.kind.class_names().iter().map(|s| s.to_string()).collect(),
+        preset: plan.preset.name.to_string(),
     };
     let model_path = out.join("model.safetensors");
     modelfile::save(&model_path, &saved)
@@ -401,7 +692,7 @@ fn run_train(a: TrainArgs) -> CliResult<()> {
         .map_err(|e| format!("cannot write {}: {e}", csv_path.display()))?;
     let train_ips =
         result.history.iter().map(|s| s.images_per_second).sum::<f32>() / result.history.len() as f32;
-    let metrics = json!({
+    let mut metrics = json!({
         "test_accuracy": eval.accuracy,
         "test_loss": eval.loss,
         "epochs": cfg.epochs,
@@ -410,13 +701,24 @@ fn run_train(a: TrainArgs) -> CliResult<()> {
         "train_seconds": result.train_seconds,
         "train_images_per_second": train_ips,
         "test_images": test.len(),
-        "preset": preset.name,
-        "seed": a.seed,
-        "threads": threads,
+        "preset": plan.preset.name,
+        "seed": seed,
+        "threads": ctx.threads,
     });
+    if let Some((k, n)) = ctx.run {
+        metrics["run"] = json!(k);
+        metrics["runs"] = json!(n);
+    }
     write_json(&out.join("metrics.json"), &metrics)?;
     println!("Wrote {}", out.display());
-    Ok(())
+    Ok(RunOutcome {
+        seed,
+        eval,
+        best_epoch: result.best_epoch,
+        best_val_loss,
+        wall_seconds,
+        train_seconds: result.train_seconds,
+    })
 }
 
 fn dataset_kind_of(saved: &SavedModel) -> CliResult<DatasetKind> {

@@ -6,6 +6,7 @@
 //! -> `train` -> metrics and report -> the CLI in `main.rs`.
 #![forbid(unsafe_code)]
 
+pub mod augment;
 pub mod cli;
 pub mod data;
 pub mod files;

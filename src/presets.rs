@@ -6,13 +6,22 @@
 //! | `a`, `b` | A and B | conv 64@3x3, pool, dropout .25, dense 32, dense 10; two recipes |
 //! | `c2`, `c3` | C | two and three convolutions with stride-2 'same' layers, dropout |
 //! | `cmasch` | E | input batch-norm, two 4x4 convolutions, dropout, batch-norm (493,772) |
+//! | `ours` | - | two blocks of two 3x3 'same' convolutions with batch-norm, dense 256 with batch-norm |
+//!
+//! A [`Recipe`] carries everything a write-up decided besides the layers: epochs, batch,
+//! optimizer (with its weight decay), validation split, and the ingredients of our own preset
+//! (learning-rate schedule, label smoothing, on-the-fly and static augmentation), each of
+//! which the CLI can switch off for an ablation. [`Recipe::train_config`] turns it into the
+//! trainer's [`TrainConfig`].
 //!
 //! Keras's `Conv2D(..., activation='relu')` is written here as a conv layer followed by a
 //! ReLU layer; Keras's `Dense(10, activation='softmax')` is a plain dense layer, the softmax
 //! being fused into the loss.
 
+use crate::augment::{BatchAugment, StaticAugment};
 use crate::model::{LayerConfig as L, Padding};
 use crate::optim::OptimizerConfig;
+use crate::train::{LrSchedule, Normalization, TrainConfig};
 
 /// How a preset trains, as its write-up did.
 #[derive(Clone, Debug, PartialEq)]
@@ -24,6 +33,33 @@ pub struct Recipe {
     pub steps_per_epoch: Option<usize>,
     /// Fraction of the training images held out for validation.
     pub val_split: f32,
+    /// Learning-rate schedule (the write-ups: constant).
+    pub schedule: LrSchedule,
+    /// Label smoothing of the training loss (the write-ups: 0).
+    pub label_smoothing: f32,
+    /// Random shifts and flips of every batch (the write-ups: none).
+    pub augment: BatchAugment,
+    /// Transformed copies made once before training (write-up E: two; the others: none).
+    pub static_augment: StaticAugment,
+}
+
+impl Recipe {
+    /// The trainer's configuration for this recipe: best weights by validation loss, pixels
+    /// scaled by 1/255.
+    pub fn train_config(&self) -> TrainConfig {
+        TrainConfig {
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            optimizer: self.optimizer,
+            steps_per_epoch: self.steps_per_epoch,
+            label_smoothing: self.label_smoothing,
+            keep_best: true,
+            normalization: Normalization::default(),
+            schedule: self.schedule,
+            augment: self.augment,
+            static_augment: self.static_augment,
+        }
+    }
 }
 
 /// A named model with its recipe.
@@ -39,7 +75,7 @@ pub struct Preset {
 pub const INPUT_SHAPE: [usize; 3] = [1, 28, 28];
 
 /// The names `preset` accepts.
-pub const NAMES: [&str; 6] = ["c1", "a", "b", "c2", "c3", "cmasch"];
+pub const NAMES: [&str; 7] = ["c1", "a", "b", "c2", "c3", "cmasch", "ours"];
 
 fn recipe(epochs: usize, batch_size: usize) -> Recipe {
     Recipe {
@@ -48,11 +84,27 @@ fn recipe(epochs: usize, batch_size: usize) -> Recipe {
         optimizer: OptimizerConfig::adam(1e-3),
         steps_per_epoch: None,
         val_split: 0.2,
+        schedule: LrSchedule::constant(),
+        label_smoothing: 0.0,
+        augment: BatchAugment::default(),
+        static_augment: StaticAugment::default(),
     }
+}
+
+/// The layers without their batch-norm layers (the CLI's `--no-batch-norm`, for ablations):
+/// every other layer is kept, in order.
+pub fn without_batch_norm(layers: &[L]) -> Vec<L> {
+    layers.iter().filter(|l| !matches!(l, L::BatchNorm { .. })).cloned().collect()
 }
 
 fn conv_relu(filters: usize, k: usize, stride: usize, padding: Padding) -> [L; 2] {
     [L::Conv2d { filters, kernel: [k, k], stride, padding }, L::Relu]
+}
+
+/// A 3x3 'same' convolution, batch-norm, ReLU (the conv's bias is redundant before
+/// batch-norm, which subtracts the mean; it is kept so the layer stays the plain one).
+fn conv_bn_relu(filters: usize) -> [L; 3] {
+    [L::conv(filters, 3, Padding::Same), L::batch_norm(), L::Relu]
 }
 
 fn dense_relu(units: usize) -> [L; 2] {
@@ -149,7 +201,28 @@ pub fn preset(name: &str) -> Option<Preset> {
                 &[L::batch_norm(), L::Dense { units: 10 }],
             ]
             .concat(),
-            recipe: recipe(80, 250),
+            recipe: Recipe { static_augment: StaticAugment::cmasch(), ..recipe(80, 250) },
+        },
+        "ours" => Preset {
+            name: "ours",
+            description: "ours: 2x conv 32@3x3 same-BN-ReLU, pool, dropout, 2x conv 64@3x3 same-BN-ReLU, pool, dropout, dense 256-BN (Adam 1e-3 cosine, batch 128, shifts+flips, smoothing .1, 30 epochs)",
+            layers: [
+                &conv_bn_relu(32)[..],
+                &conv_bn_relu(32),
+                &[POOL, L::Dropout { rate: 0.25 }],
+                &conv_bn_relu(64),
+                &conv_bn_relu(64),
+                &[POOL, L::Dropout { rate: 0.25 }, L::Flatten],
+                &[L::Dense { units: 256 }, L::batch_norm(), L::Relu, L::Dropout { rate: 0.5 }],
+                &[L::Dense { units: 10 }],
+            ]
+            .concat(),
+            recipe: Recipe {
+                schedule: LrSchedule::cosine(0),
+                label_smoothing: 0.1,
+                augment: BatchAugment::shift_flip(2),
+                ..recipe(30, 128)
+            },
         },
         _ => return None,
     };

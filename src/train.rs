@@ -1,8 +1,27 @@
-//! The training loop: mini-batches, the optimizer, validation, best-weights selection and
-//! evaluation. No I/O: progress is reported through the [`Observer`] trait, so the CLI can
-//! draw progress bars while tests and benchmarks stay silent.
+//! The training loop: mini-batches, the optimizer and its learning-rate schedule, data
+//! augmentation, validation, best-weights selection and evaluation; and the figures over
+//! several runs (mean, sample standard deviation, the ensemble of their softmax outputs). No
+//! I/O: progress is reported through the [`Observer`] trait, so the CLI can draw progress bars
+//! while tests and benchmarks stay silent.
 //!
 //! Pixels enter the network as `value / 255` (the write-ups' scaling), in `[N, 1, 28, 28]`.
+//!
+//! # Random streams
+//! A run is fixed by one seed. [`RunStreams::new`] forks `Rng::new(seed)` in this order:
+//! 1. `split`: the train/validation split (`data::train_val_split`);
+//! 2. `init`: the weights' initialisation;
+//! 3. `fit`: handed to [`fit`], which forks it in turn, in this order, into
+//!    1. shuffling (one Fisher-Yates shuffle per pass over the training images),
+//!    2. dropout masks,
+//!    3. on-the-fly augmentation ([`crate::augment::augment_batch`]),
+//!    4. the static augmented copies ([`crate::augment::expand`]).
+//!
+//! Every fork is taken whether or not its feature is switched on, so switching one on does not
+//! change the others' streams, and a seed gives the same split, initial weights, batches and
+//! dropout masks as before augmentation existed.
+//!
+//! The test set plays no part in any choice made here: the best epoch is picked on the
+//! validation loss, and evaluation on the test set comes after.
 
 use std::time::Instant;
 
@@ -10,6 +29,7 @@ use kernels::softmax::softmax_xent_forward;
 use kernels::Rng;
 use serde::{Deserialize, Serialize};
 
+use crate::augment::{self, BatchAugment, StaticAugment};
 use crate::data::Dataset;
 use crate::ops;
 use crate::optim::{Optimizer, OptimizerConfig};
@@ -44,6 +64,90 @@ impl Normalization {
         }
         Tensor::from_vec(&[idx.len(), 1, ds.rows, ds.cols], data)
     }
+
+    /// `n` images given as raw pixels, as a `[n, 1, rows, cols]` tensor.
+    ///
+    /// # Shapes
+    /// `pixels`: `[n, rows, cols]`.
+    pub fn pixels(&self, pixels: &[u8], n: usize, rows: usize, cols: usize) -> Tensor {
+        assert_eq!(pixels.len(), n * rows * cols, "Normalization::pixels: not {n} images of {rows}x{cols}");
+        let (a, b) = (self.scale / self.std, -self.mean / self.std);
+        Tensor::from_vec(&[n, 1, rows, cols], pixels.iter().map(|&v| v as f32 * a + b).collect())
+    }
+}
+
+/// How the learning rate decays. Written with the optimizer's learning rate `lr`, the
+/// batches per epoch `S`, all steps `T = epochs * S`, the warm-up steps `W = warmup_epochs *
+/// S`, and `t` the 0-based index of the update about to be taken.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ScheduleKind {
+    /// `lr` throughout (Keras's default).
+    #[default]
+    Constant,
+    /// Cosine decay over the steps after the warm-up (Loshchilov & Hutter 2017, SGDR, one
+    /// cycle, no restart): `lr * (1 + cos(pi * (t - W) / (T - W))) / 2`. It starts at `lr`
+    /// and the last step gets `lr * (1 + cos(pi * (T - W - 1) / (T - W))) / 2`, just above 0
+    /// (it would reach 0 one step after the end).
+    Cosine,
+    /// `lr * gamma^floor(t / (every_epochs * S))`: multiplied by `gamma` at the start of
+    /// every `every_epochs`-th epoch, counting from the start of training.
+    Step { every_epochs: usize, gamma: f32 },
+}
+
+/// A learning-rate schedule: an optional linear warm-up, then [`ScheduleKind`]'s decay.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct LrSchedule {
+    pub kind: ScheduleKind,
+    /// Warm-up epochs: during the first `W` steps the rate is `lr * (t + 1) / W`, rising
+    /// linearly to `lr` (Goyal et al. 2017). A warm-up as long as the run leaves no decay.
+    pub warmup_epochs: usize,
+}
+
+impl LrSchedule {
+    /// The constant rate.
+    pub fn constant() -> Self {
+        LrSchedule::default()
+    }
+
+    /// Cosine decay after `warmup_epochs` of linear warm-up.
+    pub fn cosine(warmup_epochs: usize) -> Self {
+        LrSchedule { kind: ScheduleKind::Cosine, warmup_epochs }
+    }
+
+    /// Checks the knobs; the message names the offending one.
+    pub fn validate(&self) -> Result<(), String> {
+        if let ScheduleKind::Step { every_epochs, gamma } = self.kind {
+            if every_epochs == 0 {
+                return Err("the step schedule needs at least 1 epoch between steps".into());
+            }
+            if !(gamma > 0.0 && gamma.is_finite()) {
+                return Err(format!("step schedule factor {gamma} must be a positive number"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The learning rate of update `t` (0-based) of a run of `epochs` epochs of
+    /// `steps_per_epoch` batches, starting from `lr` (formulas at [`ScheduleKind`]).
+    pub fn lr_at(&self, lr: f32, t: usize, steps_per_epoch: usize, epochs: usize) -> f32 {
+        let total = epochs * steps_per_epoch;
+        let warmup = (self.warmup_epochs * steps_per_epoch).min(total);
+        if t < warmup {
+            return (lr as f64 * (t + 1) as f64 / warmup as f64) as f32;
+        }
+        let factor = match self.kind {
+            ScheduleKind::Constant => return lr,
+            ScheduleKind::Cosine => {
+                let progress = (t - warmup) as f64 / (total - warmup).max(1) as f64;
+                0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
+            }
+            ScheduleKind::Step { every_epochs, gamma } => {
+                (gamma as f64).powi((t / (every_epochs * steps_per_epoch).max(1)) as i32)
+            }
+        };
+        (lr as f64 * factor) as f32
+    }
 }
 
 /// Everything that decides a training run (besides the data and the model's layers).
@@ -54,12 +158,39 @@ pub struct TrainConfig {
     pub optimizer: OptimizerConfig,
     /// Batches per epoch; `None` is one full pass over the training images.
     pub steps_per_epoch: Option<usize>,
-    /// Label smoothing of the loss (0 = plain cross-entropy).
+    /// Label smoothing of the training loss (0 = plain cross-entropy): the target is
+    /// `1 - s + s/K` for the true class and `s/K` for the others (Szegedy et al. 2016, as
+    /// Keras's `label_smoothing`). Validation and test losses are always plain cross-entropy.
     pub label_smoothing: f32,
     /// Keep the weights of the epoch with the lowest validation loss (Keras's
     /// `ModelCheckpoint(save_best_only=True)` / `restore_best_weights`).
     pub keep_best: bool,
     pub normalization: Normalization,
+    /// Learning-rate schedule, applied before every update.
+    pub schedule: LrSchedule,
+    /// Random shifts and flips applied to every batch.
+    pub augment: BatchAugment,
+    /// Transformed copies added to the training images once, before the first epoch.
+    pub static_augment: StaticAugment,
+}
+
+impl Default for TrainConfig {
+    /// Keras's `fit` defaults where it has them (batch 32, Adam 1e-3, constant rate), 10
+    /// epochs, the best weights kept, no smoothing and no augmentation.
+    fn default() -> Self {
+        TrainConfig {
+            epochs: 10,
+            batch_size: 32,
+            optimizer: OptimizerConfig::adam(1e-3),
+            steps_per_epoch: None,
+            label_smoothing: 0.0,
+            keep_best: true,
+            normalization: Normalization::default(),
+            schedule: LrSchedule::default(),
+            augment: BatchAugment::default(),
+            static_augment: StaticAugment::default(),
+        }
+    }
 }
 
 impl TrainConfig {
@@ -81,7 +212,53 @@ impl TrainConfig {
         if !(lr > 0.0 && lr.is_finite()) {
             return Err(format!("learning rate {lr} must be a positive number"));
         }
-        Ok(())
+        let wd = weight_decay(&self.optimizer);
+        if !(wd >= 0.0 && wd.is_finite()) {
+            return Err(format!("weight decay {wd} must be 0 or a positive number"));
+        }
+        self.schedule.validate()?;
+        self.augment.validate()?;
+        self.static_augment.validate()
+    }
+}
+
+/// The optimizer's weight decay.
+pub fn weight_decay(o: &OptimizerConfig) -> f32 {
+    match *o {
+        OptimizerConfig::Sgd { weight_decay, .. } | OptimizerConfig::Adam { weight_decay, .. } => {
+            weight_decay
+        }
+    }
+}
+
+/// The optimizer with another weight decay: an L2 term `wd * w` added to every trainable
+/// parameter's gradient before the update (biases and batch-norm scales included), as
+/// PyTorch's `weight_decay` for both SGD and Adam (coupled; not AdamW's decoupled decay).
+pub fn with_weight_decay(o: OptimizerConfig, wd: f32) -> OptimizerConfig {
+    match o {
+        OptimizerConfig::Sgd { lr, momentum, .. } => OptimizerConfig::Sgd { lr, momentum, weight_decay: wd },
+        OptimizerConfig::Adam { lr, beta1, beta2, eps, .. } => {
+            OptimizerConfig::Adam { lr, beta1, beta2, eps, weight_decay: wd }
+        }
+    }
+}
+
+/// The random streams of one run, forked from `Rng::new(seed)` in the order the module docs
+/// give.
+#[derive(Clone, Debug)]
+pub struct RunStreams {
+    pub split: Rng,
+    pub init: Rng,
+    pub fit: Rng,
+}
+
+impl RunStreams {
+    pub fn new(seed: u64) -> Self {
+        let mut root = Rng::new(seed);
+        let split = root.fork();
+        let init = root.fork();
+        let fit = root.fork();
+        RunStreams { split, init, fit }
     }
 }
 
@@ -98,6 +275,7 @@ pub struct EpochStats {
     pub seconds: f32,
     /// Training images per second over the epoch (forward + backward + update).
     pub images_per_second: f32,
+    /// The learning rate of the epoch's last update.
     pub lr: f32,
 }
 
@@ -166,8 +344,11 @@ pub struct FitResult {
 }
 
 /// Trains `model` on `train`, validating on `val` after each epoch (skipped when `val` is
-/// empty). Random streams: `rng` is forked once for shuffling and once for dropout, so the
-/// run is fixed by the caller's generator.
+/// empty). `rng` is forked for shuffling, dropout, on-the-fly augmentation and the static
+/// copies, in that order (module docs), so the run is fixed by the caller's generator.
+///
+/// `train` must not contain the validation images: the static copies are made from `train`
+/// alone (after the split), so no transformed validation image leaks into training.
 pub fn fit(
     model: &mut Sequential,
     cfg: &TrainConfig,
@@ -180,23 +361,38 @@ pub fn fit(
     assert!(!train.is_empty(), "fit: no training images");
     let mut shuffle_rng = rng.fork();
     let mut dropout_rng = rng.fork();
+    let mut augment_rng = rng.fork();
+    let mut static_rng = rng.fork();
+    let started = Instant::now();
+    let expanded;
+    let train = if cfg.static_augment.is_active() {
+        expanded = augment::expand(train, &cfg.static_augment, &mut static_rng);
+        &expanded
+    } else {
+        train
+    };
     let mut opt = Optimizer::new(cfg.optimizer, &model.params);
+    let base_lr = cfg.optimizer.lr();
     let k = model.output_shape().iter().product::<usize>();
     let n = train.len();
     let full_pass = n.div_ceil(cfg.batch_size);
     let batches = cfg.steps_per_epoch.unwrap_or(full_pass);
+    let (rows, cols) = (train.rows, train.cols);
+    let mut raw: Vec<u8> = Vec::new(); // [batch, rows, cols], the batch's pixels as stored
+    let mut augmented: Vec<u8> = Vec::new(); // [batch, rows, cols], after augment_batch
+    let mut step = 0usize;
 
     let mut order: Vec<usize> = (0..n).collect();
     let mut cursor = n; // forces a shuffle before the first batch
     let mut history = Vec::with_capacity(cfg.epochs);
     let mut best: Option<(f32, usize, Params)> = None;
-    let started = Instant::now();
     let mut tape = Tape::new();
 
     for epoch in 1..=cfg.epochs {
         observer.epoch_start(epoch, cfg.epochs, batches);
         let t0 = Instant::now();
         let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
+        let mut lr = base_lr;
         for b in 0..batches {
             if cursor >= n {
                 shuffle_rng.shuffle(&mut order);
@@ -206,13 +402,26 @@ pub fn fit(
             cursor += idx.len();
             let labels: Vec<u8> = idx.iter().map(|&i| train.labels[i]).collect();
 
+            let x = if cfg.augment.is_active() {
+                raw.clear();
+                idx.iter().for_each(|&i| raw.extend_from_slice(train.image(i)));
+                augmented.resize(raw.len(), 0);
+                augment::augment_batch(&raw, rows, cols, &cfg.augment, &mut augment_rng, &mut augmented);
+                cfg.normalization.pixels(&augmented, idx.len(), rows, cols)
+            } else {
+                cfg.normalization.batch(train, idx)
+            };
+
             tape.reset();
-            let x = tape.input(cfg.normalization.batch(train, idx));
+            let x = tape.input(x);
             let logits = model.forward(&mut tape, x, Mode::Train, &mut dropout_rng);
             let loss = ops::softmax_cross_entropy(&mut tape, logits, &labels, cfg.label_smoothing);
             model.params.zero_grads();
             tape.backward(loss, &mut model.params);
+            lr = cfg.schedule.lr_at(base_lr, step, batches, cfg.epochs);
+            opt.set_lr(lr);
             opt.step(&mut model.params);
+            step += 1;
 
             let z = tape.value(logits).data();
             correct += z.chunks(k).zip(&labels).filter(|(row, &l)| argmax(row) == l as usize).count();
@@ -235,7 +444,7 @@ pub fn fit(
             val_accuracy,
             seconds: t0.elapsed().as_secs_f32(),
             images_per_second: seen as f32 / train_secs.max(1e-9),
-            lr: cfg.optimizer.lr(),
+            lr,
         };
         observer.epoch_end(&stats);
         if cfg.keep_best {
@@ -255,4 +464,54 @@ pub fn fit(
         None => cfg.epochs,
     };
     FitResult { history, best_epoch, train_seconds: started.elapsed().as_secs_f32() }
+}
+
+/// Mean and sample standard deviation (divisor `n - 1`, numpy's `ddof=1`) of `xs`; the
+/// deviation is NaN for a single value.
+///
+/// # Panics
+/// If `xs` is empty.
+pub fn mean_and_sample_std(xs: &[f64]) -> (f64, f64) {
+    assert!(!xs.is_empty(), "mean_and_sample_std of no values");
+    let n = xs.len() as f64;
+    let mean = xs.iter().sum::<f64>() / n;
+    let ss = xs.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>();
+    (mean, (ss / (n - 1.0)).sqrt())
+}
+
+/// Smallest probability the ensemble's loss takes the log of (Keras's `epsilon()`, with
+/// which its cross-entropy on probabilities clips), so a class every model ruled out costs
+/// `-ln(1e-7) = 16.1` rather than infinity.
+pub const ENSEMBLE_EPS: f32 = 1e-7;
+
+/// The ensemble that averages several models' class probabilities: its accuracy, its loss
+/// (mean of `-ln(max(p_true, 1e-7))`, see [`ENSEMBLE_EPS`]), its probabilities and its
+/// predictions (argmax, first on ties).
+///
+/// # Shapes
+/// Each of `probabilities`: `[N, K]` (as [`Evaluation::probabilities`]); `labels`: `[N]`.
+///
+/// # Panics
+/// If there is no model, or a model's probabilities are not `labels.len() * k` long.
+pub fn ensemble(probabilities: &[&[f32]], labels: &[u8], k: usize) -> Evaluation {
+    assert!(!probabilities.is_empty(), "ensemble of no models");
+    let n = labels.len();
+    for (m, p) in probabilities.iter().enumerate() {
+        assert_eq!(p.len(), n * k, "ensemble: model {m} has {} probabilities for {n} images x {k}", p.len());
+    }
+    let inv = 1.0 / probabilities.len() as f64;
+    let mean: Vec<f32> =
+        (0..n * k).map(|j| (probabilities.iter().map(|p| p[j] as f64).sum::<f64>() * inv) as f32).collect();
+    let predictions: Vec<u8> = mean.chunks(k.max(1)).map(|p| argmax(p) as u8).collect();
+    let correct = predictions.iter().zip(labels).filter(|(p, l)| p == l).count();
+    let total_loss: f64 =
+        mean.chunks(k.max(1)).zip(labels).map(|(p, &l)| -(p[l as usize].max(ENSEMBLE_EPS) as f64).ln()).sum();
+    // The same arithmetic as `evaluate`, so one model's ensemble reports its figures.
+    let n_f = n.max(1) as f32;
+    Evaluation {
+        loss: (total_loss / n_f as f64) as f32,
+        accuracy: correct as f32 / n_f,
+        probabilities: mean,
+        predictions,
+    }
 }

@@ -5,8 +5,15 @@
 //! developer machine without it the test prints a note and passes, unless `CI` is set, where
 //! missing data is a failure.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+
+use clap::Parser;
+use fmnist::augment::{BatchAugment, StaticAugment};
+use fmnist::cli::{plan_training, Cli, Command as CliCommand, TrainPlan};
+use fmnist::train::{LrSchedule, ScheduleKind};
 
 const DEBIAN_DIR: &str = "/usr/share/datasets/fashion-mnist";
 
@@ -262,4 +269,140 @@ fn summary_of_a_preset() {
     assert!(o.status.success());
     assert!(text.contains("Trainable params: 493772"), "{text}");
     assert!(text.contains("Non-trainable params: 130"), "{text}");
+}
+
+#[test]
+fn digit_mnist_trains_and_evaluates_from_a_data_folder() {
+    // Synthetic digit-MNIST IDX files (gzip, magic 0x803 / 0x801): a learnable bar per class.
+    let data = temp_dir("digits-data");
+    common::write_bar_idx(&data, 600, 200, 11);
+    let out = data.join("run");
+    let (data_s, out_s) = (data.to_str().unwrap(), out.to_str().unwrap());
+    let train = run(&[
+        "train",
+        "--dataset",
+        "mnist",
+        "--data-dir",
+        data_s,
+        "--no-download",
+        "--epochs",
+        "1",
+        "--limit",
+        "500",
+        "--batch-size",
+        "32",
+        "--out",
+        out_s,
+    ]);
+    let text = stdout(&train);
+    assert!(train.status.success(), "train failed:\n{text}\n{}", stderr(&train));
+    assert!(text.starts_with("Data: MNIST from IDX files in"), "{text}");
+    assert!(text.contains("Images: 400 train, 100 validation, 200 test"), "{text}");
+    let acc = number_after(&text, "test accuracy ");
+    assert!(acc >= 60.0, "{acc}% on learnable synthetic digits (chance: 10%):\n{text}");
+
+    let model = out.join("model.safetensors");
+    let saved = fmnist::modelfile::load(&model).unwrap();
+    assert_eq!(saved.dataset, "mnist");
+    assert_eq!(saved.classes, (0..10).map(|d| d.to_string()).collect::<Vec<_>>());
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["dataset"], "mnist");
+
+    // eval finds the digits again through --data-dir and agrees with train.
+    let eval = run(&["eval", "--model-file", model.to_str().unwrap(), "--data-dir", data_s, "--no-download"]);
+    let etext = stdout(&eval);
+    assert!(eval.status.success(), "eval failed:\n{etext}\n{}", stderr(&eval));
+    assert!(etext.contains("Data: MNIST test set from IDX files in"), "{etext}");
+    assert_eq!(number_after(&etext, "test accuracy "), acc, "{etext}");
+    assert!(etext.contains("(200 images)"), "{etext}");
+    let _ = std::fs::remove_dir_all(&data);
+}
+
+/// The plan `train` would follow with these flags.
+fn plan(args: &[&str]) -> Result<TrainPlan, String> {
+    let cli = Cli::try_parse_from(["fmnist", "train"].iter().chain(args)).map_err(|e| e.to_string())?;
+    let CliCommand::Train(a) = cli.command else { unreachable!() };
+    plan_training(&a)
+}
+
+#[test]
+fn write_up_presets_keep_their_plain_recipes() {
+    for name in ["c1", "a", "b", "c2", "c3"] {
+        let p = plan(&["--model", name]).unwrap();
+        assert_eq!(p.cfg.schedule, LrSchedule::constant(), "{name}");
+        assert_eq!(p.cfg.label_smoothing, 0.0, "{name}");
+        assert!(!p.cfg.augment.is_active() && !p.cfg.static_augment.is_active(), "{name}");
+        assert_eq!(fmnist::train::weight_decay(&p.cfg.optimizer), 0.0, "{name}");
+        assert_eq!(p.layers, p.preset.layers, "{name}");
+    }
+    // Write-up E: its 2x static augmentation, batch 250, 80 epochs, Adam eps 1e-7.
+    let e = plan(&["--model", "cmasch"]).unwrap();
+    assert_eq!(e.cfg.static_augment, StaticAugment { copies: 2, max_degrees: 10.0, flip_prob: 0.5 });
+    assert!(!e.cfg.augment.is_active());
+    assert_eq!((e.cfg.batch_size, e.cfg.epochs), (250, 80));
+    assert!(matches!(e.cfg.optimizer, fmnist::optim::OptimizerConfig::Adam { eps, .. } if eps == 1e-7));
+}
+
+#[test]
+fn ours_and_its_ablation_flags() {
+    let ours = plan(&["--model", "ours"]).unwrap();
+    assert_eq!(ours.cfg.schedule.kind, ScheduleKind::Cosine);
+    assert_eq!(ours.cfg.augment, BatchAugment { max_shift: 2, flip_prob: 0.5 });
+    assert_eq!(ours.cfg.label_smoothing, 0.1);
+    assert_eq!(ours.cfg.batch_size, 128);
+    let bn = |p: &TrainPlan| {
+        p.layers.iter().filter(|l| matches!(l, fmnist::LayerConfig::BatchNorm { .. })).count()
+    };
+    assert_eq!(bn(&ours), 5, "after each of the four convolutions and the dense 256");
+    // The network builds.
+    fmnist::Sequential::new(
+        &fmnist::presets::INPUT_SHAPE,
+        &ours.layers,
+        fmnist::Init::GlorotUniform,
+        &mut fmnist::Rng::new(0),
+    )
+    .unwrap();
+
+    let off = plan(&[
+        "--model",
+        "ours",
+        "--no-augment",
+        "--no-batch-norm",
+        "--schedule",
+        "constant",
+        "--label-smoothing",
+        "0",
+    ])
+    .unwrap();
+    assert!(!off.cfg.augment.is_active() && !off.cfg.static_augment.is_active());
+    assert_eq!(bn(&off), 0);
+    assert_eq!(off.layers.len(), ours.layers.len() - 5);
+    assert_eq!(off.cfg.schedule, LrSchedule::constant());
+    assert_eq!(off.cfg.label_smoothing, 0.0);
+
+    let shift_only = plan(&["--model", "ours", "--flip", "0"]).unwrap();
+    assert_eq!(shift_only.cfg.augment, BatchAugment { max_shift: 2, flip_prob: 0.0 });
+    let warm = plan(&["--model", "ours", "--warmup-epochs", "2", "--weight-decay", "5e-4"]).unwrap();
+    assert_eq!(warm.cfg.schedule, LrSchedule::cosine(2));
+    assert_eq!(fmnist::train::weight_decay(&warm.cfg.optimizer), 5e-4);
+    let step = plan(&["--schedule", "step", "--epochs", "9"]).unwrap();
+    assert_eq!(step.cfg.schedule.kind, ScheduleKind::Step { every_epochs: 3, gamma: 0.1 });
+    let step = plan(&["--schedule", "step", "--step-epochs", "2", "--step-gamma", "0.5"]).unwrap();
+    assert_eq!(step.cfg.schedule.kind, ScheduleKind::Step { every_epochs: 2, gamma: 0.5 });
+    // Static copies switched on for a preset without them take write-up E's transform.
+    let c1 = plan(&["--static-copies", "1", "--static-rotation", "5"]).unwrap();
+    assert_eq!(c1.cfg.static_augment, StaticAugment { copies: 1, max_degrees: 5.0, flip_prob: 0.5 });
+}
+
+#[test]
+fn bad_new_flags_get_clean_errors() {
+    assert!(plan(&["--step-epochs", "2"]).unwrap_err().contains("--schedule step"));
+    assert!(plan(&["--no-augment", "--shift", "1"]).is_err(), "clap refuses the contradiction");
+    assert_clean_error(&["train", "--runs", "0"], "--runs");
+    assert_clean_error(&["train", "--label-smoothing", "1"], "label smoothing");
+    assert_clean_error(&["train", "--weight-decay=-0.1"], "weight decay");
+    assert_clean_error(&["train", "--flip", "2"], "flip probability");
+    assert_clean_error(&["train", "--static-copies", "2", "--static-rotation", "200"], "rotation");
+    assert_clean_error(&["train", "--schedule", "step", "--step-epochs", "0"], "step");
 }

@@ -432,7 +432,8 @@ fn fused_conv_relu_pool_equals_the_separate_ops() {
 fn sequential_fusions_change_nothing() {
     let mut rng = Rng::new(50);
     let preset = fmnist::presets::preset("cmasch").unwrap();
-    let mut model = Sequential::new(&[1, 28, 28], &preset.layers, fmnist::Init::GlorotUniform, &mut rng).unwrap();
+    let mut model =
+        Sequential::new(&[1, 28, 28], &preset.layers, fmnist::Init::GlorotUniform, &mut rng).unwrap();
     let x = random(&[4, 1, 28, 28], &mut rng, 1.0);
     let labels = [1u8, 2, 3, 4];
     let run = |model: &mut Sequential, fused: bool| {
@@ -451,7 +452,8 @@ fn sequential_fusions_change_nothing() {
         };
         let l = ops::softmax_cross_entropy(&mut t, logits, &labels, 0.0);
         t.backward(l, &mut model.params);
-        let grads: Vec<Vec<f32>> = model.params.iter().filter(|p| p.trainable).map(|p| p.grad.data().to_vec()).collect();
+        let grads: Vec<Vec<f32>> =
+            model.params.iter().filter(|p| p.trainable).map(|p| p.grad.data().to_vec()).collect();
         (t.value(logits).data().to_vec(), grads)
     };
     let separate = run(&mut model, false);
