@@ -5,27 +5,48 @@
 //! Backward (the standard derivation, e.g. Ioffe & Szegedy 2015, section 3):
 //! `dgamma = sum dy * xhat`, `dbeta = sum dy`,
 //! `dx = gamma * inv_std / M * (M * dy - sum dy - xhat * sum(dy * xhat))`.
-//! Sums run over each channel in a fixed order and accumulate in `f64`.
+//! Each channel's sums run in a fixed order: within a plane in `f32` SIMD lanes, across planes in
+//! `f64`. Channels (for the sums) and images (for the element-wise passes) run in parallel.
 //! Only `mean` and `inv_std` are saved; backward recomputes `xhat` from `x`.
 //! Reference twins: [`batchnorm_stats_ref`], [`batchnorm_normalize_ref`], [`batchnorm_backward_ref`].
+
+use rayon::prelude::*;
+
+use crate::simd::{load, Fx, LANES};
 
 fn check(len: usize, n: usize, c: usize, s: usize) {
     assert_eq!(len, n * c * s, "batchnorm: buffer has {len} values, needs N*C*S = {}", n * c * s);
 }
 
+/// Sum of one plane in `f32` lanes (planes are at most a few thousand values), widened to `f64`
+/// for the sum over planes.
+fn plane_sum(v: &[f32], f: impl Fn(Fx) -> Fx, g: impl Fn(f32) -> f32) -> f64 {
+    let mut acc = Fx::splat(0.0);
+    let chunks = v.chunks_exact(LANES);
+    let tail: f32 = chunks.remainder().iter().map(|&x| g(x)).sum();
+    for c in chunks {
+        acc += f(load(c));
+    }
+    (acc.reduce_add() + tail) as f64
+}
+
 /// Per-channel mean and biased variance (two passes: mean first, then squared deviations).
+/// Channels run in parallel; each channel's sums run in a fixed order.
 pub fn batchnorm_stats(x: &[f32], n: usize, c: usize, s: usize, mean: &mut [f32], var: &mut [f32]) {
     check(x.len(), n, c, s);
     assert!(mean.len() == c && var.len() == c, "batchnorm_stats: stats need {c} entries");
     let m = (n * s).max(1) as f64;
-    for ch in 0..c {
+    mean.par_iter_mut().zip(var.par_iter_mut()).enumerate().for_each(|(ch, (mean_c, var_c))| {
         let planes = || (0..n).map(move |i| &x[(i * c + ch) * s..(i * c + ch + 1) * s]);
-        let mu = planes().map(|p| p.iter().map(|&v| v as f64).sum::<f64>()).sum::<f64>() / m;
-        let sq =
-            planes().map(|p| p.iter().map(|&v| (v as f64 - mu) * (v as f64 - mu)).sum::<f64>()).sum::<f64>();
-        mean[ch] = mu as f32;
-        var[ch] = (sq / m) as f32;
-    }
+        let mu = planes().map(|p| plane_sum(p, |v| v, |v| v)).sum::<f64>() / m;
+        let mu32 = mu as f32;
+        let muv = Fx::splat(mu32);
+        let sq = planes()
+            .map(|p| plane_sum(p, |v| (v - muv) * (v - muv), |v| (v - mu32) * (v - mu32)))
+            .sum::<f64>();
+        *mean_c = mu32;
+        *var_c = (sq / m) as f32;
+    });
 }
 
 /// Reference twin of [`batchnorm_stats`]: one element at a time by index.
@@ -72,14 +93,19 @@ pub fn batchnorm_normalize(
     if s == 0 {
         return;
     }
-    for (i, (xp, yp)) in x.chunks_exact(s).zip(y.chunks_exact_mut(s)).enumerate() {
-        let ch = i % c;
-        let scale = inv_std[ch] * gamma[ch];
-        let shift = beta[ch] - mean[ch] * scale;
-        for (o, &v) in yp.iter_mut().zip(xp) {
-            *o = v * scale + shift;
-        }
+    let image = c * s;
+    if image == 0 {
+        return;
     }
+    y.par_chunks_mut(image).zip(x.par_chunks(image)).for_each(|(yi, xi)| {
+        for (ch, (xp, yp)) in xi.chunks_exact(s).zip(yi.chunks_exact_mut(s)).enumerate() {
+            let scale = inv_std[ch] * gamma[ch];
+            let shift = beta[ch] - mean[ch] * scale;
+            for (o, &v) in yp.iter_mut().zip(xp) {
+                *o = v * scale + shift;
+            }
+        }
+    });
 }
 
 /// Reference twin of [`batchnorm_normalize`]: the definition `gamma * (x - mean) * inv_std + beta`
@@ -126,30 +152,53 @@ pub fn batchnorm_backward(
     check(dy.len(), n, c, s);
     check(dx.len(), n, c, s);
     let m = (n * s) as f64;
-    if m == 0.0 {
+    if m == 0.0 || c == 0 {
         return;
     }
-    for ch in 0..c {
-        let (mu, is) = (mean[ch], inv_std[ch]);
-        let idx = |i: usize| (i * c + ch) * s..(i * c + ch + 1) * s;
-        let (mut sum_dy, mut sum_dy_xhat) = (0.0f64, 0.0f64);
-        for i in 0..n {
-            for (&xv, &g) in x[idx(i)].iter().zip(&dy[idx(i)]) {
-                sum_dy += g as f64;
-                sum_dy_xhat += (g * (xv - mu) * is) as f64;
+    // Per channel, in parallel: sum(dy) and sum(dy * xhat).
+    let sums: Vec<(f64, f64)> = (0..c)
+        .into_par_iter()
+        .map(|ch| {
+            let (mu, is) = (mean[ch], inv_std[ch]);
+            let (muv, isv) = (Fx::splat(mu), Fx::splat(is));
+            let (mut sum_dy, mut sum_dy_xhat) = (0.0f64, 0.0f64);
+            for i in 0..n {
+                let r = (i * c + ch) * s..(i * c + ch + 1) * s;
+                let (xp, dyp) = (&x[r.clone()], &dy[r]);
+                sum_dy += plane_sum(dyp, |v| v, |v| v);
+                let (mut acc, mut tail) = (Fx::splat(0.0), 0.0f32);
+                let (xc, dc) = (xp.chunks_exact(LANES), dyp.chunks_exact(LANES));
+                for (&xv, &g) in xc.remainder().iter().zip(dc.remainder()) {
+                    tail += g * (xv - mu) * is;
+                }
+                for (xs, ds) in xc.zip(dc) {
+                    acc += load(ds) * (load(xs) - muv) * isv;
+                }
+                sum_dy_xhat += (acc.reduce_add() + tail) as f64;
             }
-        }
-        dgamma[ch] += sum_dy_xhat as f32;
-        dbeta[ch] += sum_dy as f32;
-        let k = gamma[ch] * is;
-        let (a, b) = ((sum_dy / m) as f32, (sum_dy_xhat / m) as f32);
-        for i in 0..n {
-            for ((d, &xv), &g) in dx[idx(i)].iter_mut().zip(&x[idx(i)]).zip(&dy[idx(i)]) {
-                let xhat = (xv - mu) * is;
-                *d += k * (g - a - xhat * b);
-            }
-        }
+            (sum_dy, sum_dy_xhat)
+        })
+        .collect();
+    for (ch, &(sd, sdx)) in sums.iter().enumerate() {
+        dgamma[ch] += sdx as f32;
+        dbeta[ch] += sd as f32;
     }
+    // dx per image, in parallel.
+    let image = c * s;
+    dx.par_chunks_mut(image).zip(x.par_chunks(image)).zip(dy.par_chunks(image)).for_each(
+        |((dxi, xi), dyi)| {
+            for ch in 0..c {
+                let (mu, is) = (mean[ch], inv_std[ch]);
+                let k = gamma[ch] * is;
+                let (a, b) = ((sums[ch].0 / m) as f32, (sums[ch].1 / m) as f32);
+                let r = ch * s..(ch + 1) * s;
+                for ((d, &xv), &g) in dxi[r.clone()].iter_mut().zip(&xi[r.clone()]).zip(&dyi[r]) {
+                    let xhat = (xv - mu) * is;
+                    *d += k * (g - a - xhat * b);
+                }
+            }
+        },
+    );
 }
 
 /// Reference twin of [`batchnorm_backward`], written from the chain rule through mean and

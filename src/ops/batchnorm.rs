@@ -97,47 +97,52 @@ struct BatchNormBackward {
 
 impl Backward for BatchNormBackward {
     fn backward(&self, _out: &Tensor, dout: &Tensor, grads: &mut Grads) {
-        let x = grads.nodes.value(self.x);
+        let gamma = grads.params.value(self.gamma).data().to_vec();
+        let c = gamma.len();
+        let (mut dgamma, mut dbeta) = (vec![0.0; c], vec![0.0; c]);
+        // Accumulate straight into the input's gradient; an input that needs none (the data,
+        // for a batch-norm on the input) gets a throwaway buffer, since gamma and beta still
+        // need their gradients.
+        let mut throwaway = Vec::new();
+        let (x, dx) = if grads.nodes.needs_grad(self.x) {
+            let (x, dx) = grads.nodes.value_and_grad(self.x);
+            (x, dx.data_mut())
+        } else {
+            let x = grads.nodes.value(self.x);
+            throwaway.resize(x.len(), 0.0);
+            (x, &mut throwaway[..])
+        };
         let (n, c, s) = ncs(x.shape());
-        let gamma = grads.params.value(self.gamma);
-        let mut dgamma = vec![0.0; c];
-        let mut dbeta = vec![0.0; c];
-        let mut dx = vec![0.0; x.len()];
         if self.batch_stats {
+            let (mean, inv_std) = (&self.mean, &self.inv_std);
             batchnorm_backward(
                 x.data(),
                 dout.data(),
                 n,
                 c,
                 s,
-                &self.mean,
-                &self.inv_std,
-                gamma.data(),
-                &mut dx,
+                mean,
+                inv_std,
+                &gamma,
+                dx,
                 &mut dgamma,
                 &mut dbeta,
             );
         } else if s > 0 {
-            for (i, ((xp, dyp), dxp)) in x
-                .data()
-                .chunks_exact(s)
-                .zip(dout.data().chunks_exact(s))
-                .zip(dx.chunks_exact_mut(s))
-                .enumerate()
-            {
+            // Running statistics: a fixed per-channel affine map.
+            let planes =
+                x.data().chunks_exact(s).zip(dout.data().chunks_exact(s)).zip(dx.chunks_exact_mut(s));
+            for (i, ((xp, dyp), dxp)) in planes.enumerate() {
                 let ch = i % c;
                 let (mu, is) = (self.mean[ch], self.inv_std[ch]);
                 for ((&xv, &g), d) in xp.iter().zip(dyp).zip(dxp.iter_mut()) {
                     dgamma[ch] += g * (xv - mu) * is;
                     dbeta[ch] += g;
-                    *d = g * gamma.data()[ch] * is;
+                    *d += g * gamma[ch] * is;
                 }
             }
         }
         kernels::simd::axpy(1.0, &dgamma, grads.params.grad_mut(self.gamma).data_mut());
         kernels::simd::axpy(1.0, &dbeta, grads.params.grad_mut(self.beta).data_mut());
-        if grads.nodes.needs_grad(self.x) {
-            kernels::simd::axpy(1.0, &dx, grads.nodes.grad_mut(self.x).data_mut());
-        }
     }
 }
