@@ -3,7 +3,8 @@
 //!
 //! A step is the one `fmnist::train::fit` takes (batch assembly, forward, loss, backward, Adam):
 //! the code is `src/bin/speed/step.rs`, shared with `fmnist-speed` so that both time the same
-//! work. Each preset trains at its own batch size (`a` is the network of `b` at batch 32).
+//! work. Every preset (`fmnist::presets::NAMES`) trains at its own batch size, with its recipe's
+//! per-batch augmentation and label smoothing (`a` is the network of `b` at batch 32).
 //!
 //! Units: `Throughput::Elements(batch)`, so the "elem/s" criterion prints is **images/s**. The
 //! model keeps training across iterations (its weights change as in a real run; the work per
@@ -32,7 +33,7 @@ fn train_steps(c: &mut Criterion) {
         data::load(&opts).unwrap_or_else(|e| panic!("benches/train.rs needs Fashion-MNIST: {e}"));
     println!("data: {source}");
     let mut g = c.benchmark_group("train_step");
-    for name in ["c1", "a", "b", "c2", "c3", "cmasch"] {
+    for name in presets::NAMES {
         let preset = presets::preset(name).expect("a preset name");
         let batch = preset.recipe.batch_size;
         let (train, mut rng) = step::split(&full, preset.recipe.val_split, 0);

@@ -18,8 +18,12 @@
 //! processes used while it ran (as the peers' `cpuload.py` computes it); above ~0.05 the figure
 //! was measured under contention.
 //!
-//! Output: one human-readable line, then one JSON line (the last line, starting with `{`).
-//! `--steps 0`, `--infer-passes 0` or `--latency-runs 0` skip a phase.
+//! Output: one human-readable line, then one JSON line (the last line, starting with `{`);
+//! the data source and model go to stderr. `--steps 0`, `--infer-passes 0` or
+//! `--latency-runs 0` skip a phase.
+//!
+//! Run: `cargo run --release --bin fmnist-speed -- --model c1 --threads 2`; on a shared machine
+//! through `python3 ../shared/peers/guard.py -- target/release/fmnist-speed ...`.
 
 #[path = "speed/step.rs"]
 mod step;
