@@ -230,7 +230,8 @@ pub fn main() -> i32 {
 
 type CliResult<T> = Result<T, String>;
 
-fn set_threads(threads: Option<usize>) -> CliResult<usize> {
+/// Sizes rayon's global pool (`None`: one thread per core); returns the thread count.
+pub fn set_threads(threads: Option<usize>) -> CliResult<usize> {
     if let Some(n) = threads {
         if n == 0 {
             return Err("--threads must be at least 1".into());

@@ -214,7 +214,7 @@ fn dropout_with_a_fixed_mask() {
     let mut rng = Rng::new(11);
     let x = random(&[3, 10], &mut rng, 1.0);
     let mut mask = vec![0.0; 30];
-    kernels::dropout::dropout_mask(0.4, &mut rng, &mut mask);
+    kernels::dropout::dropout_mask(0.4, rng.next_u64(), 0, &mut mask);
     check("dropout", &x, &mut Params::new(), Wrt::Input, &|t, _, x| {
         ops::dropout_with_mask(t, x, mask.clone())
     });
@@ -342,7 +342,7 @@ fn whole_small_model_case(seed: u64) {
     let x = random(&[4, 1, 5, 5], &mut rng, 1.0);
     let labels = [0u8, 1, 2, 1];
     let mut mask = vec![0.0; 4 * 2 * 2 * 2];
-    kernels::dropout::dropout_mask(0.3, &mut rng, &mut mask);
+    kernels::dropout::dropout_mask(0.3, rng.next_u64(), 0, &mut mask);
     let layers = model.layers.clone();
     let mut params = model.params.clone();
     // Pre-activation and pooling-input values of the unperturbed pass, to detect kinks.
@@ -460,4 +460,24 @@ fn sequential_fusions_change_nothing() {
     let fused = run(&mut model, true);
     assert_eq!(fused.0, separate.0, "logits");
     assert_eq!(fused.1, separate.1, "gradients");
+}
+
+/// Dense forward takes a matrix-vector path for a few rows and a GEMM for more; both compute
+/// the same rows (to rounding).
+#[test]
+fn dense_small_batches_agree_with_large_ones() {
+    let mut rng = Rng::new(60);
+    let mut params = Params::new();
+    let w = params.add("w", random(&[300, 37], &mut rng, 0.5));
+    let b = params.add("b", random(&[37], &mut rng, 0.5));
+    let x = random(&[40, 300], &mut rng, 1.0);
+    let mut t = Tape::new();
+    let xv = t.input(x.clone());
+    let big = ops::dense(&mut t, &params, xv, w, b);
+    let small_x = Tensor::from_vec(&[3, 300], x.data()[..900].to_vec());
+    let xs = t.input(small_x);
+    let small = ops::dense(&mut t, &params, xs, w, b);
+    for (i, (&a, &c)) in t.value(small).data().iter().zip(t.value(big).data()).enumerate() {
+        assert!((a - c).abs() <= 1e-4 * (1.0 + c.abs()), "element {i}: {a} vs {c}");
+    }
 }

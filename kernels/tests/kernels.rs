@@ -712,16 +712,21 @@ proptest! {
         assert_close("softmax backward", &dz, &dz_ref, 1e-6);
     }
 
-    /// Same seed, same mask, bit for bit; every value is 0 or `1 / (1 - rate)`.
+    /// Same key, same mask, bit for bit, however it is split into chunks; every value is 0 or
+    /// `1 / (1 - rate)`.
     #[test]
-    fn dropout_mask_matches_ref(n in len(), rate in prop::sample::select(vec![0.0f32, 0.1, 0.5, 0.9]), seed in any::<u64>()) {
+    fn dropout_mask_matches_ref(n in len(), rate in prop::sample::select(vec![0.0f32, 0.1, 0.5, 0.9]), seed in any::<u64>(), cut in 0usize..40) {
         let mut mask = nans(n);
-        let mut rng = Rng::new(seed);
-        dropout_mask(rate, &mut rng, &mut mask);
-        let mut rng_ref = Rng::new(seed);
-        let want = dropout_mask_ref(rate, &mut rng_ref, n);
+        dropout_mask(rate, seed, 0, &mut mask);
+        let want = dropout_mask_ref(rate, seed, 0, n);
         assert_same("dropout mask", &mask, &want);
-        prop_assert_eq!(rng, rng_ref, "both drew the same number of values");
+        // Filling in two chunks with offsets gives the same mask.
+        let cut = cut.min(n);
+        let mut chunked = nans(n);
+        let (a, b) = chunked.split_at_mut(cut);
+        dropout_mask(rate, seed, 0, a);
+        dropout_mask(rate, seed, cut, b);
+        assert_same("dropout mask in chunks", &chunked, &want);
         let keep = 1.0 / (1.0 - rate);
         prop_assert!(mask.iter().all(|&m| m == 0.0 || m == keep));
     }
@@ -732,7 +737,7 @@ proptest! {
         let mut rng = Rng::new(seed);
         let x = ints(&mut rng, n);
         let mut mask = vec![0.0; n];
-        dropout_mask(0.5, &mut rng, &mut mask); // values 0 or 2: products stay exact
+        dropout_mask(0.5, seed, 0, &mut mask); // values 0 or 2: products stay exact
         let y0 = if accumulate { ints(&mut rng, n) } else { nans(n) };
         let mut want = y0.clone();
         apply_mask_ref(&x, &mask, &mut want, accumulate);
@@ -798,10 +803,9 @@ fn dropout_drops_the_requested_fraction() {
     // 100k draws: the zero count is Binomial(n, rate), standard deviation sqrt(n r (1 - r))
     // <= 159; allow 5 of them. The mean of the mask is 1 (inverted dropout) to the same accuracy.
     let n = 100_000;
-    let mut rng = Rng::new(41);
-    for rate in [0.0f32, 0.1, 0.25, 0.5] {
+    for (key, rate) in [0.0f32, 0.1, 0.25, 0.5].into_iter().enumerate() {
         let mut mask = nans(n);
-        dropout_mask(rate, &mut rng, &mut mask);
+        dropout_mask(rate, 41 + key as u64, 0, &mut mask);
         let zeros = mask.iter().filter(|&&m| m == 0.0).count();
         let sd = (n as f64 * rate as f64 * (1.0 - rate as f64)).sqrt();
         assert!(
@@ -816,7 +820,7 @@ fn dropout_drops_the_requested_fraction() {
 #[test]
 #[should_panic(expected = "rate 1 is not in [0, 1)")]
 fn dropout_panics_at_rate_one() {
-    dropout_mask(1.0, &mut Rng::new(0), &mut [0.0; 4]);
+    dropout_mask(1.0, 0, 0, &mut [0.0; 4]);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -178,16 +178,7 @@ fn predict(model: &mut Sequential, tape: &mut Tape, x: &[f32], n: usize, rng: &m
 fn run(a: &Args) -> Result<(), String> {
     let preset = presets::preset(&a.model)
         .ok_or_else(|| format!("unknown --model {}; one of {}", a.model, presets::NAMES.join(", ")))?;
-    if let Some(n) = a.threads {
-        if n == 0 {
-            return Err("--threads must be at least 1".into());
-        }
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(n)
-            .build_global()
-            .map_err(|e| format!("cannot start {n} threads: {e}"))?;
-    }
-    let threads = rayon::current_num_threads();
+    let threads = fmnist::cli::set_threads(a.threads)?;
     let batch = a.batch_size.unwrap_or(preset.recipe.batch_size);
     if batch == 0 {
         return Err("--batch-size must be at least 1".into());

@@ -13,6 +13,9 @@ use crate::params::{ParamId, Params};
 use crate::tape::{Backward, Grads, Tape, Var};
 use crate::tensor::Tensor;
 
+/// Batches of at most this many rows skip the GEMM in forward (see [`dense`]).
+const GEMV_ROWS: usize = 4;
+
 /// Rows per GEMM task: a quarter of the rows, rounded up to a multiple of 16. Each task
 /// packs the whole other operand (the weights, 2.7 MB for C1's first dense layer), so few
 /// large tasks beat many small ones; four keep two threads busy. The split depends only on
@@ -40,7 +43,18 @@ pub fn dense(tape: &mut Tape, params: &Params, x: Var, w: ParamId, b: ParamId) -
         xv.row_len(),
         wv.shape()
     );
-    if n > 0 && fout > 0 {
+    if n > 0 && fout > 0 && n <= GEMV_ROWS {
+        // A few rows (one image at inference): y_r = b + sum_i x_r[i] * w[i, :], one pass over
+        // w's rows. A GEMM would first copy (pack) all of w, which for one row costs more than
+        // the arithmetic.
+        let (xd, wd, bd) = (xv.data(), wv.data(), bv.data());
+        for (yr, xr) in y.data_mut().chunks_exact_mut(fout).zip(xd.chunks_exact(fin)) {
+            yr.copy_from_slice(bd);
+            for (&xi, wr) in xr.iter().zip(wd.chunks_exact(fout)) {
+                kernels::simd::axpy(xi, wr, yr);
+            }
+        }
+    } else if n > 0 && fout > 0 {
         let (xd, wd, bd) = (xv.data(), wv.data(), bv.data());
         let block = rows_per_task(n);
         y.data_mut().par_chunks_mut(block * fout).enumerate().for_each(|(blk, yb)| {

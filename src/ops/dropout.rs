@@ -1,8 +1,12 @@
 //! Inverted dropout (`kernels::dropout`). In [`Mode::Eval`] it is the identity and records
-//! nothing; in [`Mode::Train`] it draws a fresh mask from the generator it is given.
+//! nothing; in [`Mode::Train`] it draws a fresh mask, keyed by one draw from the generator it
+//! is given.
 
 use kernels::dropout::{apply_mask, dropout_mask};
 use kernels::Rng;
+use rayon::prelude::*;
+
+use super::ELEMS_PER_TASK;
 
 use crate::tape::{Backward, Grads, Tape, Var};
 use crate::tensor::Tensor;
@@ -16,8 +20,13 @@ pub fn dropout(tape: &mut Tape, x: Var, rate: f32, mode: Mode, rng: &mut Rng) ->
     if mode == Mode::Eval || rate == 0.0 {
         return x;
     }
+    // One draw from the caller's generator keys this mask; the mask itself is filled in
+    // parallel chunks from that key (see `kernels::dropout::uniform_at`).
+    let key = rng.next_u64();
     let mut mask = vec![0.0; tape.value(x).len()];
-    dropout_mask(rate, rng, &mut mask);
+    mask.par_chunks_mut(ELEMS_PER_TASK)
+        .enumerate()
+        .for_each(|(i, chunk)| dropout_mask(rate, key, i * ELEMS_PER_TASK, chunk));
     dropout_with_mask(tape, x, mask)
 }
 
