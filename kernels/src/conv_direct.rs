@@ -11,7 +11,7 @@
 //! [`conv_backward_input_ref`], which index straight from the definition above.
 
 use crate::im2col::ConvGeom;
-use crate::simd::{load, store, Fx, LANES};
+use crate::simd::{copy_short, load, store, Fx, LANES};
 
 fn padded_dims(g: &ConvGeom) -> (usize, usize) {
     (g.h + g.pad_top + g.pad_bottom, g.w + g.pad_left + g.pad_right)
@@ -104,6 +104,13 @@ fn correlate_wide(xp: &[f32], offs: &[usize], w: &[f32], wide: &mut [f32]) {
         }
         i += BLOCK * LANES;
     }
+    correlate_rest(xp, offs, w, i, wide);
+}
+
+/// [`correlate_wide`] for `i` from `start` on, one vector (or a partial one) at a time.
+fn correlate_rest(xp: &[f32], offs: &[usize], w: &[f32], start: usize, wide: &mut [f32]) {
+    let span = wide.len();
+    let mut i = start;
     while i < span {
         let len = LANES.min(span - i);
         let mut acc = Fx::splat(0.0);
@@ -115,12 +122,45 @@ fn correlate_wide(xp: &[f32], offs: &[usize], w: &[f32], wide: &mut [f32]) {
     }
 }
 
+/// Output channels computed together in the forward: each input vector loaded feeds this many
+/// FMAs (one per channel), so loads stop being the limit.
+const OC_BLOCK: usize = 4;
+
+/// [`correlate_wide`] for `OC_BLOCK` output channels at once: `w` is `[OC_BLOCK, taps]`,
+/// `wide` is `[OC_BLOCK, span]`.
+fn correlate_wide_block(xp: &[f32], offs: &[usize], w: &[f32], span: usize, wide: &mut [f32]) {
+    let taps = offs.len();
+    let mut i = 0;
+    while i + BLOCK * LANES <= span {
+        let mut acc = [[Fx::splat(0.0); BLOCK]; OC_BLOCK];
+        for (t, &off) in offs.iter().enumerate() {
+            let src = &xp[off + i..off + i + BLOCK * LANES];
+            let v: [Fx; BLOCK] = std::array::from_fn(|j| load(&src[j * LANES..(j + 1) * LANES]));
+            for (q, acc_q) in acc.iter_mut().enumerate() {
+                let wv = Fx::splat(w[q * taps + t]);
+                for (a, &vj) in acc_q.iter_mut().zip(&v) {
+                    *a = vj.mul_add(wv, *a);
+                }
+            }
+        }
+        for (q, acc_q) in acc.iter().enumerate() {
+            for (j, a) in acc_q.iter().enumerate() {
+                store(*a, &mut wide[q * span + i + j * LANES..q * span + i + (j + 1) * LANES]);
+            }
+        }
+        i += BLOCK * LANES;
+    }
+    for (w_q, wide_q) in w.chunks_exact(taps).zip(wide.chunks_exact_mut(span)) {
+        correlate_rest(xp, offs, w_q, i, wide_q);
+    }
+}
+
 /// `dy` of one output channel spread onto the wide grid: row `oh` at `oh*WP`, zeros in the
 /// `WP - OW` extra columns (so they contribute nothing to the gradients).
 fn spread_wide(g: &ConvGeom, wp: usize, dy_o: &[f32], wide: &mut [f32]) {
     wide.fill(0.0);
     for oh in 0..g.oh {
-        wide[oh * wp..oh * wp + g.ow].copy_from_slice(&dy_o[oh * g.ow..(oh + 1) * g.ow]);
+        copy_short(&mut wide[oh * wp..oh * wp + g.ow], &dy_o[oh * g.ow..(oh + 1) * g.ow]);
     }
 }
 
@@ -147,9 +187,14 @@ fn weight_grads_wide(xp: &[f32], offs: &[usize], dy_wide: &[f32], dw: &mut [f32]
 }
 
 /// Splits `scratch` into a padded copy of `x` (when there is padding) and a wide buffer.
-fn padded_and_wide<'a>(g: &ConvGeom, x: &'a [f32], scratch: &'a mut Vec<f32>) -> (&'a [f32], &'a mut [f32]) {
+fn padded_and_wide<'a>(
+    g: &ConvGeom,
+    x: &'a [f32],
+    scratch: &'a mut Vec<f32>,
+    rows: usize,
+) -> (&'a [f32], &'a mut [f32]) {
     let (hp, wp) = padded_dims(g);
-    let span = wide_span(g, wp);
+    let span = rows * wide_span(g, wp);
     if has_padding(g) {
         pad_into(g, x, scratch);
         let padded = scratch.len();
@@ -179,11 +224,27 @@ pub fn conv_forward(g: &ConvGeom, oc: usize, x: &[f32], w: &[f32], y: &mut [f32]
     }
     if unit_stride(g) {
         let offs = tap_offsets(g, hp, wp);
-        let (xp, wide) = padded_and_wide(g, x, scratch);
-        for (y_o, w_o) in y.chunks_exact_mut(g.out_plane()).zip(w.chunks_exact(taps)) {
+        let span = wide_span(g, wp);
+        let (xp, wide) = padded_and_wide(g, x, scratch, OC_BLOCK);
+        let plane = g.out_plane();
+        let blocks = oc / OC_BLOCK;
+        let (y_blocked, y_rest) = y.split_at_mut(blocks * OC_BLOCK * plane);
+        let (w_blocked, w_rest) = w.split_at(blocks * OC_BLOCK * taps);
+        for (y_b, w_b) in
+            y_blocked.chunks_exact_mut(OC_BLOCK * plane).zip(w_blocked.chunks_exact(OC_BLOCK * taps))
+        {
+            correlate_wide_block(xp, &offs, w_b, span, wide);
+            for (y_o, wide_o) in y_b.chunks_exact_mut(plane).zip(wide.chunks_exact(span)) {
+                for oh in 0..g.oh {
+                    copy_short(&mut y_o[oh * g.ow..(oh + 1) * g.ow], &wide_o[oh * wp..oh * wp + g.ow]);
+                }
+            }
+        }
+        for (y_o, w_o) in y_rest.chunks_exact_mut(plane).zip(w_rest.chunks_exact(taps)) {
+            let wide = &mut wide[..span];
             correlate_wide(xp, &offs, w_o, wide);
             for oh in 0..g.oh {
-                y_o[oh * g.ow..(oh + 1) * g.ow].copy_from_slice(&wide[oh * wp..oh * wp + g.ow]);
+                copy_short(&mut y_o[oh * g.ow..(oh + 1) * g.ow], &wide[oh * wp..oh * wp + g.ow]);
             }
         }
         return;
@@ -231,7 +292,7 @@ pub fn conv_backward_weights(
     }
     if unit_stride(g) {
         let offs = tap_offsets(g, hp, wp);
-        let (xp, dy_wide) = padded_and_wide(g, x, scratch);
+        let (xp, dy_wide) = padded_and_wide(g, x, scratch, 1);
         for (dy_o, dw_o) in dy.chunks_exact(g.out_plane()).zip(dw.chunks_exact_mut(taps)) {
             spread_wide(g, wp, dy_o, dy_wide);
             weight_grads_wide(xp, &offs, dy_wide, dw_o);

@@ -11,6 +11,8 @@
 //!
 //! Reference twins: [`im2col_ref`], [`col2im_ref`].
 
+use crate::simd::copy_short;
+
 /// The geometry of a 2-D convolution (or pooling window) over one image.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConvGeom {
@@ -98,26 +100,6 @@ impl ConvGeom {
     }
 }
 
-/// `dst = src` for the short rows im2col copies (11 to 28 values for the reference models):
-/// a plain `copy_from_slice` of a length unknown at compile time becomes a `memcpy` call,
-/// whose overhead dominates at this size; two overlapping fixed-size copies do not call.
-#[inline]
-fn copy_row(dst: &mut [f32], src: &[f32]) {
-    let n = dst.len();
-    assert_eq!(n, src.len(), "copy_row: lengths differ");
-    match n {
-        8..=16 => {
-            dst[..8].copy_from_slice(&<[f32; 8]>::try_from(&src[..8]).expect("8 values"));
-            dst[n - 8..].copy_from_slice(&<[f32; 8]>::try_from(&src[n - 8..]).expect("8 values"));
-        }
-        17..=32 => {
-            dst[..16].copy_from_slice(&<[f32; 16]>::try_from(&src[..16]).expect("16 values"));
-            dst[n - 16..].copy_from_slice(&<[f32; 16]>::try_from(&src[n - 16..]).expect("16 values"));
-        }
-        _ => dst.copy_from_slice(src),
-    }
-}
-
 /// `col[C*KH*KW, OH*OW]` from `x[C, H, W]`; every element of `col` is written.
 pub fn im2col(g: &ConvGeom, x: &[f32], col: &mut [f32]) {
     assert_eq!(col.len(), g.col_rows() * g.out_plane(), "im2col: col has the wrong length");
@@ -165,7 +147,7 @@ pub fn im2col_ld(g: &ConvGeom, x: &[f32], col: &mut [f32], ld: usize) {
                     out[hi..].fill(0.0);
                     if g.stride_w == 1 {
                         let start = lo + kw - g.pad_left;
-                        copy_row(&mut out[lo..hi], &src[start..start + hi - lo]);
+                        copy_short(&mut out[lo..hi], &src[start..start + hi - lo]);
                     } else {
                         for (ow, o) in (lo..hi).zip(&mut out[lo..hi]) {
                             *o = src[ow * g.stride_w + kw - g.pad_left];

@@ -52,6 +52,27 @@ pub fn store(v: Fx, out: &mut [f32]) {
     }
 }
 
+/// `dst = src` for the short rows that im2col and the direct convolution copy (11 to 28
+/// values for the reference models):
+/// a plain `copy_from_slice` of a length unknown at compile time becomes a `memcpy` call,
+/// whose overhead dominates at this size; two overlapping fixed-size copies do not call.
+#[inline]
+pub fn copy_short(dst: &mut [f32], src: &[f32]) {
+    let n = dst.len();
+    assert_eq!(n, src.len(), "copy_short: lengths differ");
+    match n {
+        8..=16 => {
+            dst[..8].copy_from_slice(&<[f32; 8]>::try_from(&src[..8]).expect("8 values"));
+            dst[n - 8..].copy_from_slice(&<[f32; 8]>::try_from(&src[n - 8..]).expect("8 values"));
+        }
+        17..=32 => {
+            dst[..16].copy_from_slice(&<[f32; 16]>::try_from(&src[..16]).expect("16 values"));
+            dst[n - 16..].copy_from_slice(&<[f32; 16]>::try_from(&src[n - 16..]).expect("16 values"));
+        }
+        _ => dst.copy_from_slice(src),
+    }
+}
+
 /// `y[i] += a * x[i]` for equal-length slices.
 #[inline]
 pub fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
