@@ -140,6 +140,21 @@ fn train_eval_predict_agree_on_real_data() {
     }
     assert_eq!(ptext.lines().count(), 20);
 
+    // A reader that stops early (`fmnist eval ... | head -1`): a quiet exit, no panic trace.
+    let mut child = bin()
+        .args(["eval", "--model-file", model_s, "--data-dir", DEBIAN_DIR])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut first)
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(first.starts_with("Model: "), "{first}");
+    assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
+    assert!(matches!(out.status.code(), Some(0) | Some(141)), "{:?}", out.status);
+
     // summary from the file.
     let sum = run(&["summary", "--model-file", model_s]);
     assert!(stdout(&sum).contains("Trainable params: 693962"));
