@@ -186,6 +186,33 @@ fn weight_grads_wide(xp: &[f32], offs: &[usize], dy_wide: &[f32], dw: &mut [f32]
     }
 }
 
+/// [`weight_grads_wide`] for two output channels at once (`dy_wide`: `[2, span]`, `dw`:
+/// `[2, taps]`): each input vector loaded feeds both channels' accumulators.
+fn weight_grads_wide_pair(xp: &[f32], offs: &[usize], dy_wide: &[f32], span: usize, dw: &mut [f32]) {
+    const TAPS: usize = 12;
+    let taps = offs.len();
+    let full = span - span % LANES;
+    let (dy0, dy1) = dy_wide.split_at(span);
+    let (dw0, dw1) = dw.split_at_mut(taps);
+    for (c, offs_c) in offs.chunks(TAPS).enumerate() {
+        let mut acc = [[Fx::splat(0.0); TAPS]; 2];
+        for i in (0..full).step_by(LANES) {
+            let (d0, d1) = (load(&dy0[i..i + LANES]), load(&dy1[i..i + LANES]));
+            for (t, &off) in offs_c.iter().enumerate() {
+                let xv = load(&xp[off + i..off + i + LANES]);
+                acc[0][t] = xv.mul_add(d0, acc[0][t]);
+                acc[1][t] = xv.mul_add(d1, acc[1][t]);
+            }
+        }
+        for (t, &off) in offs_c.iter().enumerate() {
+            let tail0: f32 = (full..span).map(|i| dy0[i] * xp[off + i]).sum();
+            let tail1: f32 = (full..span).map(|i| dy1[i] * xp[off + i]).sum();
+            dw0[c * TAPS + t] += acc[0][t].reduce_add() + tail0;
+            dw1[c * TAPS + t] += acc[1][t].reduce_add() + tail1;
+        }
+    }
+}
+
 /// Splits `scratch` into a padded copy of `x` (when there is padding) and a wide buffer.
 fn padded_and_wide<'a>(
     g: &ConvGeom,
@@ -292,10 +319,22 @@ pub fn conv_backward_weights(
     }
     if unit_stride(g) {
         let offs = tap_offsets(g, hp, wp);
-        let (xp, dy_wide) = padded_and_wide(g, x, scratch, 1);
-        for (dy_o, dw_o) in dy.chunks_exact(g.out_plane()).zip(dw.chunks_exact_mut(taps)) {
-            spread_wide(g, wp, dy_o, dy_wide);
-            weight_grads_wide(xp, &offs, dy_wide, dw_o);
+        let span = wide_span(g, wp);
+        let plane = g.out_plane();
+        let (xp, dy_wide) = padded_and_wide(g, x, scratch, 2);
+        let pairs = oc / 2;
+        let (dy_pairs, dy_rest) = dy.split_at(pairs * 2 * plane);
+        let (dw_pairs, dw_rest) = dw.split_at_mut(pairs * 2 * taps);
+        for (dy_p, dw_p) in dy_pairs.chunks_exact(2 * plane).zip(dw_pairs.chunks_exact_mut(2 * taps)) {
+            for (dy_o, wide_o) in dy_p.chunks_exact(plane).zip(dy_wide.chunks_exact_mut(span)) {
+                spread_wide(g, wp, dy_o, wide_o);
+            }
+            weight_grads_wide_pair(xp, &offs, dy_wide, span, dw_p);
+        }
+        for (dy_o, dw_o) in dy_rest.chunks_exact(plane).zip(dw_rest.chunks_exact_mut(taps)) {
+            let wide = &mut dy_wide[..span];
+            spread_wide(g, wp, dy_o, wide);
+            weight_grads_wide(xp, &offs, wide, dw_o);
         }
         return;
     }
