@@ -79,6 +79,7 @@ fn check_fits(name: &str, len: usize, rows: usize, cols: usize, rs: usize, cs: u
 /// # Panics
 /// When the shapes do not chain (`a.cols != b.rows`, `c` not `a.rows x b.cols`), when a view
 /// reaches past its slice, or when `c`'s strides would make two elements share memory.
+#[allow(unsafe_code)] // the one audited call; see the SAFETY comment below
 pub fn sgemm(alpha: f32, a: MatRef, b: MatRef, beta: f32, c: MatMut) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert!(

@@ -18,7 +18,9 @@
 //! | M, K, N | GEMM: `C[M, N] = A[M, K] * B[K, N]` |
 //!
 //! All image buffers are NCHW, row-major. `unsafe` appears in exactly one place: the
-//! `matrixmultiply` call inside [`gemm::sgemm`], which checks every length and stride first.
+//! `matrixmultiply` call inside [`gemm::sgemm`], which checks every length and stride first;
+//! the compiler enforces it (`deny(unsafe_code)` here, one `allow` on that function).
+#![deny(unsafe_code)]
 
 pub mod activation;
 pub mod batchnorm;
