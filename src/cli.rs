@@ -21,7 +21,7 @@ use crate::optim::OptimizerConfig;
 use crate::presets::{self, Preset, INPUT_SHAPE};
 use crate::report;
 use crate::train::{self, EpochStats, Evaluation, Observer, RunStreams, ScheduleKind, TrainConfig};
-use crate::{Init, Mode, Sequential, Tape};
+use crate::{Init, Sequential};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -786,14 +786,11 @@ fn run_predict(a: PredictArgs) -> CliResult<()> {
         }
     }
     let n = a.inputs.len();
+    // The images go through `evaluate` as a small dataset; its labels are placeholders, so
+    // only the probabilities are used.
     let ds = Dataset { images, labels: vec![0; n], rows: 28, cols: 28 };
-    let x = saved.normalization.batch(&ds, &(0..n).collect::<Vec<_>>());
-    let mut tape = Tape::new();
-    let xv = tape.input(x);
-    let logits = saved.model.forward(&mut tape, xv, Mode::Eval, &mut Rng::new(0));
+    let probs = train::evaluate(&mut saved.model, &saved.normalization, &ds, n.max(1)).probabilities;
     let k = saved.classes.len();
-    let mut probs = vec![0.0; n * k];
-    kernels::softmax::softmax_xent_forward(tape.value(logits).data(), &ds.labels, n, k, 0.0, &mut probs);
     for ((input, p), truth) in a.inputs.iter().zip(probs.chunks(k)).zip(&truths) {
         let mut order: Vec<usize> = (0..k).collect();
         order.sort_by(|&i, &j| p[j].total_cmp(&p[i]).then(i.cmp(&j)));

@@ -47,7 +47,6 @@ impl std::error::Error for ModelFileError {}
 /// Serialises `saved` to bytes.
 pub fn to_bytes(saved: &SavedModel) -> Vec<u8> {
     let m = &saved.model;
-    let json = |v: &dyn erased::Json| v.to_json();
     let mut meta = HashMap::new();
     meta.insert("format".to_string(), FORMAT.to_string());
     meta.insert("version".to_string(), VERSION.to_string());
@@ -161,14 +160,7 @@ pub fn from_bytes(bytes: &[u8]) -> Result<SavedModel, String> {
     })
 }
 
-mod erased {
-    /// Serialises any serde value to a JSON string (metadata values are strings).
-    pub trait Json {
-        fn to_json(&self) -> String;
-    }
-    impl<T: serde::Serialize> Json for T {
-        fn to_json(&self) -> String {
-            serde_json::to_string(self).expect("plain data serialises")
-        }
-    }
+/// A metadata value: plain data as a JSON string (safetensors metadata values are strings).
+fn json<T: serde::Serialize + ?Sized>(v: &T) -> String {
+    serde_json::to_string(v).expect("plain data serialises")
 }

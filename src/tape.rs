@@ -52,7 +52,6 @@ impl BufferPool {
             Some(i) => {
                 let mut b = self.free.swap_remove(i);
                 b.resize(n, 0.0);
-                b.truncate(n);
                 b
             }
             None => vec![0.0; n],

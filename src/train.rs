@@ -343,9 +343,122 @@ pub struct FitResult {
     pub train_seconds: f32,
 }
 
+/// What one training step did.
+#[derive(Clone, Copy, Debug)]
+pub struct StepOutcome {
+    /// Images in the batch.
+    pub images: usize,
+    /// The batch's mean loss times its images (so sums over batches give the epoch's mean).
+    pub loss_sum: f64,
+    /// Images the batch classified right (in training mode, before the update).
+    pub correct: usize,
+    /// The learning rate this step used.
+    pub lr: f32,
+}
+
+/// Training steps one after another, as [`fit`] runs them and `fmnist-speed` times them:
+/// batches from a shuffled order (reshuffled after each full pass), on-the-fly augmentation,
+/// forward, backward, the schedule's learning rate, the optimizer's update. One tape is reused,
+/// so after the first step its buffers are recycled.
+pub struct Stepper {
+    cfg: TrainConfig,
+    opt: Optimizer,
+    tape: Tape,
+    order: Vec<usize>,
+    cursor: usize,
+    step: usize,
+    batches_per_epoch: usize,
+    classes: usize,
+    shuffle_rng: Rng,
+    dropout_rng: Rng,
+    augment_rng: Rng,
+    raw: Vec<u8>,       // [batch, rows, cols], the batch's pixels as stored
+    augmented: Vec<u8>, // [batch, rows, cols], after augment_batch
+}
+
+impl Stepper {
+    /// A stepper for `model` over a training set of `n_train` images. Forks three streams from
+    /// `rng`, in this order: shuffling, dropout, on-the-fly augmentation.
+    pub fn new(cfg: &TrainConfig, model: &Sequential, n_train: usize, rng: &mut Rng) -> Stepper {
+        cfg.validate().expect("invalid training config");
+        assert!(n_train > 0, "Stepper: no training images");
+        let (shuffle_rng, dropout_rng, augment_rng) = (rng.fork(), rng.fork(), rng.fork());
+        Stepper {
+            cfg: cfg.clone(),
+            opt: Optimizer::new(cfg.optimizer, &model.params),
+            tape: Tape::new(),
+            order: (0..n_train).collect(),
+            cursor: n_train, // forces a shuffle before the first batch
+            step: 0,
+            batches_per_epoch: cfg.steps_per_epoch.unwrap_or(n_train.div_ceil(cfg.batch_size)),
+            classes: model.output_shape().iter().product(),
+            shuffle_rng,
+            dropout_rng,
+            augment_rng,
+            raw: Vec::new(),
+            augmented: Vec::new(),
+        }
+    }
+
+    /// Batches in one epoch.
+    pub fn batches_per_epoch(&self) -> usize {
+        self.batches_per_epoch
+    }
+
+    /// Trains `model` on the next batch of `train` (the set the stepper was built for).
+    pub fn step(&mut self, model: &mut Sequential, train: &Dataset) -> StepOutcome {
+        let (cfg, n) = (&self.cfg, self.order.len());
+        assert_eq!(train.len(), n, "Stepper built for {n} images, given {}", train.len());
+        if self.cursor >= n {
+            self.shuffle_rng.shuffle(&mut self.order);
+            self.cursor = 0;
+        }
+        let idx = &self.order[self.cursor..(self.cursor + cfg.batch_size).min(n)];
+        self.cursor += idx.len();
+        let labels: Vec<u8> = idx.iter().map(|&i| train.labels[i]).collect();
+
+        let x = if cfg.augment.is_active() {
+            let (rows, cols) = (train.rows, train.cols);
+            self.raw.clear();
+            idx.iter().for_each(|&i| self.raw.extend_from_slice(train.image(i)));
+            self.augmented.resize(self.raw.len(), 0);
+            augment::augment_batch(
+                &self.raw,
+                rows,
+                cols,
+                &cfg.augment,
+                &mut self.augment_rng,
+                &mut self.augmented,
+            );
+            cfg.normalization.pixels(&self.augmented, idx.len(), rows, cols)
+        } else {
+            cfg.normalization.batch(train, idx)
+        };
+
+        let tape = &mut self.tape;
+        tape.reset();
+        let x = tape.input(x);
+        let logits = model.forward(tape, x, Mode::Train, &mut self.dropout_rng);
+        let loss = ops::softmax_cross_entropy(tape, logits, &labels, cfg.label_smoothing);
+        model.params.zero_grads();
+        tape.backward(loss, &mut model.params);
+        let lr = cfg.schedule.lr_at(cfg.optimizer.lr(), self.step, self.batches_per_epoch, cfg.epochs);
+        self.opt.set_lr(lr);
+        self.opt.step(&mut model.params);
+        self.step += 1;
+
+        let z = tape.value(logits).data();
+        let correct =
+            z.chunks(self.classes).zip(&labels).filter(|(row, &l)| argmax(row) == l as usize).count();
+        let loss_sum = tape.value(loss).data()[0] as f64 * idx.len() as f64;
+        StepOutcome { images: idx.len(), loss_sum, correct, lr }
+    }
+}
+
 /// Trains `model` on `train`, validating on `val` after each epoch (skipped when `val` is
-/// empty). `rng` is forked for shuffling, dropout, on-the-fly augmentation and the static
-/// copies, in that order (module docs), so the run is fixed by the caller's generator.
+/// empty). `rng` is forked for shuffling, dropout, on-the-fly augmentation (the [`Stepper`]'s)
+/// and the static copies, in that order (module docs), so the run is fixed by the caller's
+/// generator.
 ///
 /// `train` must not contain the validation images: the static copies are made from `train`
 /// alone (after the split), so no transformed validation image leaks into training.
@@ -359,11 +472,10 @@ pub fn fit(
 ) -> FitResult {
     cfg.validate().expect("invalid training config");
     assert!(!train.is_empty(), "fit: no training images");
-    let mut shuffle_rng = rng.fork();
-    let mut dropout_rng = rng.fork();
-    let mut augment_rng = rng.fork();
-    let mut static_rng = rng.fork();
     let started = Instant::now();
+    let n_train = train.len() * (1 + cfg.static_augment.copies);
+    let mut stepper = Stepper::new(cfg, model, n_train, rng);
+    let mut static_rng = rng.fork();
     let expanded;
     let train = if cfg.static_augment.is_active() {
         expanded = augment::expand(train, &cfg.static_augment, &mut static_rng);
@@ -371,62 +483,19 @@ pub fn fit(
     } else {
         train
     };
-    let mut opt = Optimizer::new(cfg.optimizer, &model.params);
-    let base_lr = cfg.optimizer.lr();
-    let k = model.output_shape().iter().product::<usize>();
-    let n = train.len();
-    let full_pass = n.div_ceil(cfg.batch_size);
-    let batches = cfg.steps_per_epoch.unwrap_or(full_pass);
-    let (rows, cols) = (train.rows, train.cols);
-    let mut raw: Vec<u8> = Vec::new(); // [batch, rows, cols], the batch's pixels as stored
-    let mut augmented: Vec<u8> = Vec::new(); // [batch, rows, cols], after augment_batch
-    let mut step = 0usize;
-
-    let mut order: Vec<usize> = (0..n).collect();
-    let mut cursor = n; // forces a shuffle before the first batch
+    let batches = stepper.batches_per_epoch();
     let mut history = Vec::with_capacity(cfg.epochs);
     let mut best: Option<(f32, usize, Params)> = None;
-    let mut tape = Tape::new();
 
     for epoch in 1..=cfg.epochs {
         observer.epoch_start(epoch, cfg.epochs, batches);
         let t0 = Instant::now();
         let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
-        let mut lr = base_lr;
+        let mut lr = cfg.optimizer.lr();
         for b in 0..batches {
-            if cursor >= n {
-                shuffle_rng.shuffle(&mut order);
-                cursor = 0;
-            }
-            let idx = &order[cursor..(cursor + cfg.batch_size).min(n)];
-            cursor += idx.len();
-            let labels: Vec<u8> = idx.iter().map(|&i| train.labels[i]).collect();
-
-            let x = if cfg.augment.is_active() {
-                raw.clear();
-                idx.iter().for_each(|&i| raw.extend_from_slice(train.image(i)));
-                augmented.resize(raw.len(), 0);
-                augment::augment_batch(&raw, rows, cols, &cfg.augment, &mut augment_rng, &mut augmented);
-                cfg.normalization.pixels(&augmented, idx.len(), rows, cols)
-            } else {
-                cfg.normalization.batch(train, idx)
-            };
-
-            tape.reset();
-            let x = tape.input(x);
-            let logits = model.forward(&mut tape, x, Mode::Train, &mut dropout_rng);
-            let loss = ops::softmax_cross_entropy(&mut tape, logits, &labels, cfg.label_smoothing);
-            model.params.zero_grads();
-            tape.backward(loss, &mut model.params);
-            lr = cfg.schedule.lr_at(base_lr, step, batches, cfg.epochs);
-            opt.set_lr(lr);
-            opt.step(&mut model.params);
-            step += 1;
-
-            let z = tape.value(logits).data();
-            correct += z.chunks(k).zip(&labels).filter(|(row, &l)| argmax(row) == l as usize).count();
-            loss_sum += tape.value(loss).data()[0] as f64 * idx.len() as f64;
-            seen += idx.len();
+            let s = stepper.step(model, train);
+            (loss_sum, correct, seen, lr) =
+                (loss_sum + s.loss_sum, correct + s.correct, seen + s.images, s.lr);
             observer.batch_end(b + 1, seen, (loss_sum / seen as f64) as f32);
         }
         let train_secs = t0.elapsed().as_secs_f32();
