@@ -17,6 +17,7 @@
 //! - C1 conv: 1x28x28 input, 32 filters 3x3 valid -> 26x26; GEMM M=32, K=9, N=676 per image.
 //! - E conv1: 1x28x28, 64 filters 4x4, 'same' pads (top 1, left 1, bottom 2, right 2) -> 28x28.
 //! - E conv2: 64x14x14, 64 filters 4x4 valid -> 11x11; GEMM M=64, K=1024, N=121 per image.
+//! - `ours` conv2-4: 3x3 'same' convolutions 32x28x28 -> 32, 32x14x14 -> 64, 64x14x14 -> 64.
 //! - C1 dense: [512, 5408] x [5408, 128] for a batch of 512.
 //! - Max-pooling 2x2/2: C1 32x26x26 (batch 512); E 64x28x28 and 64x11x11 (batch 250).
 
@@ -24,7 +25,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{BenchmarkGroup, Criterion, Throughput};
-use kernels::conv_direct::{conv_backward_input, conv_backward_weights, conv_forward};
+use kernels::conv_direct::{conv_backward_weights, conv_forward, InputGrad};
 use kernels::gemm::matmul;
 use kernels::im2col::{col2im, im2col, ConvGeom};
 use kernels::pool::{maxpool_backward, maxpool_forward, PoolGeom};
@@ -52,6 +53,16 @@ fn e_conv1_geom() -> ConvGeom {
 }
 fn e_conv2_geom() -> ConvGeom {
     ConvGeom::new(64, 14, 14, 4, 4, (1, 1), (0, 0, 0, 0))
+}
+
+/// The `ours` preset's 3x3 'same' convolutions with more than one input channel.
+fn ours_geoms() -> [(&'static str, ConvGeom, usize); 3] {
+    let same = (1, 1, 1, 1);
+    [
+        ("ours_conv2_32x28x28_32x3x3_same", ConvGeom::new(32, 28, 28, 3, 3, (1, 1), same), 32),
+        ("ours_conv3_32x14x14_64x3x3_same", ConvGeom::new(32, 14, 14, 3, 3, (1, 1), same), 64),
+        ("ours_conv4_64x14x14_64x3x3_same", ConvGeom::new(64, 14, 14, 3, 3, (1, 1), same), 64),
+    ]
 }
 
 type Group<'a> = BenchmarkGroup<'a, criterion::measurement::WallTime>;
@@ -102,10 +113,10 @@ fn im2col_benches(c: &mut Criterion) {
     g.finish();
 }
 
-/// Direct convolution of a batch of 1-channel images, one `conv_*` call per image (as a layer
-/// does), forward and both backward passes. FLOP: `2 * OC * C*KH*KW * OH*OW` per image and pass.
-fn bench_direct(g: &mut Group, name: &str, geom: ConvGeom, oc: usize) {
-    let n = CONV_BATCH;
+/// Direct convolution of a batch of `n` images, one call per image (as a layer does), forward
+/// and both backward passes (the input gradient prepared once, as a layer does per batch).
+/// FLOP: `2 * OC * C*KH*KW * OH*OW` per image and pass.
+fn bench_direct(g: &mut Group, name: &str, geom: ConvGeom, oc: usize, n: usize) {
     let (taps, plane) = (geom.col_rows(), geom.out_plane());
     let x = filled(n * geom.in_len(), 6); //   x[N, C, H, W]
     let w = filled(oc * taps, 7); //           w[OC, C, KH, KW]
@@ -122,17 +133,21 @@ fn bench_direct(g: &mut Group, name: &str, geom: ConvGeom, oc: usize) {
             }
         })
     });
+    // The weight gradient takes a few images per call, as the layer groups them (src/ops/conv.rs).
+    let group = ((1 << 18) / geom.in_len()).clamp(1, 16);
     g.bench_function(format!("direct_{name}_bwd_weights"), |b| {
         b.iter(|| {
-            for (xi, dyi) in x.chunks_exact(geom.in_len()).zip(dy.chunks_exact(oc * plane)) {
-                conv_backward_weights(&geom, oc, black_box(xi), dyi, &mut dw, &mut scratch);
+            let groups = x.chunks(group * geom.in_len()).zip(dy.chunks(group * oc * plane));
+            for (xs, dys) in groups {
+                conv_backward_weights(&geom, oc, black_box(xs), dys, &mut dw, &mut scratch);
             }
         })
     });
+    let input_grad = InputGrad::new(&geom, oc, &w);
     g.bench_function(format!("direct_{name}_bwd_input"), |b| {
         b.iter(|| {
             for (dxi, dyi) in dx.chunks_exact_mut(geom.in_len()).zip(dy.chunks_exact(oc * plane)) {
-                conv_backward_input(&geom, oc, &w, black_box(dyi), dxi, &mut scratch);
+                input_grad.accumulate(black_box(dyi), dxi, &mut scratch);
             }
         })
     });
@@ -180,27 +195,17 @@ fn bench_im2col_gemm(g: &mut Group, name: &str, geom: ConvGeom, oc: usize, n: us
 
 fn conv(c: &mut Criterion) {
     let mut g = c.benchmark_group("conv");
-    // Layers with one input channel take the direct path...
-    bench_direct(&mut g, "c1_1x28x28_32x3x3", c1_geom(), 32);
-    bench_direct(&mut g, "e_conv1_1x28x28_64x4x4_same", e_conv1_geom(), 64);
-    // ...and E conv2 (K = 1024) takes im2col + GEMM. Each shape is also timed on the other
-    // path, forward only, to show why the layer picks the one it does.
+    // Every stride-1 layer takes the direct path. The im2col + GEMM path (which strided layers
+    // take) is timed on the same shapes for comparison.
+    bench_direct(&mut g, "c1_1x28x28_32x3x3", c1_geom(), 32, CONV_BATCH);
+    bench_direct(&mut g, "e_conv1_1x28x28_64x4x4_same", e_conv1_geom(), 64, CONV_BATCH);
+    bench_direct(&mut g, "e_conv2_64x14x14_64x4x4", e_conv2_geom(), 64, CONV2_BATCH);
     bench_im2col_gemm(&mut g, "e_conv2_64x14x14_64x4x4", e_conv2_geom(), 64, CONV2_BATCH, true);
     bench_im2col_gemm(&mut g, "c1_1x28x28_32x3x3", c1_geom(), 32, CONV_BATCH, false);
-    let geom = e_conv2_geom();
-    let (oc, n) = (64, CONV2_BATCH);
-    let x = filled(n * geom.in_len(), 12);
-    let w = filled(oc * geom.col_rows(), 13);
-    let mut y = vec![0.0; n * oc * geom.out_plane()];
-    let mut scratch = Vec::new();
-    g.throughput(Throughput::Elements(n as u64 * gemm_flops(oc, geom.col_rows(), geom.out_plane())));
-    g.bench_function("direct_e_conv2_64x14x14_64x4x4_fwd", |b| {
-        b.iter(|| {
-            for (xi, yi) in x.chunks_exact(geom.in_len()).zip(y.chunks_exact_mut(oc * geom.out_plane())) {
-                conv_forward(&geom, oc, black_box(xi), &w, yi, &mut scratch);
-            }
-        })
-    });
+    for (name, geom, oc) in ours_geoms() {
+        bench_direct(&mut g, name, geom, oc, CONV2_BATCH);
+        bench_im2col_gemm(&mut g, name, geom, oc, CONV2_BATCH, true);
+    }
     g.finish();
 }
 

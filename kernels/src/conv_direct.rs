@@ -1,11 +1,17 @@
-//! Direct convolution with `wide` SIMD, for layers where im2col + GEMM is weak: few input
-//! channels, so the GEMM's inner dimension `C*KH*KW` is only 9 or 16 and the column matrix
-//! costs more to build than the multiplication saves.
+//! Direct convolution with `wide` SIMD, for layers where im2col + GEMM is weak: one input
+//! channel (the GEMM's inner dimension `C*KH*KW` is only 9 or 16, and the column matrix costs
+//! more to build than the multiplication saves), and stride-1 layers on large planes (building
+//! and packing a column matrix costs as much memory traffic as the GEMM reads).
 //!
 //! Per image: `y[OC, OH, OW] = sum_{c,kh,kw} w[OC, C, KH, KW] * xpad[c, oh*SH + kh, ow*SW + kw]`
 //! where `xpad` is `x` surrounded by the geometry's zero padding. No bias: the layer adds it.
 //! With stride 1 every kernel tap becomes one long contiguous vector operation (see
-//! [`tap_offsets`] for the "wide rows" layout); other strides take a scalar path.
+//! [`Wide`] for the "wide rows" layout); other strides take a scalar path. The three passes:
+//! - forward: [`OC_BLOCK`] output channels x [`BLOCK`] vectors of accumulators, each input
+//!   vector loaded feeding every channel;
+//! - weight gradient: [`DW_OC`] channels x up to 12 taps of accumulators, summed over a whole
+//!   group of images before the one horizontal sum;
+//! - input gradient: the forward kernel again, on transposed weights ([`InputGrad`]).
 //!
 //! Reference twins: [`conv_forward_ref`], [`conv_backward_weights_ref`],
 //! [`conv_backward_input_ref`], which index straight from the definition above.
@@ -17,15 +23,12 @@ fn padded_dims(g: &ConvGeom) -> (usize, usize) {
     (g.h + g.pad_top + g.pad_bottom, g.w + g.pad_left + g.pad_right)
 }
 
-fn has_padding(g: &ConvGeom) -> bool {
-    g.pad_top + g.pad_left + g.pad_bottom + g.pad_right > 0
-}
-
-/// Copies `x[C, H, W]` into the interior of the zeroed `xp[C, HP, WP]`.
-fn pad_into(g: &ConvGeom, x: &[f32], xp: &mut Vec<f32>) {
+/// Copies `x[C, H, W]` into the interior of the zeroed `xp[C, HP, WP]`, followed by `slack`
+/// zeros.
+fn pad_into(g: &ConvGeom, x: &[f32], xp: &mut [f32], slack: usize) {
     let (hp, wp) = padded_dims(g);
-    xp.clear();
-    xp.resize(g.c * hp * wp, 0.0);
+    assert_eq!(xp.len(), g.c * hp * wp + slack, "pad_into: buffer length");
+    xp.fill(0.0);
     for c in 0..g.c {
         for ih in 0..g.h {
             let src = &x[(c * g.h + ih) * g.w..][..g.w];
@@ -56,88 +59,101 @@ fn unit_stride(g: &ConvGeom) -> bool {
     g.stride_h == 1 && g.stride_w == 1
 }
 
+/// Vectors per block in the wide-row loops: independent accumulators hide the FMA latency.
+const BLOCK: usize = 4;
+/// Values per block.
+const STEP: usize = BLOCK * LANES;
+
 /// The stride-1 layout trick ("wide rows"). With the input padded to `xp[C, HP, WP]`, output
 /// `(oh, ow)` reads tap `(c, kh, kw)` at `xp[c*HP*WP + (oh + kh)*WP + ow + kw]`, which is
 /// `xp[off(c, kh, kw) + i]` with `i = oh*WP + ow`. Computing the output on a grid `WP` wide
-/// instead of `OW` makes every tap one contiguous vector operation over `i in 0..SPAN`,
-/// `SPAN = (OH - 1)*WP + OW`; the `WP - OW` extra columns of each row are computed and
-/// dropped (7% extra work for 28-wide images and a 3x3 kernel). The largest index read is
-/// `off(C-1, KH-1, KW-1) + SPAN - 1 = C*HP*WP - 1`, inside `xp`.
-fn tap_offsets(g: &ConvGeom, hp: usize, wp: usize) -> Vec<usize> {
-    let mut offs = Vec::with_capacity(g.col_rows());
-    for c in 0..g.c {
-        for kh in 0..g.kh {
-            for kw in 0..g.kw {
-                offs.push(c * hp * wp + kh * wp + kw);
+/// instead of `OW` makes every tap one contiguous vector operation over `i in 0..span`,
+/// `span = (OH - 1)*WP + OW`; the `WP - OW` extra columns of each row are computed and
+/// dropped (7% extra work for 28-wide images and a 3x3 kernel). The loops run over whole
+/// blocks of [`STEP`] values, `len = span` rounded up, so there is no partial vector to
+/// handle: the largest index read is `off(C-1, KH-1, KW-1) + len - 1 = C*HP*WP - 1 + (len -
+/// span)`, and `xp` carries those `len - span` extra zeros ("slack") at its end.
+struct Wide {
+    wp: usize,
+    /// `off(c, kh, kw)` for every tap, in `w`'s order.
+    offs: Vec<usize>,
+    span: usize,
+    len: usize,
+    /// Values of the padded input `xp`, slack included.
+    padded: usize,
+}
+
+impl Wide {
+    fn new(g: &ConvGeom) -> Self {
+        let (hp, wp) = padded_dims(g);
+        let mut offs = Vec::with_capacity(g.col_rows());
+        for c in 0..g.c {
+            for kh in 0..g.kh {
+                for kw in 0..g.kw {
+                    offs.push(c * hp * wp + kh * wp + kw);
+                }
+            }
+        }
+        let span = if g.oh == 0 || g.ow == 0 { 0 } else { (g.oh - 1) * wp + g.ow };
+        let len = span.next_multiple_of(STEP);
+        Wide { wp, offs, span, len, padded: g.c * hp * wp + (len - span) }
+    }
+
+    /// Copies the wide rows of `wide` (`[OH, WP]`, the first `OW` of each row) into `y[OH, OW]`,
+    /// or adds them.
+    fn unwide(&self, g: &ConvGeom, wide: &[f32], y: &mut [f32], accumulate: bool) {
+        for oh in 0..g.oh {
+            let src = &wide[oh * self.wp..oh * self.wp + g.ow];
+            let dst = &mut y[oh * g.ow..(oh + 1) * g.ow];
+            if accumulate {
+                dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
+            } else {
+                copy_short(dst, src);
             }
         }
     }
-    offs
-}
 
-fn wide_span(g: &ConvGeom, wp: usize) -> usize {
-    if g.oh == 0 || g.ow == 0 {
-        0
-    } else {
-        (g.oh - 1) * wp + g.ow
+    /// `dy` of one output channel spread onto the wide grid: row `oh` at `oh*WP`, zeros in the
+    /// extra columns and after `span` (so they contribute nothing to the gradients).
+    fn spread(&self, g: &ConvGeom, dy_o: &[f32], wide: &mut [f32]) {
+        wide.fill(0.0);
+        for oh in 0..g.oh {
+            copy_short(&mut wide[oh * self.wp..oh * self.wp + g.ow], &dy_o[oh * g.ow..(oh + 1) * g.ow]);
+        }
     }
 }
 
-/// Vectors per block in the wide-row loops: independent accumulators hide the FMA latency.
-const BLOCK: usize = 4;
-
-/// `wide[i] = sum_t w[t] * xp[offs[t] + i]` for every `i` of `wide`.
-fn correlate_wide(xp: &[f32], offs: &[usize], w: &[f32], wide: &mut [f32]) {
-    let span = wide.len();
-    let mut i = 0;
-    while i + BLOCK * LANES <= span {
-        let mut acc = [Fx::splat(0.0); BLOCK];
-        for (&off, &wt) in offs.iter().zip(w) {
-            let wv = Fx::splat(wt);
-            let src = &xp[off + i..off + i + BLOCK * LANES];
-            for (j, a) in acc.iter_mut().enumerate() {
-                *a = load(&src[j * LANES..(j + 1) * LANES]).mul_add(wv, *a);
-            }
-        }
-        for (j, a) in acc.iter().enumerate() {
-            store(*a, &mut wide[i + j * LANES..i + (j + 1) * LANES]);
-        }
-        i += BLOCK * LANES;
-    }
-    correlate_rest(xp, offs, w, i, wide);
-}
-
-/// [`correlate_wide`] for `i` from `start` on, one vector (or a partial one) at a time.
-fn correlate_rest(xp: &[f32], offs: &[usize], w: &[f32], start: usize, wide: &mut [f32]) {
-    let span = wide.len();
-    let mut i = start;
-    while i < span {
-        let len = LANES.min(span - i);
-        let mut acc = Fx::splat(0.0);
-        for (&off, &wt) in offs.iter().zip(w) {
-            acc = load(&xp[off + i..off + i + len]).mul_add(Fx::splat(wt), acc);
-        }
-        store(acc, &mut wide[i..i + len]);
-        i += len;
-    }
+/// Splits `scratch` into the padded input `xp` (filled from `x`) and a zeroed buffer of
+/// `rest` values.
+fn padded_and_rest<'a>(
+    g: &ConvGeom,
+    l: &Wide,
+    x: &[f32],
+    scratch: &'a mut Vec<f32>,
+    rest: usize,
+) -> (&'a [f32], &'a mut [f32]) {
+    scratch.clear();
+    scratch.resize(l.padded + rest, 0.0);
+    let (xp, rest) = scratch.split_at_mut(l.padded);
+    pad_into(g, x, xp, l.len - l.span);
+    (xp, rest)
 }
 
 /// Output channels computed together in the forward: each input vector loaded feeds this many
 /// FMAs (one per channel), so loads stop being the limit.
 const OC_BLOCK: usize = 4;
 
-/// [`correlate_wide`] for `OC_BLOCK` output channels at once: `w` is `[OC_BLOCK, taps]`,
-/// `wide` is `[OC_BLOCK, span]`.
-fn correlate_wide_block(xp: &[f32], offs: &[usize], w: &[f32], span: usize, wide: &mut [f32]) {
-    let taps = offs.len();
-    let mut i = 0;
-    while i + BLOCK * LANES <= span {
-        let mut acc = [[Fx::splat(0.0); BLOCK]; OC_BLOCK];
-        for (t, &off) in offs.iter().enumerate() {
-            let src = &xp[off + i..off + i + BLOCK * LANES];
+/// `wide[q][i] = sum_t w_il[t][q] * xp[offs[t] + i]` for `Q` output channels and every `i` in
+/// `0..len` (`len` a multiple of [`STEP`]). The weights are interleaved, `w_il[taps, Q]`, so each
+/// tap reads its `Q` weights together.
+fn correlate<const Q: usize>(xp: &[f32], offs: &[usize], w_il: &[f32], len: usize, wide: &mut [f32]) {
+    for i in (0..len).step_by(STEP) {
+        let mut acc = [[Fx::splat(0.0); BLOCK]; Q];
+        for (&off, wt) in offs.iter().zip(w_il.chunks_exact(Q)) {
+            let src = &xp[off + i..off + i + STEP];
             let v: [Fx; BLOCK] = std::array::from_fn(|j| load(&src[j * LANES..(j + 1) * LANES]));
-            for (q, acc_q) in acc.iter_mut().enumerate() {
-                let wv = Fx::splat(w[q * taps + t]);
+            for (acc_q, &wq) in acc.iter_mut().zip(wt) {
+                let wv = Fx::splat(wq);
                 for (a, &vj) in acc_q.iter_mut().zip(&v) {
                     *a = vj.mul_add(wv, *a);
                 }
@@ -145,94 +161,49 @@ fn correlate_wide_block(xp: &[f32], offs: &[usize], w: &[f32], span: usize, wide
         }
         for (q, acc_q) in acc.iter().enumerate() {
             for (j, a) in acc_q.iter().enumerate() {
-                store(*a, &mut wide[q * span + i + j * LANES..q * span + i + (j + 1) * LANES]);
+                let at = q * len + i + j * LANES;
+                store(*a, &mut wide[at..at + LANES]);
             }
         }
-        i += BLOCK * LANES;
-    }
-    for (w_q, wide_q) in w.chunks_exact(taps).zip(wide.chunks_exact_mut(span)) {
-        correlate_rest(xp, offs, w_q, i, wide_q);
     }
 }
 
-/// `dy` of one output channel spread onto the wide grid: row `oh` at `oh*WP`, zeros in the
-/// `WP - OW` extra columns (so they contribute nothing to the gradients).
-fn spread_wide(g: &ConvGeom, wp: usize, dy_o: &[f32], wide: &mut [f32]) {
-    wide.fill(0.0);
-    for oh in 0..g.oh {
-        copy_short(&mut wide[oh * wp..oh * wp + g.ow], &dy_o[oh * g.ow..(oh + 1) * g.ow]);
-    }
-}
-
-/// `dw[t] += sum_i dy_wide[i] * xp[offs[t] + i]`, up to sixteen taps at a time (a whole 3x3 or 4x4
-/// kernel for one channel) so each `dy` vector
-/// loaded feeds that many independent accumulators.
-fn weight_grads_wide(xp: &[f32], offs: &[usize], dy_wide: &[f32], dw: &mut [f32]) {
-    const TAPS: usize = 16;
-    let span = dy_wide.len();
-    let full = span - span % LANES;
-    for (offs, dw) in offs.chunks(TAPS).zip(dw.chunks_mut(TAPS)) {
-        let mut acc = [Fx::splat(0.0); TAPS];
-        for i in (0..full).step_by(LANES) {
-            let d = load(&dy_wide[i..i + LANES]);
-            for (a, &off) in acc.iter_mut().zip(offs) {
-                *a = load(&xp[off + i..off + i + LANES]).mul_add(d, *a);
-            }
-        }
-        for ((a, &off), out) in acc.iter().zip(offs).zip(dw.iter_mut()) {
-            let tail: f32 = (full..span).map(|i| dy_wide[i] * xp[off + i]).sum();
-            *out += a.reduce_add() + tail;
-        }
-    }
-}
-
-/// [`weight_grads_wide`] for two output channels at once (`dy_wide`: `[2, span]`, `dw`:
-/// `[2, taps]`): each input vector loaded feeds both channels' accumulators.
-fn weight_grads_wide_pair(xp: &[f32], offs: &[usize], dy_wide: &[f32], span: usize, dw: &mut [f32]) {
-    const TAPS: usize = 12;
-    let taps = offs.len();
-    let full = span - span % LANES;
-    let (dy0, dy1) = dy_wide.split_at(span);
-    let (dw0, dw1) = dw.split_at_mut(taps);
-    for (c, offs_c) in offs.chunks(TAPS).enumerate() {
-        let mut acc = [[Fx::splat(0.0); TAPS]; 2];
-        for i in (0..full).step_by(LANES) {
-            let (d0, d1) = (load(&dy0[i..i + LANES]), load(&dy1[i..i + LANES]));
-            for (t, &off) in offs_c.iter().enumerate() {
-                let xv = load(&xp[off + i..off + i + LANES]);
-                acc[0][t] = xv.mul_add(d0, acc[0][t]);
-                acc[1][t] = xv.mul_add(d1, acc[1][t]);
-            }
-        }
-        for (t, &off) in offs_c.iter().enumerate() {
-            let tail0: f32 = (full..span).map(|i| dy0[i] * xp[off + i]).sum();
-            let tail1: f32 = (full..span).map(|i| dy1[i] * xp[off + i]).sum();
-            dw0[c * TAPS + t] += acc[0][t].reduce_add() + tail0;
-            dw1[c * TAPS + t] += acc[1][t].reduce_add() + tail1;
-        }
-    }
-}
-
-/// Splits `scratch` into a padded copy of `x` (when there is padding) and a wide buffer.
-fn padded_and_wide<'a>(
+/// Stride-1 forward: `y[OC, OH, OW] = w (*) x`, or `+=` when `accumulate`.
+fn forward_wide(
     g: &ConvGeom,
-    x: &'a [f32],
-    scratch: &'a mut Vec<f32>,
-    rows: usize,
-) -> (&'a [f32], &'a mut [f32]) {
-    let (hp, wp) = padded_dims(g);
-    let span = rows * wide_span(g, wp);
-    if has_padding(g) {
-        pad_into(g, x, scratch);
-        let padded = scratch.len();
-        scratch.resize(padded + span, 0.0);
-        let (xp, wide) = scratch.split_at_mut(padded);
-        (xp, wide)
-    } else {
-        let _ = hp;
-        scratch.clear();
-        scratch.resize(span, 0.0);
-        (x, &mut scratch[..])
+    oc: usize,
+    x: &[f32],
+    w: &[f32],
+    y: &mut [f32],
+    accumulate: bool,
+    scratch: &mut Vec<f32>,
+) {
+    let l = Wide::new(g);
+    let (taps, plane) = (g.col_rows(), g.out_plane());
+    let (xp, rest) = padded_and_rest(g, &l, x, scratch, OC_BLOCK * (l.len + taps));
+    let (wide, w_il) = rest.split_at_mut(OC_BLOCK * l.len);
+    let mut o = 0;
+    while o < oc {
+        let q = if oc - o >= OC_BLOCK { OC_BLOCK } else { 1 };
+        for (t, slot) in w_il[..taps * q].chunks_exact_mut(q).enumerate() {
+            for (k, v) in slot.iter_mut().enumerate() {
+                *v = w[(o + k) * taps + t];
+            }
+        }
+        let w_il = &w_il[..taps * q];
+        match q {
+            OC_BLOCK => correlate::<OC_BLOCK>(xp, &l.offs, w_il, l.len, wide),
+            _ => correlate::<1>(xp, &l.offs, w_il, l.len, wide),
+        }
+        for k in 0..q {
+            l.unwide(
+                g,
+                &wide[k * l.len..(k + 1) * l.len],
+                &mut y[(o + k) * plane..(o + k + 1) * plane],
+                accumulate,
+            );
+        }
+        o += q;
     }
 }
 
@@ -250,38 +221,13 @@ pub fn conv_forward(g: &ConvGeom, oc: usize, x: &[f32], w: &[f32], y: &mut [f32]
         return;
     }
     if unit_stride(g) {
-        let offs = tap_offsets(g, hp, wp);
-        let span = wide_span(g, wp);
-        let (xp, wide) = padded_and_wide(g, x, scratch, OC_BLOCK);
-        let plane = g.out_plane();
-        let blocks = oc / OC_BLOCK;
-        let (y_blocked, y_rest) = y.split_at_mut(blocks * OC_BLOCK * plane);
-        let (w_blocked, w_rest) = w.split_at(blocks * OC_BLOCK * taps);
-        for (y_b, w_b) in
-            y_blocked.chunks_exact_mut(OC_BLOCK * plane).zip(w_blocked.chunks_exact(OC_BLOCK * taps))
-        {
-            correlate_wide_block(xp, &offs, w_b, span, wide);
-            for (y_o, wide_o) in y_b.chunks_exact_mut(plane).zip(wide.chunks_exact(span)) {
-                for oh in 0..g.oh {
-                    copy_short(&mut y_o[oh * g.ow..(oh + 1) * g.ow], &wide_o[oh * wp..oh * wp + g.ow]);
-                }
-            }
-        }
-        for (y_o, w_o) in y_rest.chunks_exact_mut(plane).zip(w_rest.chunks_exact(taps)) {
-            let wide = &mut wide[..span];
-            correlate_wide(xp, &offs, w_o, wide);
-            for oh in 0..g.oh {
-                copy_short(&mut y_o[oh * g.ow..(oh + 1) * g.ow], &wide[oh * wp..oh * wp + g.ow]);
-            }
-        }
+        forward_wide(g, oc, x, w, y, false, scratch);
         return;
     }
-    let xp: &[f32] = if has_padding(g) {
-        pad_into(g, x, scratch);
-        scratch
-    } else {
-        x
-    };
+    scratch.clear();
+    scratch.resize(g.c * hp * wp, 0.0);
+    pad_into(g, x, scratch, 0);
+    let xp = &scratch[..];
     for (y_o, w_o) in y.chunks_exact_mut(g.out_plane()).zip(w.chunks_exact(taps)) {
         for oh in 0..g.oh {
             for (ow, out) in y_o[oh * g.ow..(oh + 1) * g.ow].iter_mut().enumerate() {
@@ -302,98 +248,217 @@ pub fn conv_forward(g: &ConvGeom, oc: usize, x: &[f32], w: &[f32], y: &mut [f32]
     }
 }
 
-/// Weight gradient for one image, accumulated: `dw[OC, C, KH, KW] += dy (*) xpad`.
+/// Output channels per block of the weight gradient (with up to 12 taps: 24 accumulators).
+const DW_OC: usize = 2;
+
+/// `sum_{j,i} dy_wide[j][q][i] * xps[j][offs[t] + i]` over the images `j` for `Q` output
+/// channels (`dy_wide: [G, Q, len]`, `xps: [G, padded]`) and `T` taps: each input vector loaded
+/// feeds every channel's accumulator, each `dy` vector every tap's. `Q` and `T` are constants
+/// so the `Q*T` accumulators stay in registers; they run over all the images before the one
+/// horizontal sum at the end.
+fn dw_block<const Q: usize, const T: usize>(
+    xps: &[f32],
+    padded: usize,
+    offs: [usize; T],
+    dy_wide: &[f32],
+    len: usize,
+) -> [[f32; T]; Q] {
+    let mut acc = [[Fx::splat(0.0); T]; Q];
+    for (xp, dyw) in xps.chunks_exact(padded).zip(dy_wide.chunks_exact(Q * len)) {
+        for i in (0..len).step_by(LANES) {
+            let d: [Fx; Q] = std::array::from_fn(|q| load(&dyw[q * len + i..q * len + i + LANES]));
+            for (t, &off) in offs.iter().enumerate() {
+                let xv = load(&xp[off + i..off + i + LANES]);
+                for (acc_q, &dq) in acc.iter_mut().zip(&d) {
+                    acc_q[t] = xv.mul_add(dq, acc_q[t]);
+                }
+            }
+        }
+    }
+    acc.map(|acc_q| acc_q.map(|a| a.reduce_add()))
+}
+
+/// `dw[q][t] += sum_{j,i} dy_wide[j][q][i] * xps[j][offs[t] + i]` for `Q` output channels
+/// (`dw: [Q, taps]`), a block of taps at a time: 12, 9 or 8, whichever divides the taps (a 3x3
+/// kernel: 9 per channel; a 4x4 one: 16), else 12 with the last block padded with taps at
+/// offset 0 whose sums are dropped.
+fn weight_grads_block<const Q: usize>(
+    xps: &[f32],
+    padded: usize,
+    offs: &[usize],
+    dy_wide: &[f32],
+    len: usize,
+    dw: &mut [f32],
+) {
+    fn run<const Q: usize, const T: usize>(
+        (xps, padded, offs, dy_wide, len): (&[f32], usize, &[usize], &[f32], usize),
+        dw: &mut [f32],
+    ) {
+        let taps = dw.len() / Q;
+        for (k, offs_k) in offs.chunks(T).enumerate() {
+            let offs_t: [usize; T] = std::array::from_fn(|t| offs_k.get(t).copied().unwrap_or(0));
+            for (q, sums) in dw_block::<Q, T>(xps, padded, offs_t, dy_wide, len).iter().enumerate() {
+                for (t, s) in sums.iter().enumerate().take(offs_k.len()) {
+                    dw[q * taps + k * T + t] += s;
+                }
+            }
+        }
+    }
+    let args = (xps, padded, offs, dy_wide, len);
+    match offs.len() {
+        n if n % 12 == 0 => run::<Q, 12>(args, dw),
+        n if n % 9 == 0 => run::<Q, 9>(args, dw),
+        n if n % 8 == 0 => run::<Q, 8>(args, dw),
+        _ => run::<Q, 12>(args, dw),
+    }
+}
+
+/// Weight gradient of a group of images, accumulated: `dw[OC, C, KH, KW] += sum_j dy_j (*)
+/// xpad_j` for `xs: [G, C, H, W]` and `dys: [G, OC, OH, OW]` (any `G`; a layer passes a few
+/// images at a time, so the sums over the small planes of late layers run long enough).
 pub fn conv_backward_weights(
     g: &ConvGeom,
     oc: usize,
-    x: &[f32],
-    dy: &[f32],
+    xs: &[f32],
+    dys: &[f32],
     dw: &mut [f32],
     scratch: &mut Vec<f32>,
 ) {
-    check(g, oc, x.len(), dw.len(), dy.len());
-    let (hp, wp) = padded_dims(g);
-    let taps = g.col_rows();
-    if g.out_plane() == 0 || taps == 0 {
-        return;
+    let (taps, plane) = (g.col_rows(), g.out_plane());
+    let count = xs.len().checked_div(g.in_len()).or(dys.len().checked_div(oc * plane)).unwrap_or(0);
+    check(g, oc, g.in_len(), dw.len(), oc * plane);
+    assert_eq!(
+        (xs.len(), dys.len()),
+        (count * g.in_len(), count * oc * plane),
+        "conv_direct: xs and dys must hold the same number of whole images"
+    );
+    if oc == 0 || plane == 0 || taps == 0 || count == 0 || g.in_len() == 0 {
+        return; // an all-zero (or empty) padded input contributes nothing
     }
     if unit_stride(g) {
-        let offs = tap_offsets(g, hp, wp);
-        let span = wide_span(g, wp);
-        let plane = g.out_plane();
-        let (xp, dy_wide) = padded_and_wide(g, x, scratch, 2);
-        let pairs = oc / 2;
-        let (dy_pairs, dy_rest) = dy.split_at(pairs * 2 * plane);
-        let (dw_pairs, dw_rest) = dw.split_at_mut(pairs * 2 * taps);
-        for (dy_p, dw_p) in dy_pairs.chunks_exact(2 * plane).zip(dw_pairs.chunks_exact_mut(2 * taps)) {
-            for (dy_o, wide_o) in dy_p.chunks_exact(plane).zip(dy_wide.chunks_exact_mut(span)) {
-                spread_wide(g, wp, dy_o, wide_o);
-            }
-            weight_grads_wide_pair(xp, &offs, dy_wide, span, dw_p);
+        let l = Wide::new(g);
+        scratch.clear();
+        scratch.resize(count * l.padded + count * DW_OC * l.len, 0.0);
+        let (xps, dy_wide) = scratch.split_at_mut(count * l.padded);
+        for (x, xp) in xs.chunks_exact(g.in_len()).zip(xps.chunks_exact_mut(l.padded)) {
+            pad_into(g, x, xp, l.len - l.span);
         }
-        for (dy_o, dw_o) in dy_rest.chunks_exact(plane).zip(dw_rest.chunks_exact_mut(taps)) {
-            let wide = &mut dy_wide[..span];
-            spread_wide(g, wp, dy_o, wide);
-            weight_grads_wide(xp, &offs, wide, dw_o);
+        let xps = &*xps;
+        let mut o = 0;
+        while o < oc {
+            let q = if oc - o >= DW_OC { DW_OC } else { 1 };
+            let dy_wide = &mut dy_wide[..count * q * l.len];
+            for (dy, wide) in dys.chunks_exact(oc * plane).zip(dy_wide.chunks_exact_mut(q * l.len)) {
+                for (k, wide_k) in wide.chunks_exact_mut(l.len).enumerate() {
+                    l.spread(g, &dy[(o + k) * plane..(o + k + 1) * plane], wide_k);
+                }
+            }
+            let dw_q = &mut dw[o * taps..(o + q) * taps];
+            match q {
+                DW_OC => weight_grads_block::<DW_OC>(xps, l.padded, &l.offs, dy_wide, l.len, dw_q),
+                _ => weight_grads_block::<1>(xps, l.padded, &l.offs, dy_wide, l.len, dw_q),
+            }
+            o += q;
         }
         return;
     }
-    let xp: &[f32] = if has_padding(g) {
-        pad_into(g, x, scratch);
-        scratch
-    } else {
-        x
-    };
-    for (dy_o, dw_o) in dy.chunks_exact(g.out_plane()).zip(dw.chunks_exact_mut(taps)) {
-        let mut t = 0;
-        for c in 0..g.c {
-            for kh in 0..g.kh {
-                for kw in 0..g.kw {
-                    let mut s = 0.0;
-                    for oh in 0..g.oh {
-                        let row = &xp[(c * hp + oh * g.stride_h + kh) * wp..][..wp];
-                        for (ow, d) in dy_o[oh * g.ow..(oh + 1) * g.ow].iter().enumerate() {
-                            s += d * row[ow * g.stride_w + kw];
+    let (hp, wp) = padded_dims(g);
+    scratch.clear();
+    scratch.resize(g.c * hp * wp, 0.0);
+    for (x, dy) in xs.chunks_exact(g.in_len()).zip(dys.chunks_exact(oc * plane)) {
+        pad_into(g, x, scratch, 0);
+        let xp = &scratch[..];
+        for (dy_o, dw_o) in dy.chunks_exact(plane).zip(dw.chunks_exact_mut(taps)) {
+            let mut t = 0;
+            for c in 0..g.c {
+                for kh in 0..g.kh {
+                    for kw in 0..g.kw {
+                        let mut s = 0.0;
+                        for oh in 0..g.oh {
+                            let row = &xp[(c * hp + oh * g.stride_h + kh) * wp..][..wp];
+                            for (ow, d) in dy_o[oh * g.ow..(oh + 1) * g.ow].iter().enumerate() {
+                                s += d * row[ow * g.stride_w + kw];
+                            }
                         }
+                        dw_o[t] += s;
+                        t += 1;
                     }
-                    dw_o[t] += s;
-                    t += 1;
                 }
             }
         }
     }
 }
 
-/// Input gradient for one image, accumulated: `dx[C, H, W] += w^T (*) dy`, padding dropped.
-pub fn conv_backward_input(
-    g: &ConvGeom,
+/// The input gradient of a convolution, prepared once per weight update and applied image by
+/// image with [`InputGrad::accumulate`].
+///
+/// With stride 1 the input gradient is itself a stride-1 convolution, so it runs on the
+/// forward's fast path: `dx[c, h, w] = sum_{o,kh,kw} w[o, c, kh, kw] * dy[o, h + PT - kh,
+/// w + PL - kw]` is a correlation of `dy` (padded by `KH-1-PT` before and `KH-1-PB` after,
+/// likewise across) with the weights turned 180 degrees and their two channel axes swapped,
+/// `wt[c, o, KH-1-kh, KW-1-kw] = w[o, c, kh, kw]`. Other strides (and padding wider than the
+/// kernel) take a scalar path.
+pub struct InputGrad {
+    g: ConvGeom,
     oc: usize,
-    w: &[f32],
-    dy: &[f32],
-    dx: &mut [f32],
-    scratch: &mut Vec<f32>,
-) {
-    check(g, oc, dx.len(), w.len(), dy.len());
-    let (hp, wp) = padded_dims(g);
-    let taps = g.col_rows();
-    if g.out_plane() == 0 || taps == 0 {
-        return;
-    }
-    let padded = g.c * hp * wp;
-    let span = wide_span(g, wp);
-    scratch.clear();
-    scratch.resize(padded + span, 0.0);
-    let (dxp, dy_wide) = scratch.split_at_mut(padded);
-    if unit_stride(g) {
-        let offs = tap_offsets(g, hp, wp);
-        for (dy_o, w_o) in dy.chunks_exact(g.out_plane()).zip(w.chunks_exact(taps)) {
-            spread_wide(g, wp, dy_o, dy_wide);
-            for (&off, &wt) in offs.iter().zip(w_o) {
-                crate::simd::axpy(wt, dy_wide, &mut dxp[off..off + span]);
+    /// `Some((geometry, wt))` of the transposed convolution on the fast path.
+    transposed: Option<(ConvGeom, Vec<f32>)>,
+    w: Vec<f32>,
+}
+
+impl InputGrad {
+    /// Prepares the input gradient of the convolution `g` with weights `w[OC, C, KH, KW]`.
+    pub fn new(g: &ConvGeom, oc: usize, w: &[f32]) -> Self {
+        check(g, oc, g.in_len(), w.len(), oc * g.out_plane());
+        let fits = g.pad_top < g.kh && g.pad_bottom < g.kh && g.pad_left < g.kw && g.pad_right < g.kw;
+        let transposed = (unit_stride(g) && fits && g.out_plane() > 0).then(|| {
+            let pad = (
+                g.kh - 1 - g.pad_top,
+                g.kw - 1 - g.pad_left,
+                g.kh - 1 - g.pad_bottom,
+                g.kw - 1 - g.pad_right,
+            );
+            let gt = ConvGeom::new(oc, g.oh, g.ow, g.kh, g.kw, (1, 1), pad);
+            debug_assert_eq!((gt.oh, gt.ow), (g.h, g.w));
+            let mut wt = vec![0.0; w.len()];
+            for o in 0..oc {
+                for c in 0..g.c {
+                    for kh in 0..g.kh {
+                        for kw in 0..g.kw {
+                            let src = ((o * g.c + c) * g.kh + kh) * g.kw + kw;
+                            let dst = ((c * oc + o) * g.kh + (g.kh - 1 - kh)) * g.kw + (g.kw - 1 - kw);
+                            wt[dst] = w[src];
+                        }
+                    }
+                }
             }
+            (gt, wt)
+        });
+        let w = if transposed.is_some() { Vec::new() } else { w.to_vec() };
+        InputGrad { g: *g, oc, transposed, w }
+    }
+
+    /// One image's input gradient, accumulated: `dx[C, H, W] += w^T (*) dy`, padding dropped.
+    pub fn accumulate(&self, dy: &[f32], dx: &mut [f32], scratch: &mut Vec<f32>) {
+        let (g, oc) = (&self.g, self.oc);
+        assert_eq!(dy.len(), oc * g.out_plane(), "conv_direct: dy length");
+        assert_eq!(dx.len(), g.in_len(), "conv_direct: dx length");
+        if g.out_plane() == 0 || g.col_rows() == 0 {
+            return;
         }
-    } else {
-        for (dy_o, w_o) in dy.chunks_exact(g.out_plane()).zip(w.chunks_exact(taps)) {
+        match &self.transposed {
+            Some((gt, wt)) => forward_wide(gt, g.c, dy, wt, dx, true, scratch),
+            None => self.scalar(dy, dx, scratch),
+        }
+    }
+
+    fn scalar(&self, dy: &[f32], dx: &mut [f32], scratch: &mut Vec<f32>) {
+        let (g, taps) = (&self.g, self.g.col_rows());
+        let (hp, wp) = padded_dims(g);
+        scratch.clear();
+        scratch.resize(g.c * hp * wp, 0.0);
+        let dxp = &mut scratch[..];
+        for (dy_o, w_o) in dy.chunks_exact(g.out_plane()).zip(self.w.chunks_exact(taps)) {
             for oh in 0..g.oh {
                 let dy_row = &dy_o[oh * g.ow..(oh + 1) * g.ow];
                 let mut t = 0;
@@ -410,16 +475,30 @@ pub fn conv_backward_input(
                 }
             }
         }
-    }
-    for c in 0..g.c {
-        for ih in 0..g.h {
-            let src = &dxp[(c * hp + ih + g.pad_top) * wp + g.pad_left..][..g.w];
-            let dst = &mut dx[(c * g.h + ih) * g.w..][..g.w];
-            for (d, s) in dst.iter_mut().zip(src) {
-                *d += s;
+        for c in 0..g.c {
+            for ih in 0..g.h {
+                let src = &dxp[(c * hp + ih + g.pad_top) * wp + g.pad_left..][..g.w];
+                let dst = &mut dx[(c * g.h + ih) * g.w..][..g.w];
+                for (d, s) in dst.iter_mut().zip(src) {
+                    *d += s;
+                }
             }
         }
     }
+}
+
+/// Input gradient for one image, accumulated: `dx[C, H, W] += w^T (*) dy`, padding dropped.
+/// A layer prepares an [`InputGrad`] once per batch instead.
+pub fn conv_backward_input(
+    g: &ConvGeom,
+    oc: usize,
+    w: &[f32],
+    dy: &[f32],
+    dx: &mut [f32],
+    scratch: &mut Vec<f32>,
+) {
+    check(g, oc, dx.len(), w.len(), dy.len());
+    InputGrad::new(g, oc, w).accumulate(dy, dx, scratch);
 }
 
 /// The index into `x[C, H, W]` of a position of the padded frame, or `None` in the padding.

@@ -462,6 +462,36 @@ fn convolutions_at_the_reference_models_real_shapes() {
     let e2 = ConvGeom::new(64, 14, 14, 4, 4, (1, 1), (0, 0, 0, 0));
     assert_eq!((e2.oh, e2.ow, e2.col_rows(), e2.out_plane()), (11, 11, 1024, 121));
     check_conv(&e2, 64, 24);
+    // `ours`: 3x3 'same' convolutions with several input channels (the direct path on 28x28).
+    let same = (1, 1, 1, 1);
+    check_conv(&ConvGeom::new(32, 28, 28, 3, 3, (1, 1), same), 32, 26);
+    check_conv(&ConvGeom::new(64, 14, 14, 3, 3, (1, 1), same), 64, 27);
+}
+
+/// The direct weight gradient of a group of images in one call equals the sum of the twin's
+/// per-image gradients (the layer passes several images at once).
+#[test]
+fn direct_weight_gradient_of_a_group_is_the_sum_over_its_images() {
+    let geoms = [
+        (ConvGeom::new(1, 28, 28, 3, 3, (1, 1), (0, 0, 0, 0)), 32),
+        (ConvGeom::new(1, 28, 28, 4, 4, (1, 1), (1, 1, 2, 2)), 7),
+        (ConvGeom::new(5, 9, 11, 3, 3, (1, 1), (1, 1, 1, 1)), 5),
+        (ConvGeom::new(3, 9, 9, 3, 3, (2, 2), (0, 1, 0, 1)), 4),
+    ];
+    for (seed, (g, oc)) in geoms.into_iter().enumerate() {
+        let mut rng = Rng::new(40 + seed as u64);
+        let images = 3;
+        let xs = ints(&mut rng, images * g.in_len());
+        let dys = ints(&mut rng, images * oc * g.out_plane());
+        let dw0 = ints(&mut rng, oc * g.col_rows());
+        let mut want = dw0.clone();
+        for (x, dy) in xs.chunks_exact(g.in_len()).zip(dys.chunks_exact(oc * g.out_plane())) {
+            conv_backward_weights_ref(&g, oc, x, dy, &mut want);
+        }
+        let mut got = dw0;
+        conv_backward_weights(&g, oc, &xs, &dys, &mut got, &mut nans(3));
+        assert_same(&format!("group of {images} images, {g:?} oc={oc}"), &got, &want);
+    }
 }
 
 #[test]

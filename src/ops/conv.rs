@@ -1,8 +1,11 @@
 //! 2-D convolution, `y = w (*) x + b`, and its fusion with a following ReLU and max-pool.
 //!
 //! Two paths compute the convolution:
-//! - **direct** (`kernels::conv_direct`) when the input has one channel: the GEMM's inner
-//!   dimension would be only `KH*KW` (9 or 16), too thin for a GEMM to pay for the column matrix;
+//! - **direct** (`kernels::conv_direct`) when the input has one channel (the GEMM's inner
+//!   dimension would be only `KH*KW`, 9 or 16, too thin for a GEMM to pay for the column
+//!   matrix), and for stride-1 layers with large output planes ([`DIRECT_MIN_PLANE`]). Its
+//!   weight gradient takes a group of images per call; its input gradient is a convolution
+//!   with transposed weights ([`InputGrad`], prepared once per batch);
 //! - **im2col + GEMM** otherwise, per image: `y_i[OC, OH*OW] = w[OC, C*KH*KW] * col_i`.
 //!   Backward: `dw += dy_i * col_i^T`, `dcol = w^T * dy_i`, then `col2im(dcol)` into `dx_i`.
 //!   The column matrix is rebuilt in backward rather than stored: it is cheap next to the GEMMs
@@ -17,7 +20,7 @@
 //! whenever those three layers follow each other; the result equals the three separate ops.
 
 use kernels::bias::{bias_add, channel_sums};
-use kernels::conv_direct::{conv_backward_input, conv_backward_weights, conv_forward};
+use kernels::conv_direct::{conv_backward_weights, conv_forward, InputGrad};
 use kernels::gemm::matmul;
 use kernels::im2col::{col2im_ld, im2col_ld, ConvGeom};
 use kernels::pool::PoolGeom;
@@ -47,6 +50,13 @@ struct Conv {
 /// the column matrix stays near the core's cache.
 const GROUP_VALUES: usize = 1 << 18;
 
+/// The smallest output plane (`OH*OW`) for which a stride-1 convolution with several input
+/// channels takes the direct path. Measured (`cargo bench --bench kernels -- conv/`, one core):
+/// on 28x28 planes the direct path's three passes take 0.8x the time of im2col + GEMM; on
+/// 14x14 and 11x11 planes im2col + GEMM, which puts several images into one GEMM, is as fast
+/// or faster.
+const DIRECT_MIN_PLANE: usize = 24 * 24;
+
 /// Reusable per-thread buffers.
 #[derive(Default)]
 struct Scratch {
@@ -60,7 +70,9 @@ struct Scratch {
 
 impl Conv {
     fn new(g: ConvGeom, oc: usize) -> Self {
-        Conv { g, oc, path: if g.c == 1 { Path::Direct } else { Path::Im2col } }
+        let stride_1 = g.stride_h == 1 && g.stride_w == 1;
+        let direct = g.c == 1 || (stride_1 && g.out_plane() >= DIRECT_MIN_PLANE);
+        Conv { g, oc, path: if direct { Path::Direct } else { Path::Im2col } }
     }
 
     fn out_len(&self) -> usize {
@@ -71,7 +83,9 @@ impl Conv {
     /// [`GROUP_VALUES`], at most a chunk. Depends only on the geometry, never on threads.
     fn group(&self) -> usize {
         match self.path {
-            Path::Direct => 1,
+            // Enough images for the weight gradient's long sums, their padded copies near the
+            // core's cache (the forward runs image by image either way).
+            Path::Direct => (GROUP_VALUES / self.g.in_len().max(1)).clamp(1, IMAGES_PER_CHUNK),
             Path::Im2col => {
                 (GROUP_VALUES / (self.g.col_rows() * self.g.out_plane()).max(1)).clamp(1, IMAGES_PER_CHUNK)
             }
@@ -119,35 +133,29 @@ impl Conv {
         w: &[f32],
         dw: &mut [f32],
         db: &mut [f32],
-        mut dxs: Option<&mut [f32]>,
+        dxs: Option<&mut [f32]>,
+        input_grad: Option<&InputGrad>,
         s: &mut Scratch,
     ) {
         let (g, oc, plane, ckk) = (&self.g, self.oc, self.g.out_plane(), self.g.col_rows());
         let count = xs.len() / g.in_len();
         match self.path {
             Path::Direct => {
-                for (j, xi) in xs.chunks_exact(g.in_len()).enumerate() {
-                    let dyi = src.image(first + j, self, &mut s.dy);
-                    conv_backward_weights(g, oc, xi, dyi, dw, &mut s.col);
-                    if let Some(dxs) = dxs.as_deref_mut() {
-                        conv_backward_input(
-                            g,
-                            oc,
-                            w,
-                            dyi,
-                            &mut dxs[j * g.in_len()..(j + 1) * g.in_len()],
-                            &mut s.col,
-                        );
+                let dys = src.images(first, count, self, &mut s.dy);
+                conv_backward_weights(g, oc, xs, dys, dw, &mut s.col);
+                if let (Some(dxs), Some(input_grad)) = (dxs, input_grad) {
+                    for (dyi, dxi) in dys.chunks_exact(self.out_len()).zip(dxs.chunks_exact_mut(g.in_len())) {
+                        input_grad.accumulate(dyi, dxi, &mut s.col);
                     }
-                    channel_sums(dyi, 1, oc, plane, db);
                 }
+                channel_sums(dys, count, oc, plane, db);
             }
             Path::Im2col => {
                 let ld = count * plane;
                 // dy[OC, G*OH*OW], gathered from the images' [OC, OH*OW] gradients.
                 s.out.resize(oc * ld, 0.0);
-                for j in 0..count {
-                    let dyi = src.image(first + j, self, &mut s.dy);
+                let dys = src.images(first, count, self, &mut s.dy);
+                for (j, dyi) in dys.chunks_exact(self.out_len()).enumerate() {
                     for (o, dyo) in dyi.chunks_exact(plane).enumerate() {
                         s.out[o * ld + j * plane..][..plane].copy_from_slice(dyo);
                     }
@@ -182,17 +190,19 @@ enum ConvGrad<'a> {
 }
 
 impl ConvGrad<'_> {
-    /// Image `i`'s convolution gradient `[OC, OH*OW]`, rebuilt into `buf` when pooled.
-    fn image<'b>(&'b self, i: usize, conv: &Conv, buf: &'b mut Vec<f32>) -> &'b [f32] {
+    /// The convolution gradients `[count, OC, OH*OW]` of images `first..first + count`, rebuilt
+    /// into `buf` when pooled.
+    fn images<'b>(&'b self, first: usize, count: usize, conv: &Conv, buf: &'b mut Vec<f32>) -> &'b [f32] {
         let len = conv.out_len();
         match *self {
-            ConvGrad::Direct(d) => &d[i * len..(i + 1) * len],
+            ConvGrad::Direct(d) => &d[first * len..(first + count) * len],
             ConvGrad::Pooled { dy, y, argmax, pooled_plane } => {
                 buf.clear();
-                buf.resize(len, 0.0);
+                buf.resize(count * len, 0.0);
                 let plane = conv.g.out_plane();
-                let per_image = conv.oc * pooled_plane;
-                let range = i * per_image..(i + 1) * per_image;
+                let range = first * conv.oc * pooled_plane..(first + count) * conv.oc * pooled_plane;
+                // Output `o` of the group (image and channel `o / pooled_plane`) pools plane
+                // `o / pooled_plane` of the group's convolution output.
                 for (o, ((&d, &v), &a)) in
                     dy[range.clone()].iter().zip(&y[range.clone()]).zip(&argmax[range]).enumerate()
                 {
@@ -224,6 +234,9 @@ fn conv_backward_batch(conv: &Conv, x: Var, w: ParamId, b: ParamId, grads: &mut 
     };
     let xd = xv.data();
     let group = conv.group();
+    // The direct path's input gradient runs on transposed weights, prepared once per batch.
+    let input_grad =
+        (conv.path == Path::Direct && dx.is_some()).then(|| InputGrad::new(&conv.g, conv.oc, wd));
     let work = |chunk: usize, mut dx_chunk: Option<&mut [f32]>| {
         let mut dw = vec![0.0f32; conv.oc * ckk];
         let mut db = vec![0.0f32; conv.oc];
@@ -234,7 +247,7 @@ fn conv_backward_batch(conv: &Conv, x: Var, w: ParamId, b: ParamId, grads: &mut 
             let g1 = (g0 + group).min(end);
             let dxs = dx_chunk.as_deref_mut().map(|d| &mut d[(g0 - start) * in_len..(g1 - start) * in_len]);
             let xs = &xd[g0 * in_len..g1 * in_len];
-            conv.backward_images(&src, g0, xs, wd, &mut dw, &mut db, dxs, &mut scratch);
+            conv.backward_images(&src, g0, xs, wd, &mut dw, &mut db, dxs, input_grad.as_ref(), &mut scratch);
         }
         (dw, db)
     };
