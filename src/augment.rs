@@ -9,9 +9,11 @@
 //! # The two uses
 //! - [`BatchAugment`], on the fly: every time an image enters a batch it is flipped
 //!   horizontally with probability `flip_prob`, then shifted by `(dy, dx)` drawn uniformly
-//!   from `-max_shift..=max_shift` each, zero fill ([`augment_batch`]). Draws per image, in
-//!   batch order: `dy`, `dx`, then the flip (always all three, so the stream does not depend
-//!   on which parts are switched on).
+//!   from `-max_shift..=max_shift` each, zero fill, then (with `cutout > 0`) a `cutout x
+//!   cutout` square centred at a uniform pixel is set to 0 ([`augment_batch`]). Draws per
+//!   image, in batch order: `dy`, `dx`, the flip (always these three, so the stream does not
+//!   depend on which of them are switched on), then the cutout's centre row and column (only
+//!   with a cutout, so runs without one draw what they drew before it existed).
 //! - [`StaticAugment`], once before training (write-up E's "2x augmentation", Keras's
 //!   `ImageDataGenerator(rotation_range=10, horizontal_flip=True, fill_mode='nearest')` run
 //!   twice over the training images): [`expand`] appends `copies` transformed copies of every
@@ -38,7 +40,7 @@
 //! from its by at most half a grey level.
 //!
 //! # Not here
-//! No zooms, shears, crops with padding, erasing or mixup; no normalisation (the trainer's
+//! No zooms, shears, crops with padding, random-size erasing or mixup; no normalisation (the trainer's
 //! `Normalization` comes after).
 
 use kernels::Rng;
@@ -56,17 +58,21 @@ pub struct BatchAugment {
     pub max_shift: usize,
     /// Probability of a horizontal flip. 0 = no flips.
     pub flip_prob: f32,
+    /// Side of the square set to 0 after the shift ("cutout", DeVries and Taylor 2017): its
+    /// centre is uniform over the image, and the part outside the image is dropped. 0 = none.
+    #[serde(default)]
+    pub cutout: usize,
 }
 
 impl BatchAugment {
     /// Shifts of up to `max_shift` pixels and horizontal flips with probability 0.5.
     pub fn shift_flip(max_shift: usize) -> Self {
-        BatchAugment { max_shift, flip_prob: 0.5 }
+        BatchAugment { max_shift, flip_prob: 0.5, cutout: 0 }
     }
 
     /// Whether it changes anything.
     pub fn is_active(&self) -> bool {
-        self.max_shift > 0 || self.flip_prob > 0.0
+        self.max_shift > 0 || self.flip_prob > 0.0 || self.cutout > 0
     }
 
     /// Checks the knobs; the message names the offending one.
@@ -187,8 +193,8 @@ pub fn rotate(src: &[u8], rows: usize, cols: usize, degrees: f32, dst: &mut [u8]
 }
 
 /// Applies [`BatchAugment`] to every image of a batch: flip (with probability `flip_prob`),
-/// then shift by `(dy, dx)`. Draws `dy`, `dx`, flip per image, in batch order (see the
-/// module docs).
+/// then shift by `(dy, dx)`, then the cutout. Draws `dy`, `dx`, flip (and with a cutout its
+/// centre) per image, in batch order (see the module docs).
 ///
 /// # Shapes
 /// `src`, `dst`: `[N, rows, cols]`.
@@ -220,6 +226,20 @@ pub fn augment_batch(
             s
         };
         shift(img, rows, cols, dy, dx, d);
+        if cfg.cutout > 0 {
+            let (cy, cx) = (rng.below(rows as u64) as usize, rng.below(cols as u64) as usize);
+            cut_out(d, rows, cols, cy, cx, cfg.cutout);
+        }
+    }
+}
+
+/// Sets to 0 the `size x size` square of `img[rows, cols]` with rows `cy - size/2 ..
+/// cy - size/2 + size` (likewise columns), clipped to the image.
+pub fn cut_out(img: &mut [u8], rows: usize, cols: usize, cy: usize, cx: usize, size: usize) {
+    let (y0, x0) = (cy.saturating_sub(size / 2), cx.saturating_sub(size / 2));
+    let (y1, x1) = ((cy + size - size / 2).min(rows), (cx + size - size / 2).min(cols));
+    for y in y0..y1 {
+        img[y * cols + x0..y * cols + x1.max(x0)].fill(0);
     }
 }
 

@@ -141,14 +141,17 @@ pub struct TrainArgs {
     /// On-the-fly horizontal flips with probability P (0: off) [default: the preset's; ours: 0.5]
     #[arg(long, value_name = "P")]
     pub flip: Option<f32>,
+    /// On-the-fly cutout: an NxN square at a random centre set to 0, after the shift (0: off) [default: the preset's]
+    #[arg(long, value_name = "N")]
+    pub cutout: Option<usize>,
     /// Rotated/flipped copies of each training image made once before training (0: off) [default: the preset's; cmasch: 2]
     #[arg(long, value_name = "N")]
     pub static_copies: Option<usize>,
     /// Largest rotation of those copies, in degrees [default: the preset's; cmasch: 10]
     #[arg(long, value_name = "DEG")]
     pub static_rotation: Option<f32>,
-    /// No augmentation at all: --shift 0 --flip 0 --static-copies 0.
-    #[arg(long, conflicts_with_all = ["shift", "flip", "static_copies", "static_rotation"])]
+    /// No augmentation at all: --shift 0 --flip 0 --cutout 0 --static-copies 0.
+    #[arg(long, conflicts_with_all = ["shift", "flip", "cutout", "static_copies", "static_rotation"])]
     pub no_augment: bool,
     /// Remove every batch-norm layer from the preset's network (ablation).
     #[arg(long)]
@@ -381,6 +384,9 @@ pub fn plan_training(a: &TrainArgs) -> CliResult<TrainPlan> {
     if let Some(p) = a.flip {
         cfg.augment.flip_prob = p;
     }
+    if let Some(c) = a.cutout {
+        cfg.augment.cutout = c;
+    }
     if let Some(c) = a.static_copies {
         cfg.static_augment.copies = c;
         if c > 0 && recipe.static_augment.copies == 0 {
@@ -432,6 +438,9 @@ fn recipe_extras(cfg: &TrainConfig) -> String {
     }
     if cfg.augment.flip_prob > 0.0 {
         let _ = write!(s, ", flips p={}", cfg.augment.flip_prob);
+    }
+    if cfg.augment.cutout > 0 {
+        let _ = write!(s, ", cutout {}x{}", cfg.augment.cutout, cfg.augment.cutout);
     }
     s
 }

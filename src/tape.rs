@@ -40,12 +40,15 @@ pub struct Node {
 #[derive(Default)]
 pub struct BufferPool {
     free: Vec<Vec<f32>>,
+    /// Buffers handed out since the last [`BufferPool::trim`].
+    taken: usize,
 }
 
 impl BufferPool {
     /// The smallest free buffer that holds `n` values, or a new one; length set to `n`.
     /// Contents are unspecified until the caller writes them.
     fn take(&mut self, n: usize) -> Vec<f32> {
+        self.taken += 1;
         let best =
             self.free.iter().enumerate().filter(|(_, b)| b.capacity() >= n).min_by_key(|(_, b)| b.capacity());
         match best.map(|(i, _)| i) {
@@ -82,6 +85,22 @@ impl BufferPool {
         if data.capacity() > 0 {
             self.free.push(data);
         }
+    }
+
+    /// Keeps at most as many free buffers as were taken since the last trim, the largest ones,
+    /// and frees the rest. Tensors made outside the pool (the input batch) are recycled too,
+    /// so without this the pool would gain a buffer every step and grow without bound.
+    pub fn trim(&mut self) {
+        if self.free.len() > self.taken {
+            self.free.sort_unstable_by_key(|b| std::cmp::Reverse(b.capacity()));
+            self.free.truncate(self.taken);
+        }
+        self.taken = 0;
+    }
+
+    /// Free buffers held (for the tests).
+    pub fn free_buffers(&self) -> usize {
+        self.free.len()
     }
 }
 
@@ -142,6 +161,12 @@ impl Tape {
                 self.pool.recycle(g);
             }
         }
+        self.pool.trim();
+    }
+
+    /// Free buffers in the tape's pool (for the tests: it must not grow from step to step).
+    pub fn pooled_buffers(&self) -> usize {
+        self.pool.free_buffers()
     }
 
     /// A zeroed tensor from the tape's pool.

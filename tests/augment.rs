@@ -3,7 +3,9 @@
 //! standard deviation, ensemble), each against an independent oracle: an index formula, a
 //! hand-computed number, or an identity.
 
-use fmnist::augment::{augment_batch, expand, flip_horizontal, rotate, shift, BatchAugment, StaticAugment};
+use fmnist::augment::{
+    augment_batch, cut_out, expand, flip_horizontal, rotate, shift, BatchAugment, StaticAugment,
+};
 use fmnist::data::Dataset;
 use fmnist::presets;
 use fmnist::train::{
@@ -189,7 +191,7 @@ fn batch_augmentation_switched_off_or_flip_only() {
     let mut dst = vec![0u8; src.len()];
     augment_batch(&src, 28, 28, &BatchAugment::default(), &mut Rng::new(0), &mut dst);
     assert_eq!(dst, src);
-    let flip_all = BatchAugment { max_shift: 0, flip_prob: 1.0 };
+    let flip_all = BatchAugment { max_shift: 0, flip_prob: 1.0, cutout: 0 };
     augment_batch(&src, 28, 28, &flip_all, &mut Rng::new(0), &mut dst);
     for (d, s) in dst.chunks(784).zip(src.chunks(784)) {
         let mut f = vec![0u8; 784];
@@ -229,6 +231,47 @@ fn batch_shifts_cover_the_range_flips_half_and_the_seed_fixes_them() {
     }
     assert!(seen_dy.iter().all(|&c| c > n / 5 - 100), "{seen_dy:?}");
     assert!((flips as f64 / n as f64 - 0.5).abs() < 0.05, "{flips} flips of {n}");
+}
+
+#[test]
+fn cut_out_zeroes_the_square_clipped_to_the_image() {
+    // Hand-counted cases on an all-white 28x28 image: inside, at a corner, at an edge.
+    for (cy, cx, size, rows, cols) in
+        [(10, 12, 8, 6..14, 8..16), (0, 0, 8, 0..4, 0..4), (27, 5, 5, 25..28, 3..8)]
+    {
+        let mut img = vec![255u8; 784];
+        cut_out(&mut img, 28, 28, cy, cx, size);
+        for (p, &v) in img.iter().enumerate() {
+            let inside = rows.contains(&(p / 28)) && cols.contains(&(p % 28));
+            assert_eq!(v == 0, inside, "centre ({cy}, {cx}) size {size}: pixel {p}");
+        }
+    }
+}
+
+#[test]
+fn batch_cutout_cuts_one_clipped_square_per_image_after_the_other_draws() {
+    let src: Vec<u8> = (0..200).flat_map(|_| vec![200u8; 784]).collect();
+    let mut cut = vec![0u8; src.len()];
+    let cutout_only = BatchAugment { max_shift: 0, flip_prob: 0.0, cutout: 6 };
+    augment_batch(&src, 28, 28, &cutout_only, &mut Rng::new(3), &mut cut);
+    // A 6x6 square whose centre is any pixel keeps between 3x3 (at a corner) and 6x6 inside.
+    let mut full = 0;
+    for img in cut.chunks(784) {
+        let zeros = img.iter().filter(|&&v| v == 0).count();
+        assert!((9..=36).contains(&zeros), "{zeros} pixels cut");
+        full += (zeros == 36) as usize;
+    }
+    assert!(full > 100, "most centres lie far enough from the border: {full} of 200");
+    // The first image's shift and flip come before its cutout draws: with the cutout on, it is
+    // the image without the cutout with some pixels set to 0.
+    let shift_flip = BatchAugment::shift_flip(2);
+    let with_cutout = BatchAugment { cutout: 6, ..shift_flip };
+    let one: Vec<u8> = (0..784).map(|p| (p % 251) as u8 + 1).collect();
+    let (mut plain, mut cut) = (vec![0u8; 784], vec![0u8; 784]);
+    augment_batch(&one, 28, 28, &shift_flip, &mut Rng::new(5), &mut plain);
+    augment_batch(&one, 28, 28, &with_cutout, &mut Rng::new(5), &mut cut);
+    assert!(plain.iter().zip(&cut).all(|(&a, &b)| b == a || b == 0));
+    assert!(plain.iter().zip(&cut).filter(|(&a, &b)| a != b).count() >= 1);
 }
 
 fn dataset(n: usize, seed: u64) -> Dataset {
@@ -290,7 +333,7 @@ fn static_copies_are_rotations_within_the_range_in_the_documented_draw_order() {
 
 #[test]
 fn augmentation_knobs_are_checked() {
-    assert!(BatchAugment { max_shift: 2, flip_prob: 1.5 }.validate().is_err());
+    assert!(BatchAugment { max_shift: 2, flip_prob: 1.5, cutout: 0 }.validate().is_err());
     assert!(StaticAugment { copies: 2, max_degrees: -1.0, flip_prob: 0.5 }.validate().is_err());
     assert!(StaticAugment { copies: 2, max_degrees: 10.0, flip_prob: f32::NAN }.validate().is_err());
     assert!(StaticAugment::cmasch().validate().is_ok() && BatchAugment::shift_flip(2).validate().is_ok());
@@ -490,7 +533,8 @@ fn train_config_checks_the_new_knobs() {
     assert!(ok.validate().is_ok());
     let bad_wd = TrainConfig { optimizer: train::with_weight_decay(ok.optimizer, -1.0), ..ok.clone() };
     assert!(bad_wd.validate().unwrap_err().contains("weight decay"));
-    let bad_flip = TrainConfig { augment: BatchAugment { max_shift: 1, flip_prob: 2.0 }, ..ok.clone() };
+    let bad_flip =
+        TrainConfig { augment: BatchAugment { max_shift: 1, flip_prob: 2.0, cutout: 0 }, ..ok.clone() };
     assert!(bad_flip.validate().unwrap_err().contains("flip"));
     let bad_smooth = TrainConfig { label_smoothing: 1.0, ..ok };
     assert!(bad_smooth.validate().unwrap_err().contains("label smoothing"));

@@ -123,3 +123,27 @@ fn same_seed_same_weights_with_one_and_two_threads() {
     let e = train_with_threads("c1", 2, OptimizerConfig::adam(1e-3));
     assert_ne!(d, e);
 }
+
+#[test]
+fn a_reused_tape_holds_the_same_buffers_from_step_to_step() {
+    // The input batch is made outside the tape's pool and recycled into it at every reset;
+    // the pool must stay bounded (it once grew by one buffer a step: 130 MB an epoch).
+    let (x, y) = batch(8, 9);
+    let mut model = build("ours", 10);
+    let mut opt = Optimizer::new(OptimizerConfig::adam(1e-3), &model.params);
+    let mut rng = Rng::new(11);
+    let mut tape = Tape::new();
+    let mut held = Vec::new();
+    for _ in 0..6 {
+        tape.reset();
+        held.push(tape.pooled_buffers());
+        let input = tape.input(x.clone());
+        let logits = model.forward(&mut tape, input, Mode::Train, &mut rng);
+        let loss = ops::softmax_cross_entropy(&mut tape, logits, &y, 0.0);
+        model.params.zero_grads();
+        tape.backward(loss, &mut model.params);
+        opt.step(&mut model.params);
+    }
+    assert!(held[2] > 0, "the pool keeps buffers: {held:?}");
+    assert!(held[2..].iter().all(|&h| h == held[2]), "pool sizes per step: {held:?}");
+}

@@ -411,7 +411,7 @@ impl InputGrad {
     pub fn new(g: &ConvGeom, oc: usize, w: &[f32]) -> Self {
         check(g, oc, g.in_len(), w.len(), oc * g.out_plane());
         let fits = g.pad_top < g.kh && g.pad_bottom < g.kh && g.pad_left < g.kw && g.pad_right < g.kw;
-        let transposed = (unit_stride(g) && fits && g.out_plane() > 0).then(|| {
+        let transposed = (unit_stride(g) && fits && g.out_plane() > 0 && g.in_len() > 0).then(|| {
             let pad = (
                 g.kh - 1 - g.pad_top,
                 g.kw - 1 - g.pad_left,
