@@ -186,6 +186,9 @@ pub struct EvalArgs {
     /// Worker threads [default: all cores]
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Test-time augmentation: average each image's prediction with its mirror image's
+    #[arg(long)]
+    pub tta: bool,
     #[command(flatten)]
     pub data: DataArgs,
 }
@@ -753,12 +756,17 @@ fn run_eval(a: EvalArgs) -> CliResult<()> {
     let (_, test, source) = load_data(kind, &a.data)?;
     println!("Model: {} ({})", a.model_file.display(), saved.preset);
     println!("Data: {} test set from {source}", kind.name());
-    let eval = train::evaluate(&mut saved.model, &saved.normalization, &test, a.batch_size);
+    let eval = if a.tta {
+        train::evaluate_flip_tta(&mut saved.model, &saved.normalization, &test, a.batch_size)
+    } else {
+        train::evaluate(&mut saved.model, &saved.normalization, &test, a.batch_size)
+    };
     println!(
-        "Test loss {:.4}, test accuracy {:.2}% ({} images)\n",
+        "Test loss {:.4}, test accuracy {:.2}% ({} images{})\n",
         eval.loss,
         100.0 * eval.accuracy,
-        test.len()
+        test.len(),
+        if a.tta { ", each averaged with its mirror image" } else { "" }
     );
     let m = report::confusion_matrix(&test.labels, &eval.predictions, saved.classes.len());
     println!("Confusion matrix (rows: true class, columns: predicted class)");

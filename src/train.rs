@@ -334,6 +334,27 @@ pub fn evaluate(model: &mut Sequential, norm: &Normalization, ds: &Dataset, batc
     }
 }
 
+/// [`evaluate`] with test-time augmentation by horizontal flips: the model sees every image
+/// and its mirror image, and the two probability vectors are averaged ([`ensemble`]'s
+/// arithmetic). Meant for models trained with flips; one model, twice the evaluation time.
+pub fn evaluate_flip_tta(
+    model: &mut Sequential,
+    norm: &Normalization,
+    ds: &Dataset,
+    batch_size: usize,
+) -> Evaluation {
+    let plain = evaluate(model, norm, ds, batch_size);
+    let mut mirrored = ds.clone();
+    for (dst, src) in
+        mirrored.images.chunks_exact_mut(ds.pixels().max(1)).zip(ds.images.chunks_exact(ds.pixels().max(1)))
+    {
+        augment::flip_horizontal(src, ds.rows, ds.cols, dst);
+    }
+    let flipped = evaluate(model, norm, &mirrored, batch_size);
+    let k = model.output_shape().iter().product::<usize>();
+    ensemble(&[&plain.probabilities, &flipped.probabilities], &ds.labels, k)
+}
+
 /// The outcome of [`fit`].
 #[derive(Clone, Debug)]
 pub struct FitResult {

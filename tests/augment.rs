@@ -457,6 +457,40 @@ fn ensemble_of_identical_models_is_the_model() {
     }
 }
 
+#[test]
+fn flip_tta_averages_the_image_and_its_mirror() {
+    let p = presets::preset("c1").unwrap();
+    let mut model =
+        Sequential::new(&presets::INPUT_SHAPE, &p.layers, Init::GlorotUniform, &mut Rng::new(4)).unwrap();
+    let norm = train::Normalization::default();
+    // On mirror-symmetric images TTA changes nothing: both halves of the average are equal.
+    let mut sym = dataset(30, 13);
+    for img in sym.images.chunks_exact_mut(784) {
+        for r in 0..28 {
+            for c in 14..28 {
+                img[r * 28 + c] = img[r * 28 + 27 - c];
+            }
+        }
+    }
+    let plain = evaluate(&mut model, &norm, &sym, 8);
+    let tta = train::evaluate_flip_tta(&mut model, &norm, &sym, 8);
+    assert_eq!(tta.predictions, plain.predictions);
+    for (x, y) in tta.probabilities.iter().zip(&plain.probabilities) {
+        assert!((x - y).abs() <= 1e-7, "{x} vs {y}");
+    }
+    // On other images it is the two-member ensemble of the images and their mirror images.
+    let ds = dataset(30, 14);
+    let mut mirrored = ds.clone();
+    for (d, s) in mirrored.images.chunks_exact_mut(784).zip(ds.images.chunks_exact(784)) {
+        flip_horizontal(s, 28, 28, d);
+    }
+    let (a, b) = (evaluate(&mut model, &norm, &ds, 8), evaluate(&mut model, &norm, &mirrored, 8));
+    let want = ensemble(&[&a.probabilities, &b.probabilities], &ds.labels, 10);
+    let got = train::evaluate_flip_tta(&mut model, &norm, &ds, 8);
+    assert_eq!(got.probabilities, want.probabilities);
+    assert_ne!(got.probabilities, a.probabilities, "random images are not symmetric");
+}
+
 // ---------------------------------------------------------------- the trainer
 
 fn small_model(seed: u64) -> Sequential {
