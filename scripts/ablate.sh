@@ -15,11 +15,9 @@ mkdir -p "$root"
 cargo build --release --quiet
 variants=(
   "full|"
-  "no-cutout|--cutout 0"
   "no-label-smoothing|--label-smoothing 0"
   "constant-lr|--schedule constant"
   "no-flips|--flip 0"
-  "no-shifts|--shift 0"
   "no-augmentation|--no-augment"
   "no-batch-norm|--no-batch-norm"
 )
@@ -28,6 +26,7 @@ threads=()
 if [ "$parallel" -gt 1 ]; then threads=(--threads 1); fi
 run_variant() {
   local name=${1%%|*} flags=${1#*|}
+  shift
   local out=$root/$name
   rm -rf "$out"
   mkdir -p "$out"

@@ -366,6 +366,7 @@ fn ours_and_its_ablation_flags() {
     assert_eq!(ours.cfg.augment, BatchAugment { max_shift: 2, flip_prob: 0.5, cutout: 0 });
     assert_eq!(ours.cfg.label_smoothing, 0.1);
     assert_eq!(ours.cfg.batch_size, 128);
+    assert_eq!((ours.cfg.epochs, ours.val_split), (22, 0.1));
     let bn = |p: &TrainPlan| {
         p.layers.iter().filter(|l| matches!(l, fmnist::LayerConfig::BatchNorm { .. })).count()
     };
