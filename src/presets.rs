@@ -205,7 +205,7 @@ pub fn preset(name: &str) -> Option<Preset> {
         },
         "ours" => Preset {
             name: "ours",
-            description: "ours: 2x conv 32@3x3 same-BN-ReLU, pool, dropout, 2x conv 64@3x3 same-BN-ReLU, pool, dropout, dense 256-BN (Adam 1e-3 cosine, batch 128, shifts+flips, smoothing .1, 22 epochs, 10% validation)",
+            description: "ours: 2x conv 32@3x3 same-BN-ReLU, pool, dropout, 2x conv 64@3x3 same-BN-ReLU, pool, dropout, dense 256-BN (Adam 1e-3 cosine, batch 128, smoothing .1, 22 epochs, 10% validation)",
             layers: [
                 &conv_bn_relu(32)[..],
                 &conv_bn_relu(32),
@@ -220,8 +220,9 @@ pub fn preset(name: &str) -> Option<Preset> {
             recipe: Recipe {
                 schedule: LrSchedule::cosine(0),
                 label_smoothing: 0.1,
-                augment: BatchAugment::shift_flip(2),
-                // 10% validation: more training images; 22 epochs fit the 20-minute budget.
+                // No augmentation: within 22 epochs shifts and flips cost accuracy (93.35%
+                // with them, 94.17% without; README). 10% validation: more training images;
+                // 22 epochs fit the 20-minute budget.
                 val_split: 0.1,
                 ..recipe(22, 128)
             },

@@ -363,7 +363,7 @@ fn write_up_presets_keep_their_plain_recipes() {
 fn ours_and_its_ablation_flags() {
     let ours = plan(&["--model", "ours"]).unwrap();
     assert_eq!(ours.cfg.schedule.kind, ScheduleKind::Cosine);
-    assert_eq!(ours.cfg.augment, BatchAugment { max_shift: 2, flip_prob: 0.5, cutout: 0 });
+    assert_eq!(ours.cfg.augment, BatchAugment::default());
     assert_eq!(ours.cfg.label_smoothing, 0.1);
     assert_eq!(ours.cfg.batch_size, 128);
     assert_eq!((ours.cfg.epochs, ours.val_split), (22, 0.1));
@@ -397,7 +397,7 @@ fn ours_and_its_ablation_flags() {
     assert_eq!(off.cfg.schedule, LrSchedule::constant());
     assert_eq!(off.cfg.label_smoothing, 0.0);
 
-    let shift_only = plan(&["--model", "ours", "--flip", "0"]).unwrap();
+    let shift_only = plan(&["--model", "ours", "--shift", "2"]).unwrap();
     assert_eq!(shift_only.cfg.augment, BatchAugment { max_shift: 2, flip_prob: 0.0, cutout: 0 });
     let warm = plan(&["--model", "ours", "--warmup-epochs", "2", "--weight-decay", "5e-4"]).unwrap();
     assert_eq!(warm.cfg.schedule, LrSchedule::cosine(2));
