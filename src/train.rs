@@ -345,9 +345,8 @@ pub fn evaluate_flip_tta(
 ) -> Evaluation {
     let plain = evaluate(model, norm, ds, batch_size);
     let mut mirrored = ds.clone();
-    for (dst, src) in
-        mirrored.images.chunks_exact_mut(ds.pixels().max(1)).zip(ds.images.chunks_exact(ds.pixels().max(1)))
-    {
+    let p = ds.pixels().max(1);
+    for (dst, src) in mirrored.images.chunks_exact_mut(p).zip(ds.images.chunks_exact(p)) {
         augment::flip_horizontal(src, ds.rows, ds.cols, dst);
     }
     let flipped = evaluate(model, norm, &mirrored, batch_size);

@@ -44,12 +44,24 @@ fn batch(n: usize, seed: u64) -> (Tensor, Vec<u8>) {
     (x, y)
 }
 
-/// One training step; returns the loss.
+/// One training step on a fresh tape; returns the loss.
 fn step(model: &mut Sequential, opt: &mut Optimizer, x: &Tensor, y: &[u8], rng: &mut Rng) -> f32 {
-    let mut tape = Tape::new();
+    step_on(&mut Tape::new(), model, opt, x, y, rng)
+}
+
+/// One training step on `tape` (reset first, so a reused tape recycles last step's buffers).
+fn step_on(
+    tape: &mut Tape,
+    model: &mut Sequential,
+    opt: &mut Optimizer,
+    x: &Tensor,
+    y: &[u8],
+    rng: &mut Rng,
+) -> f32 {
+    tape.reset();
     let input = tape.input(x.clone());
-    let logits = model.forward(&mut tape, input, Mode::Train, rng);
-    let loss = ops::softmax_cross_entropy(&mut tape, logits, y, 0.0);
+    let logits = model.forward(tape, input, Mode::Train, rng);
+    let loss = ops::softmax_cross_entropy(tape, logits, y, 0.0);
     model.params.zero_grads();
     tape.backward(loss, &mut model.params);
     opt.step(&mut model.params);
@@ -135,14 +147,9 @@ fn a_reused_tape_holds_the_same_buffers_from_step_to_step() {
     let mut tape = Tape::new();
     let mut held = Vec::new();
     for _ in 0..6 {
+        step_on(&mut tape, &mut model, &mut opt, &x, &y, &mut rng);
         tape.reset();
         held.push(tape.pooled_buffers());
-        let input = tape.input(x.clone());
-        let logits = model.forward(&mut tape, input, Mode::Train, &mut rng);
-        let loss = ops::softmax_cross_entropy(&mut tape, logits, &y, 0.0);
-        model.params.zero_grads();
-        tape.backward(loss, &mut model.params);
-        opt.step(&mut model.params);
     }
     assert!(held[2] > 0, "the pool keeps buffers: {held:?}");
     assert!(held[2..].iter().all(|&h| h == held[2]), "pool sizes per step: {held:?}");
