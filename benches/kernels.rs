@@ -26,6 +26,7 @@ use std::time::Duration;
 
 use criterion::{BenchmarkGroup, Criterion, Throughput};
 use kernels::conv_direct::{conv_backward_weights, conv_forward, InputGrad};
+use kernels::conv_implicit::{ImplicitConv, ImplicitInputGrad, ImplicitScratch, WeightGrad};
 use kernels::gemm::matmul;
 use kernels::im2col::{col2im, im2col, ConvGeom};
 use kernels::pool::{maxpool_backward, maxpool_forward, PoolGeom};
@@ -153,6 +154,49 @@ fn bench_direct(g: &mut Group, name: &str, geom: ConvGeom, oc: usize, n: usize) 
     });
 }
 
+/// Implicit-GEMM convolution of a batch in groups of images, as a layer does it: forward (the
+/// weights transposed once per call, the bias added), weight gradient (summed in the kernel's
+/// layout, added to `dw` once) and stride-1 input gradient (prepared once).
+fn bench_implicit(g: &mut Group, name: &str, geom: ConvGeom, oc: usize, n: usize) {
+    let (taps, plane) = (geom.col_rows(), geom.out_plane());
+    let x = filled(n * geom.in_len(), 12);
+    let w = filled(oc * taps, 13);
+    let b = filled(oc, 14);
+    let dy = filled(n * oc * plane, 15);
+    let mut y = vec![0.0; n * oc * plane];
+    let mut dw = vec![0.0; oc * taps];
+    let mut dx = vec![0.0; n * geom.in_len()];
+    let mut s = ImplicitScratch::default();
+    // The layer's group: as many images as fill a 1 MiB column matrix, at most 16.
+    let group = ((1 << 18) / (taps * plane)).clamp(1, 16);
+    g.throughput(Throughput::Elements(n as u64 * gemm_flops(oc, taps, plane)));
+    g.bench_function(format!("implicit_{name}_fwd"), |bench| {
+        bench.iter(|| {
+            let conv = ImplicitConv::new(&geom, oc, &w);
+            for (xs, ys) in x.chunks(group * geom.in_len()).zip(y.chunks_mut(group * oc * plane)) {
+                conv.forward(black_box(xs), &b, ys, &mut s);
+            }
+        })
+    });
+    g.bench_function(format!("implicit_{name}_bwd_weights"), |bench| {
+        bench.iter(|| {
+            let mut sums = WeightGrad::new(&geom, oc);
+            for (xs, dys) in x.chunks(group * geom.in_len()).zip(dy.chunks(group * oc * plane)) {
+                sums.add(black_box(xs), dys, &mut s);
+            }
+            sums.finish(&mut dw);
+        })
+    });
+    let input_grad = ImplicitInputGrad::new(&geom, oc, &w).expect("a stride-1 layer");
+    g.bench_function(format!("implicit_{name}_bwd_input"), |bench| {
+        bench.iter(|| {
+            for (dxs, dys) in dx.chunks_mut(group * geom.in_len()).zip(dy.chunks(group * oc * plane)) {
+                input_grad.accumulate(black_box(dys), dxs, &mut s);
+            }
+        })
+    });
+}
+
 /// im2col + GEMM convolution of a batch, per image as a layer does it. Forward: im2col, then
 /// `y = w * col`. Backward recomputes the column matrix (nothing is saved between passes), then
 /// `dw += dy col^T`, `dcol = w^T dy`, `dx += col2im(dcol)`: twice the forward GEMM FLOP.
@@ -195,15 +239,16 @@ fn bench_im2col_gemm(g: &mut Group, name: &str, geom: ConvGeom, oc: usize, n: us
 
 fn conv(c: &mut Criterion) {
     let mut g = c.benchmark_group("conv");
-    // Every stride-1 layer takes the direct path. The im2col + GEMM path (which strided layers
-    // take) is timed on the same shapes for comparison.
+    // The paths a layer picks (src/ops/conv.rs): direct for one input channel and for the
+    // 28x28 stride-1 layer, implicit GEMM for the others. Every path is timed on the
+    // multi-channel shapes for comparison.
     bench_direct(&mut g, "c1_1x28x28_32x3x3", c1_geom(), 32, CONV_BATCH);
     bench_direct(&mut g, "e_conv1_1x28x28_64x4x4_same", e_conv1_geom(), 64, CONV_BATCH);
-    bench_direct(&mut g, "e_conv2_64x14x14_64x4x4", e_conv2_geom(), 64, CONV2_BATCH);
-    bench_im2col_gemm(&mut g, "e_conv2_64x14x14_64x4x4", e_conv2_geom(), 64, CONV2_BATCH, true);
     bench_im2col_gemm(&mut g, "c1_1x28x28_32x3x3", c1_geom(), 32, CONV_BATCH, false);
-    for (name, geom, oc) in ours_geoms() {
+    let multi = [("e_conv2_64x14x14_64x4x4", e_conv2_geom(), 64)].into_iter().chain(ours_geoms());
+    for (name, geom, oc) in multi {
         bench_direct(&mut g, name, geom, oc, CONV2_BATCH);
+        bench_implicit(&mut g, name, geom, oc, CONV2_BATCH);
         bench_im2col_gemm(&mut g, name, geom, oc, CONV2_BATCH, true);
     }
     g.finish();

@@ -159,10 +159,21 @@ fn conv2d_direct_path_one_channel() {
 }
 
 #[test]
-fn conv2d_im2col_path_several_channels() {
+fn conv2d_implicit_gemm_path_several_channels() {
+    // Several channels and kernels up to 5 wide take the implicit GEMM; with stride 2 its input
+    // gradient goes through a GEMM and col2im instead.
     conv_case(ConvGeom::new(3, 7, 6, 3, 3, (1, 1), (0, 0, 0, 0)), 4, 4);
     conv_case(ConvGeom::new(2, 7, 7, 3, 3, (2, 2), (1, 1, 1, 1)), 3, 5);
     conv_case(ConvGeom::new(2, 6, 6, 4, 4, (1, 1), (1, 1, 2, 2)), 2, 6);
+    // 17 filters: two channel blocks with AVX2, a partly filled one with AVX-512.
+    conv_case(ConvGeom::new(2, 5, 5, 3, 3, (1, 1), (1, 1, 1, 1)), 17, 7);
+}
+
+#[test]
+fn conv2d_im2col_path_wide_kernels() {
+    // Kernels wider than 5 take im2col + GEMM.
+    conv_case(ConvGeom::new(2, 8, 8, 6, 6, (1, 1), (0, 0, 0, 0)), 3, 8);
+    conv_case(ConvGeom::new(2, 9, 9, 6, 6, (2, 2), (2, 2, 3, 3)), 2, 9);
 }
 
 #[test]
@@ -382,8 +393,8 @@ fn whole_small_model_case(seed: u64) {
 }
 
 /// The fused conv -> ReLU -> max-pool op against the three separate ops: the same output and
-/// the same gradients (bit for bit: the same kernels run on the same values), on both
-/// convolution paths, with padding, an odd pooled size and overlapping windows.
+/// the same gradients (bit for bit: the same kernels run on the same values), on the three
+/// convolution paths (direct, implicit GEMM, im2col), with padding, an odd pooled size and overlapping windows.
 #[test]
 fn fused_conv_relu_pool_equals_the_separate_ops() {
     let cases = [
@@ -391,6 +402,7 @@ fn fused_conv_relu_pool_equals_the_separate_ops() {
         (ConvGeom::new(1, 10, 10, 4, 4, (1, 1), (1, 1, 2, 2)), 3, 2, 2),
         (ConvGeom::new(3, 9, 8, 3, 3, (1, 1), (1, 1, 1, 1)), 5, 2, 2),
         (ConvGeom::new(2, 11, 11, 3, 3, (2, 2), (1, 1, 1, 1)), 3, 3, 2),
+        (ConvGeom::new(2, 10, 10, 6, 6, (1, 1), (0, 0, 0, 0)), 3, 2, 2),
     ];
     for (seed, &(g, oc, k, s)) in cases.iter().enumerate() {
         let mut rng = Rng::new(40 + seed as u64);

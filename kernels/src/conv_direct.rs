@@ -392,6 +392,32 @@ pub fn conv_backward_weights(
 /// The input gradient of a convolution, prepared once per weight update and applied image by
 /// image with [`InputGrad::accumulate`].
 ///
+/// The input gradient's convolution (see [`InputGrad`]): its geometry, over `dy[OC, OH, OW]`
+/// with `C` output channels, and its weights `wt[C, OC, KH, KW]`; `None` when the stride is
+/// not 1, the padding is as wide as the kernel, or there is nothing to compute.
+pub(crate) fn transposed(g: &ConvGeom, oc: usize, w: &[f32]) -> Option<(ConvGeom, Vec<f32>)> {
+    let fits = g.pad_top < g.kh && g.pad_bottom < g.kh && g.pad_left < g.kw && g.pad_right < g.kw;
+    (unit_stride(g) && fits && g.out_plane() > 0 && g.in_len() > 0).then(|| {
+        let pad =
+            (g.kh - 1 - g.pad_top, g.kw - 1 - g.pad_left, g.kh - 1 - g.pad_bottom, g.kw - 1 - g.pad_right);
+        let gt = ConvGeom::new(oc, g.oh, g.ow, g.kh, g.kw, (1, 1), pad);
+        debug_assert_eq!((gt.oh, gt.ow), (g.h, g.w));
+        let mut wt = vec![0.0; w.len()];
+        for o in 0..oc {
+            for c in 0..g.c {
+                for kh in 0..g.kh {
+                    for kw in 0..g.kw {
+                        let src = ((o * g.c + c) * g.kh + kh) * g.kw + kw;
+                        let dst = ((c * oc + o) * g.kh + (g.kh - 1 - kh)) * g.kw + (g.kw - 1 - kw);
+                        wt[dst] = w[src];
+                    }
+                }
+            }
+        }
+        (gt, wt)
+    })
+}
+
 /// With stride 1 the input gradient is itself a stride-1 convolution, so it runs on the
 /// forward's fast path: `dx[c, h, w] = sum_{o,kh,kw} w[o, c, kh, kw] * dy[o, h + PT - kh,
 /// w + PL - kw]` is a correlation of `dy` (padded by `KH-1-PT` before and `KH-1-PB` after,
@@ -410,30 +436,7 @@ impl InputGrad {
     /// Prepares the input gradient of the convolution `g` with weights `w[OC, C, KH, KW]`.
     pub fn new(g: &ConvGeom, oc: usize, w: &[f32]) -> Self {
         check(g, oc, g.in_len(), w.len(), oc * g.out_plane());
-        let fits = g.pad_top < g.kh && g.pad_bottom < g.kh && g.pad_left < g.kw && g.pad_right < g.kw;
-        let transposed = (unit_stride(g) && fits && g.out_plane() > 0 && g.in_len() > 0).then(|| {
-            let pad = (
-                g.kh - 1 - g.pad_top,
-                g.kw - 1 - g.pad_left,
-                g.kh - 1 - g.pad_bottom,
-                g.kw - 1 - g.pad_right,
-            );
-            let gt = ConvGeom::new(oc, g.oh, g.ow, g.kh, g.kw, (1, 1), pad);
-            debug_assert_eq!((gt.oh, gt.ow), (g.h, g.w));
-            let mut wt = vec![0.0; w.len()];
-            for o in 0..oc {
-                for c in 0..g.c {
-                    for kh in 0..g.kh {
-                        for kw in 0..g.kw {
-                            let src = ((o * g.c + c) * g.kh + kh) * g.kw + kw;
-                            let dst = ((c * oc + o) * g.kh + (g.kh - 1 - kh)) * g.kw + (g.kw - 1 - kw);
-                            wt[dst] = w[src];
-                        }
-                    }
-                }
-            }
-            (gt, wt)
-        });
+        let transposed = transposed(g, oc, w);
         let w = if transposed.is_some() { Vec::new() } else { w.to_vec() };
         InputGrad { g: *g, oc, transposed, w }
     }

@@ -26,6 +26,7 @@ pub mod activation;
 pub mod batchnorm;
 pub mod bias;
 pub mod conv_direct;
+pub mod conv_implicit;
 pub mod dropout;
 pub mod gemm;
 pub mod im2col;

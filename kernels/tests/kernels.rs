@@ -23,6 +23,7 @@ use kernels::conv_direct::{
     conv_backward_input, conv_backward_input_ref, conv_backward_weights, conv_backward_weights_ref,
     conv_forward, conv_forward_ref,
 };
+use kernels::conv_implicit::{self, ImplicitConv, ImplicitInputGrad, ImplicitScratch};
 use kernels::dropout::{apply_mask, apply_mask_ref, dropout_mask, dropout_mask_ref};
 use kernels::gemm::{matmul, matmul_ref, sgemm, sgemm_ref, MatMut, MatRef};
 use kernels::im2col::{col2im, col2im_ref, im2col, im2col_ref, ConvGeom};
@@ -374,6 +375,9 @@ fn check_conv(g: &ConvGeom, oc: usize, seed: u64) {
     let mut gemm = nans(oc * plane);
     matmul(false, false, oc, taps, plane, &w, &col, &mut gemm, false);
     assert_same(&format!("im2col + GEMM forward {g:?} oc={oc}"), &gemm, &want);
+    if conv_implicit::supports(g) {
+        check_implicit(g, oc, 2, seed);
+    }
 
     // Weight gradient.
     let mut want = dw0.clone();
@@ -397,6 +401,64 @@ fn check_conv(g: &ConvGeom, oc: usize, seed: u64) {
     let mut gemm = dx0;
     col2im(g, &dcol, &mut gemm);
     assert_same(&format!("GEMM + col2im dx {g:?} oc={oc}"), &gemm, &want);
+}
+
+/// The implicit GEMM on a group of `images` images (bias added, outputs start NaN) against
+/// the twin per image plus the bias.
+fn check_implicit(g: &ConvGeom, oc: usize, images: usize, seed: u64) {
+    let mut rng = Rng::new(seed ^ 0x1a1a);
+    let (taps, out_len) = (g.col_rows(), oc * g.out_plane());
+    let xs = ints(&mut rng, images * g.in_len());
+    let w = ints(&mut rng, oc * taps);
+    let b = ints(&mut rng, oc);
+    let mut want = nans(images * out_len);
+    if out_len > 0 {
+        for (j, y) in want.chunks_exact_mut(out_len).enumerate() {
+            conv_forward_ref(g, oc, &xs[j * g.in_len()..(j + 1) * g.in_len()], &w, y);
+            bias_add_ref(y, &b, 1, oc, g.out_plane());
+        }
+    }
+    let mut got = nans(images * out_len);
+    let mut scratch = ImplicitScratch::default();
+    ImplicitConv::new(g, oc, &w).forward(&xs, &b, &mut got, &mut scratch);
+    assert_same(&format!("implicit GEMM forward, {images} images, {g:?} oc={oc}"), &got, &want);
+
+    // Backward: both gradients accumulate into random values, the weights' over the group.
+    let dys = ints(&mut rng, images * out_len);
+    let dw0 = ints(&mut rng, oc * taps);
+    let dx0 = ints(&mut rng, images * g.in_len());
+    let (mut want_dw, mut want_dx) = (dw0.clone(), dx0.clone());
+    if out_len > 0 {
+        for (j, dy) in dys.chunks_exact(out_len).enumerate() {
+            let x = &xs[j * g.in_len()..(j + 1) * g.in_len()];
+            conv_backward_weights_ref(g, oc, x, dy, &mut want_dw);
+            conv_backward_input_ref(g, oc, &w, dy, &mut want_dx[j * g.in_len()..(j + 1) * g.in_len()]);
+        }
+    }
+    let mut got_dw = dw0;
+    conv_implicit::weight_grad(g, oc, &xs, &dys, &mut got_dw, &mut scratch);
+    assert_same(&format!("implicit GEMM weight gradient, {images} images, {g:?} oc={oc}"), &got_dw, &want_dw);
+    if let Some(input_grad) = ImplicitInputGrad::new(g, oc, &w) {
+        let mut got_dx = dx0;
+        input_grad.accumulate(&dys, &mut got_dx, &mut scratch);
+        assert_same(
+            &format!("implicit GEMM input gradient, {images} images, {g:?} oc={oc}"),
+            &got_dx,
+            &want_dx,
+        );
+    } else {
+        assert!(
+            g.stride_h != 1
+                || g.stride_w != 1
+                || out_len == 0
+                || g.in_len() == 0
+                || g.pad_top >= g.kh
+                || g.pad_left >= g.kw
+                || g.pad_bottom >= g.kh
+                || g.pad_right >= g.kw,
+            "no implicit input gradient for {g:?}"
+        );
+    }
 }
 
 proptest! {

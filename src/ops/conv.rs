@@ -1,13 +1,19 @@
 //! 2-D convolution, `y = w (*) x + b`, and its fusion with a following ReLU and max-pool.
 //!
-//! Two paths compute the convolution:
+//! Three paths compute the convolution:
 //! - **direct** (`kernels::conv_direct`) when the input has one channel (the GEMM's inner
 //!   dimension would be only `KH*KW`, 9 or 16, too thin for a GEMM to pay for the column
 //!   matrix), and for stride-1 layers with large output planes ([`DIRECT_MIN_PLANE`]). Its
 //!   weight gradient takes a group of images per call; its input gradient is a convolution
 //!   with transposed weights ([`InputGrad`], prepared once per batch);
-//! - **im2col + GEMM** otherwise, per image: `y_i[OC, OH*OW] = w[OC, C*KH*KW] * col_i`.
-//!   Backward: `dw += dy_i * col_i^T`, `dcol = w^T * dy_i`, then `col2im(dcol)` into `dx_i`.
+//! - **implicit GEMM** (`kernels::conv_implicit`) for the other layers with kernels up to 5
+//!   wide: the GEMM of im2col computed straight from the padded images, output channels along
+//!   the SIMD lanes, so no column matrix is built or packed. The weights are transposed once
+//!   per batch; the weight gradient is summed over a chunk of images in the kernel's layout
+//!   and added to `dw` once; the input gradient of a stride-1 layer is again a convolution
+//!   (with a stride of 2 it is `w^T dy` by GEMM, then col2im);
+//! - **im2col + GEMM** otherwise, per group of images: `y[OC, G*OH*OW] = w[OC, C*KH*KW] * col`.
+//!   Backward: `dw += dy * col^T`, `dcol = w^T * dy`, then `col2im(dcol)` into `dx`.
 //!   The column matrix is rebuilt in backward rather than stored: it is cheap next to the GEMMs
 //!   and storing it for a batch would cost `N * C*KH*KW * OH*OW` floats.
 //!
@@ -21,6 +27,7 @@
 
 use kernels::bias::{bias_add, channel_sums};
 use kernels::conv_direct::{conv_backward_weights, conv_forward, InputGrad};
+use kernels::conv_implicit::{self, ImplicitConv, ImplicitInputGrad, ImplicitScratch, WeightGrad};
 use kernels::gemm::matmul;
 use kernels::im2col::{col2im_ld, im2col_ld, ConvGeom};
 use kernels::pool::PoolGeom;
@@ -35,6 +42,9 @@ use crate::tensor::Tensor;
 enum Path {
     Direct,
     Im2col,
+    /// Implicit GEMM (`kernels::conv_implicit`): forward, weight gradient, and the input
+    /// gradient when the stride is 1 (otherwise `w^T dy` by GEMM, then col2im).
+    Implicit,
 }
 
 /// The convolution of one layer: geometry, filter count and path.
@@ -66,13 +76,28 @@ struct Scratch {
     out: Vec<f32>,
     /// One image's rebuilt output gradient (fused op).
     dy: Vec<f32>,
+    implicit: ImplicitScratch,
+    /// The implicit path's weight-gradient sums of the chunk so far.
+    weight_grad: Option<WeightGrad>,
 }
 
 impl Conv {
     fn new(g: ConvGeom, oc: usize) -> Self {
         let stride_1 = g.stride_h == 1 && g.stride_w == 1;
-        let direct = g.c == 1 || (stride_1 && g.out_plane() >= DIRECT_MIN_PLANE);
-        Conv { g, oc, path: if direct { Path::Direct } else { Path::Im2col } }
+        let path = if g.c == 1 || (stride_1 && g.out_plane() >= DIRECT_MIN_PLANE) {
+            Path::Direct
+        } else if conv_implicit::supports(&g) {
+            Path::Implicit
+        } else {
+            Path::Im2col
+        };
+        Conv { g, oc, path }
+    }
+
+    /// The weights prepared for the forward pass, once per batch: transposed for
+    /// [`Path::Implicit`], nothing for the others.
+    fn prepare(&self, w: &[f32]) -> Option<ImplicitConv> {
+        (self.path == Path::Implicit).then(|| ImplicitConv::new(&self.g, self.oc, w))
     }
 
     fn out_len(&self) -> usize {
@@ -86,23 +111,37 @@ impl Conv {
             // Enough images for the weight gradient's long sums, their padded copies near the
             // core's cache (the forward runs image by image either way).
             Path::Direct => (GROUP_VALUES / self.g.in_len().max(1)).clamp(1, IMAGES_PER_CHUNK),
-            Path::Im2col => {
+            Path::Im2col | Path::Implicit => {
                 (GROUP_VALUES / (self.g.col_rows() * self.g.out_plane()).max(1)).clamp(1, IMAGES_PER_CHUNK)
             }
         }
     }
 
-    /// `y_j[OC, OH*OW] = w (*) x_j + b` for consecutive images `xs: [G, C, H, W]`.
-    fn forward_images(&self, xs: &[f32], w: &[f32], b: &[f32], ys: &mut [f32], s: &mut Scratch) {
+    /// `y_j[OC, OH*OW] = w (*) x_j + b` for consecutive images `xs: [G, C, H, W]`; `prepared`
+    /// is [`Conv::prepare`]'s result.
+    fn forward_images(
+        &self,
+        xs: &[f32],
+        w: &[f32],
+        prepared: Option<&ImplicitConv>,
+        b: &[f32],
+        ys: &mut [f32],
+        s: &mut Scratch,
+    ) {
         let (g, oc, plane, ckk) = (&self.g, self.oc, self.g.out_plane(), self.g.col_rows());
         let count = xs.len() / g.in_len();
+        if let Some(implicit) = prepared {
+            implicit.forward(xs, b, ys, &mut s.implicit); // the bias included
+            return;
+        }
         match self.path {
             Path::Direct => {
                 for (xi, yi) in xs.chunks_exact(g.in_len()).zip(ys.chunks_exact_mut(self.out_len())) {
                     conv_forward(g, oc, xi, w, yi, &mut s.col);
                 }
             }
-            Path::Im2col => {
+            // (`Path::Implicit` always comes with its prepared weights, above.)
+            Path::Im2col | Path::Implicit => {
                 // col[CKK, G*OH*OW], image j in columns j*OH*OW.., then one GEMM for the group:
                 // out[OC, G*OH*OW] = w[OC, CKK] * col, scattered back to [G, OC, OH*OW].
                 let ld = count * plane;
@@ -134,7 +173,7 @@ impl Conv {
         dw: &mut [f32],
         db: &mut [f32],
         dxs: Option<&mut [f32]>,
-        input_grad: Option<&InputGrad>,
+        input_grad: Option<&InputGradOf>,
         s: &mut Scratch,
     ) {
         let (g, oc, plane, ckk) = (&self.g, self.oc, self.g.out_plane(), self.g.col_rows());
@@ -143,12 +182,39 @@ impl Conv {
             Path::Direct => {
                 let dys = src.images(first, count, self, &mut s.dy);
                 conv_backward_weights(g, oc, xs, dys, dw, &mut s.col);
-                if let (Some(dxs), Some(input_grad)) = (dxs, input_grad) {
+                if let (Some(dxs), Some(InputGradOf::Direct(input_grad))) = (dxs, input_grad) {
                     for (dyi, dxi) in dys.chunks_exact(self.out_len()).zip(dxs.chunks_exact_mut(g.in_len())) {
                         input_grad.accumulate(dyi, dxi, &mut s.col);
                     }
                 }
                 channel_sums(dys, count, oc, plane, db);
+            }
+            Path::Implicit => {
+                let dys = src.images(first, count, self, &mut s.dy);
+                let sums = s.weight_grad.get_or_insert_with(|| WeightGrad::new(g, oc));
+                sums.add(xs, dys, &mut s.implicit);
+                channel_sums(dys, count, oc, plane, db);
+                match (dxs, input_grad) {
+                    (Some(dxs), Some(InputGradOf::Implicit(input_grad))) => {
+                        input_grad.accumulate(dys, dxs, &mut s.implicit)
+                    }
+                    (Some(dxs), _) => {
+                        // A stride other than 1: dcol[CKK, G*OH*OW] = w^T dy, then col2im.
+                        let ld = count * plane;
+                        s.out.resize(oc * ld, 0.0);
+                        for (j, dyi) in dys.chunks_exact(self.out_len()).enumerate() {
+                            for (o, dyo) in dyi.chunks_exact(plane).enumerate() {
+                                s.out[o * ld + j * plane..][..plane].copy_from_slice(dyo);
+                            }
+                        }
+                        s.col.resize(ckk * ld, 0.0);
+                        matmul(true, false, ckk, oc, ld, w, &s.out, &mut s.col, false);
+                        for (j, dxi) in dxs.chunks_exact_mut(g.in_len()).enumerate() {
+                            col2im_ld(g, &s.col[j * plane..], ld, dxi);
+                        }
+                    }
+                    (None, _) => {}
+                }
             }
             Path::Im2col => {
                 let ld = count * plane;
@@ -177,6 +243,12 @@ impl Conv {
             }
         }
     }
+}
+
+/// A batch's input-gradient weights, prepared once: the direct or the implicit kernel's.
+enum InputGradOf {
+    Direct(InputGrad),
+    Implicit(ImplicitInputGrad),
 }
 
 /// Where a convolution's output gradient comes from, image by image.
@@ -234,9 +306,13 @@ fn conv_backward_batch(conv: &Conv, x: Var, w: ParamId, b: ParamId, grads: &mut 
     };
     let xd = xv.data();
     let group = conv.group();
-    // The direct path's input gradient runs on transposed weights, prepared once per batch.
-    let input_grad =
-        (conv.path == Path::Direct && dx.is_some()).then(|| InputGrad::new(&conv.g, conv.oc, wd));
+    // The input gradient runs on transposed weights, prepared once per batch.
+    let input_grad = match conv.path {
+        _ if dx.is_none() => None,
+        Path::Direct => Some(InputGradOf::Direct(InputGrad::new(&conv.g, conv.oc, wd))),
+        Path::Implicit => ImplicitInputGrad::new(&conv.g, conv.oc, wd).map(InputGradOf::Implicit),
+        Path::Im2col => None,
+    };
     let work = |chunk: usize, mut dx_chunk: Option<&mut [f32]>| {
         let mut dw = vec![0.0f32; conv.oc * ckk];
         let mut db = vec![0.0f32; conv.oc];
@@ -248,6 +324,9 @@ fn conv_backward_batch(conv: &Conv, x: Var, w: ParamId, b: ParamId, grads: &mut 
             let dxs = dx_chunk.as_deref_mut().map(|d| &mut d[(g0 - start) * in_len..(g1 - start) * in_len]);
             let xs = &xd[g0 * in_len..g1 * in_len];
             conv.backward_images(&src, g0, xs, wd, &mut dw, &mut db, dxs, input_grad.as_ref(), &mut scratch);
+        }
+        if let Some(sums) = scratch.weight_grad.as_mut() {
+            sums.finish(&mut dw);
         }
         (dw, db)
     };
@@ -291,12 +370,13 @@ pub fn conv2d(tape: &mut Tape, params: &Params, x: Var, w: ParamId, b: ParamId, 
     check_input(xv, params.value(w), &g);
     if n > 0 && conv.out_len() > 0 {
         let (wd, bd) = (params.value(w).data(), params.value(b).data());
+        let prepared = conv.prepare(wd);
         let group = conv.group();
         y.data_mut()
             .par_chunks_mut(group * conv.out_len())
             .zip(xv.data().par_chunks(group * g.in_len().max(1)))
             .for_each_init(Scratch::default, |scratch, (ys, xs)| {
-                conv.forward_images(xs, wd, bd, ys, scratch)
+                conv.forward_images(xs, wd, prepared.as_ref(), bd, ys, scratch)
             });
     }
     tape.push(y, true, Box::new(Conv2dBackward { x, w, b, conv }))
@@ -342,6 +422,7 @@ pub fn conv2d_relu_maxpool(
     check_input(xv, params.value(w), &g);
     if n > 0 && per_image > 0 {
         let (wd, bd) = (params.value(w).data(), params.value(b).data());
+        let prepared = conv.prepare(wd);
         let group = conv.group();
         y.data_mut()
             .par_chunks_mut(group * per_image)
@@ -352,7 +433,7 @@ pub fn conv2d_relu_maxpool(
                 |(scratch, conv_out), ((ys, args), xs)| {
                     let count = xs.len() / g.in_len();
                     conv_out.resize(count * conv.out_len(), 0.0);
-                    conv.forward_images(xs, wd, bd, conv_out, scratch);
+                    conv.forward_images(xs, wd, prepared.as_ref(), bd, conv_out, scratch);
                     kernels::pool::maxpool_forward(&pg, count * conv.oc, conv_out, ys, args);
                     ys.iter_mut().for_each(|v| *v = v.max(0.0));
                 },

@@ -1,0 +1,420 @@
+//! Implicit-GEMM convolution forward: the GEMM `y = w * col` of im2col, computed without
+//! building `col`.
+//!
+//! im2col + GEMM copies every input value `KH*KW` times into the column matrix, and the GEMM
+//! then copies (packs) it once more; on small planes with many channels (write-up E's second
+//! convolution: 64 channels of 14x14, 4x4 kernel) those copies cost a third of the layer. Here
+//! the output channels run along the SIMD lanes and each input value is broadcast straight from
+//! the (padded) image:
+//!
+//! ```text
+//! for a block of PB output positions p (any positions, of any images of the group):
+//!     acc[p][oc] = b[oc]                                  (PB x NV vectors of accumulators)
+//!     for each tap t = (c, kh, kw):
+//!         acc[p][..] += x[base(p) + off(t)] * wt[t][..]   (one broadcast, NV vector FMAs)
+//!     y[image(p), oc, pos(p)] = acc[p][oc]
+//! ```
+//!
+//! with `base(p) = image*C*HP*WP + oh*SH*WP + ow*SW` in the zero-padded input `xp[G, C, HP, WP]`
+//! and `off(c, kh, kw) = c*HP*WP + kh*WP + kw`. The weights are transposed once per call
+//! (`wt[C*KH*KW, OC]`, lanes past `OC` zero), so each tap's `NV` weight vectors are one
+//! contiguous load. Every output position is computed alone, so strides, padding and images
+//! mixed in one block cost nothing extra, and no work is wasted on padding columns.
+//!
+//! Reference twin: [`crate::conv_direct::conv_forward_ref`] (plus the bias), which the tests
+//! compare against.
+
+use crate::im2col::ConvGeom;
+use crate::simd::{Fx, LANES};
+
+/// Vectors of output channels in one block of accumulators (64 channels with AVX-512).
+const MAX_NV: usize = 4;
+
+/// The widest kernel row the specialised loops handle; [`supports`] says which layers qualify.
+const MAX_KW: usize = 5;
+
+/// Whether [`ImplicitConv`] handles this geometry: kernel rows of at most [`MAX_KW`] taps.
+pub fn supports(g: &ConvGeom) -> bool {
+    (1..=MAX_KW).contains(&g.kw)
+}
+
+/// One layer's weights, transposed for the implicit GEMM, and the geometry they go with.
+pub struct ImplicitConv {
+    g: ConvGeom,
+    oc: usize,
+    /// Per block of up to `MAX_NV * LANES` output channels: `wt[C*KH*KW, NV*LANES]`, the lanes
+    /// past `OC` zero. Blocks follow each other.
+    wt: Vec<f32>,
+}
+
+/// Reusable buffers of one thread: the group's padded input and each position's offsets.
+#[derive(Default)]
+pub struct ImplicitScratch {
+    xp: Vec<f32>,
+    /// Per output position of the group: where its window starts in `xp`, and where its
+    /// channel-0 output goes in `ys`.
+    at: Vec<(usize, usize)>,
+    /// The weight gradient's transposed output gradients.
+    dyt: Vec<f32>,
+}
+
+impl ImplicitConv {
+    /// Prepares the weights `w[OC, C, KH, KW]` of a layer with geometry `g`.
+    ///
+    /// # Panics
+    /// When `w` has the wrong length or the geometry is not [`supports`]ed.
+    pub fn new(g: &ConvGeom, oc: usize, w: &[f32]) -> Self {
+        let taps = g.col_rows();
+        assert_eq!(
+            w.len(),
+            oc * taps,
+            "conv_implicit: w has {} values, needs OC*C*KH*KW = {}",
+            w.len(),
+            oc * taps
+        );
+        assert!(supports(g), "conv_implicit: kernel width {} is outside 1..={MAX_KW}", g.kw);
+        let mut wt = vec![0.0; oc.next_multiple_of(LANES) * taps];
+        for o0 in (0..oc).step_by(MAX_NV * LANES) {
+            let width = (oc - o0).min(MAX_NV * LANES).next_multiple_of(LANES);
+            let block = &mut wt[o0 * taps..(o0 + width) * taps];
+            // A transpose in tiles of 16 taps, so the rows written stay in L1: done tap by tap
+            // it costs more than one image's convolution (a cache miss per value).
+            for t0 in (0..taps).step_by(16) {
+                let t1 = (t0 + 16).min(taps);
+                for (j, w_o) in w[o0 * taps..].chunks_exact(taps).take(oc - o0).take(width).enumerate() {
+                    for (t, &v) in (t0..t1).zip(&w_o[t0..t1]) {
+                        block[t * width + j] = v;
+                    }
+                }
+            }
+        }
+        ImplicitConv { g: *g, oc, wt }
+    }
+
+    /// `ys[G, OC, OH*OW] = w (*) xs + b` for the images `xs[G, C, H, W]`; every output is
+    /// written.
+    pub fn forward(&self, xs: &[f32], b: &[f32], ys: &mut [f32], s: &mut ImplicitScratch) {
+        assert_eq!(b.len(), self.oc, "conv_implicit: bias has {} values for {} channels", b.len(), self.oc);
+        self.run(xs, Some(b), ys, s);
+    }
+
+    /// `ys[G, OC, OH*OW] += w (*) xs` (no bias).
+    pub fn accumulate(&self, xs: &[f32], ys: &mut [f32], s: &mut ImplicitScratch) {
+        self.run(xs, None, ys, s);
+    }
+
+    /// Overwrites `ys` with the convolution plus `b`, or adds the convolution when `b` is `None`.
+    fn run(&self, xs: &[f32], b: Option<&[f32]>, ys: &mut [f32], s: &mut ImplicitScratch) {
+        let g = &self.g;
+        let out_len = self.oc * g.out_plane();
+        if out_len == 0 {
+            return;
+        }
+        assert_eq!(ys.len() % out_len, 0, "conv_implicit: ys is not whole output images");
+        let count = ys.len() / out_len;
+        let (xp, at) = positions(g, self.oc, xs, count, s);
+        let taps = g.col_rows();
+        let mut o0 = 0;
+        let mut wt = &self.wt[..];
+        while o0 < self.oc {
+            let nv = (self.oc - o0).min(MAX_NV * LANES).div_ceil(LANES);
+            let (wt_block, rest) = wt.split_at(taps * nv * LANES);
+            let block =
+                Block { g, xp, wt: wt_block, b: b.map(|b| &b[o0..]), o0, oc: self.oc, plane: g.out_plane() };
+            match nv {
+                4 => block.run::<4, 6>(at, ys),
+                3 => block.run::<3, 8>(at, ys),
+                2 => block.run::<2, 8>(at, ys),
+                _ => block.run::<1, 8>(at, ys),
+            }
+            wt = rest;
+            o0 += nv * LANES;
+        }
+    }
+}
+
+/// Lays out a group of `count` images for the implicit loops: returns the zero-padded input
+/// `xp[G, C, HP, WP]` (`xs` itself when the layer has no padding) and fills `s.at` with each
+/// output position's window start in it and its channel-0 index in `[G, OC, OH*OW]`.
+fn positions<'a>(
+    g: &ConvGeom,
+    oc: usize,
+    xs: &'a [f32],
+    count: usize,
+    s: &'a mut ImplicitScratch,
+) -> (&'a [f32], &'a [(usize, usize)]) {
+    assert_eq!(xs.len(), count * g.in_len(), "conv_implicit: xs has {} values for {count} images", xs.len());
+    let (hp, wp) = padded_dims(g);
+    let plane = g.out_plane();
+    s.at.clear();
+    for j in 0..count {
+        for oh in 0..g.oh {
+            for ow in 0..g.ow {
+                let base = j * g.c * hp * wp + oh * g.stride_h * wp + ow * g.stride_w;
+                s.at.push((base, j * oc * plane + oh * g.ow + ow));
+            }
+        }
+    }
+    if g.pad_top + g.pad_bottom + g.pad_left + g.pad_right == 0 {
+        return (xs, &s.at);
+    }
+    s.xp.clear();
+    s.xp.resize(count * g.c * hp * wp, 0.0);
+    for (src, row) in xs.chunks_exact(g.w.max(1)).zip(0..) {
+        // input row `row`: image-and-channel `row / H`, row `row % H` within it
+        let (ch, ih) = (row / g.h, row % g.h);
+        s.xp[(ch * hp + ih + g.pad_top) * wp + g.pad_left..][..g.w].copy_from_slice(src);
+    }
+    (&s.xp, &s.at)
+}
+
+fn padded_dims(g: &ConvGeom) -> (usize, usize) {
+    (g.h + g.pad_top + g.pad_bottom, g.w + g.pad_left + g.pad_right)
+}
+
+/// One block of output channels `o0..o0 + NV*LANES` over all positions of the group.
+struct Block<'a> {
+    g: &'a ConvGeom,
+    xp: &'a [f32],
+    wt: &'a [f32],
+    /// Biases from channel `o0` on; `None`: add into `ys` instead of overwriting it.
+    b: Option<&'a [f32]>,
+    o0: usize,
+    oc: usize,
+    plane: usize,
+}
+
+impl Block<'_> {
+    fn run<const NV: usize, const PB: usize>(&self, at: &[(usize, usize)], ys: &mut [f32]) {
+        match self.g.kw {
+            1 => self.run_kw::<NV, PB, 1>(at, ys),
+            2 => self.run_kw::<NV, PB, 2>(at, ys),
+            3 => self.run_kw::<NV, PB, 3>(at, ys),
+            4 => self.run_kw::<NV, PB, 4>(at, ys),
+            _ => self.run_kw::<NV, PB, 5>(at, ys),
+        }
+    }
+
+    fn run_kw<const NV: usize, const PB: usize, const KW: usize>(
+        &self,
+        at: &[(usize, usize)],
+        ys: &mut [f32],
+    ) {
+        debug_assert_eq!(self.g.kw, KW);
+        let lanes = (self.oc - self.o0).min(NV * LANES);
+        let bias: [Fx; NV] = std::array::from_fn(|v| {
+            Fx::from(std::array::from_fn::<f32, LANES, _>(|l| {
+                self.b.and_then(|b| b.get(v * LANES + l)).copied().unwrap_or(0.0)
+            }))
+        });
+        for chunk in at.chunks(PB) {
+            // A short last block repeats its last position; those results are not stored.
+            let bases: [usize; PB] = std::array::from_fn(|i| chunk[i.min(chunk.len() - 1)].0);
+            let acc = self.accumulate::<NV, PB, KW>(&bases, bias);
+            for (&(_, out), acc_p) in chunk.iter().zip(&acc) {
+                for (v, a) in acc_p.iter().enumerate() {
+                    let values = a.as_array().iter().take(lanes.saturating_sub(v * LANES));
+                    for (l, &value) in values.enumerate() {
+                        let y = &mut ys[out + (self.o0 + v * LANES + l) * self.plane];
+                        *y = if self.b.is_some() { value } else { *y + value };
+                    }
+                }
+            }
+        }
+    }
+
+    /// The sums of `PB` positions whose windows start at `bases` in `xp`, for `NV` vectors of
+    /// channels, started from `bias`.
+    #[inline(always)]
+    fn accumulate<const NV: usize, const PB: usize, const KW: usize>(
+        &self,
+        bases: &[usize; PB],
+        bias: [Fx; NV],
+    ) -> [[Fx; NV]; PB] {
+        let g = self.g;
+        let (hp, wp) = padded_dims(g);
+        let mut acc = [bias; PB];
+        // Weights of one kernel row: KW taps of NV vectors.
+        let mut rows = self.wt.chunks_exact(KW * NV * LANES);
+        for c in 0..g.c {
+            for kh in 0..g.kh {
+                let off = c * hp * wp + kh * wp;
+                let x: [&[f32; KW]; PB] =
+                    std::array::from_fn(|i| self.xp[bases[i] + off..][..KW].try_into().expect("KW values"));
+                let w_row = rows.next().expect("one weight row per (c, kh)");
+                for kw in 0..KW {
+                    let w: [Fx; NV] = std::array::from_fn(|v| {
+                        let at = (kw * NV + v) * LANES;
+                        Fx::from(<[f32; LANES]>::try_from(&w_row[at..at + LANES]).expect("LANES values"))
+                    });
+                    for (acc_p, x_p) in acc.iter_mut().zip(&x) {
+                        let xv = Fx::splat(x_p[kw]);
+                        for (a, &wv) in acc_p.iter_mut().zip(&w) {
+                            *a = wv.mul_add(xv, *a);
+                        }
+                    }
+                }
+            }
+        }
+        acc
+    }
+}
+
+/// The input gradient of a stride-1 convolution by implicit GEMM: the convolution of `dy` with
+/// the weights turned 180 degrees and their channel axes swapped (derived in
+/// [`crate::conv_direct::InputGrad`]), added into `dx`.
+pub struct ImplicitInputGrad(ImplicitConv);
+
+impl ImplicitInputGrad {
+    /// Prepares the input gradient of the layer `g` with weights `w[OC, C, KH, KW]`; `None`
+    /// when it is not a plain convolution (stride other than 1, padding as wide as the kernel)
+    /// or the kernel is too wide for [`ImplicitConv`].
+    pub fn new(g: &ConvGeom, oc: usize, w: &[f32]) -> Option<Self> {
+        let (gt, wt) = crate::conv_direct::transposed(g, oc, w)?;
+        supports(&gt).then(|| ImplicitInputGrad(ImplicitConv::new(&gt, g.c, &wt)))
+    }
+
+    /// `dxs[G, C, H, W] += w^T (*) dys` for a group of images' output gradients `dys[G, OC, OH, OW]`.
+    pub fn accumulate(&self, dys: &[f32], dxs: &mut [f32], s: &mut ImplicitScratch) {
+        self.0.accumulate(dys, dxs, s);
+    }
+}
+
+/// Weight gradient by implicit GEMM: `dw[OC, C*KH*KW] += sum_p dy[o, p] * x[base(p) + off(t)]`
+/// over every output position `p` of the images `xs[G, C, H, W]`, with `dys[G, OC, OH*OW]`.
+/// A layer that adds several groups keeps one [`WeightGrad`] instead.
+pub fn weight_grad(
+    g: &ConvGeom,
+    oc: usize,
+    xs: &[f32],
+    dys: &[f32],
+    dw: &mut [f32],
+    s: &mut ImplicitScratch,
+) {
+    let mut acc = WeightGrad::new(g, oc);
+    acc.add(xs, dys, s);
+    acc.finish(dw);
+}
+
+/// Weight-gradient sums over groups of images, in the kernels' layout: per block of channels,
+/// `dwt[C*KH*KW, NV*LANES]` (as [`ImplicitConv`]'s weights). The output gradients are
+/// transposed once per group (`dyT[p, NV*LANES]`) so that each position's channels are
+/// vectors; the `KW` taps of one kernel row times `NV` channel vectors stay in registers while
+/// the loop runs over every position of the group, so each value is one sum per group, in
+/// position order, added to `dwt` with vector adds. [`WeightGrad::finish`] adds the transpose
+/// into a layer's `dw[OC, C*KH*KW]` once.
+pub struct WeightGrad {
+    g: ConvGeom,
+    oc: usize,
+    dwt: Vec<f32>,
+}
+
+impl WeightGrad {
+    /// Zero sums for the layer `g` with `oc` output channels.
+    ///
+    /// # Panics
+    /// When the geometry is not [`supports`]ed.
+    pub fn new(g: &ConvGeom, oc: usize) -> Self {
+        assert!(supports(g), "conv_implicit: kernel width {} is outside 1..={MAX_KW}", g.kw);
+        WeightGrad { g: *g, oc, dwt: vec![0.0; g.col_rows() * oc.next_multiple_of(LANES)] }
+    }
+
+    /// Adds the gradient of the images `xs[G, C, H, W]` with output gradients `dys[G, OC, OH*OW]`.
+    pub fn add(&mut self, xs: &[f32], dys: &[f32], s: &mut ImplicitScratch) {
+        let (g, oc) = (&self.g, self.oc);
+        let (plane, taps) = (g.out_plane(), g.col_rows());
+        let out_len = oc * plane;
+        if out_len == 0 || taps == 0 {
+            return;
+        }
+        assert_eq!(dys.len() % out_len, 0, "conv_implicit: dys is not whole output images");
+        let count = dys.len() / out_len;
+        let mut dyt = std::mem::take(&mut s.dyt);
+        let (xp, at) = positions(g, oc, xs, count, s);
+        for o0 in (0..oc).step_by(MAX_NV * LANES) {
+            let nv = (oc - o0).min(MAX_NV * LANES).div_ceil(LANES);
+            dyt.clear();
+            for &(_, out) in at {
+                dyt.extend((o0..o0 + nv * LANES).map(|o| if o < oc { dys[out + o * plane] } else { 0.0 }));
+            }
+            let block = GradBlock { g, xp, at, dyt: &dyt };
+            let dwt = &mut self.dwt[o0 * taps..(o0 + nv * LANES) * taps];
+            match nv {
+                4 => block.run::<4>(dwt),
+                3 => block.run::<3>(dwt),
+                2 => block.run::<2>(dwt),
+                _ => block.run::<1>(dwt),
+            }
+        }
+        s.dyt = dyt;
+    }
+
+    /// `dw[OC, C*KH*KW] +=` the sums so far; the sums start again from zero.
+    pub fn finish(&mut self, dw: &mut [f32]) {
+        let (oc, taps) = (self.oc, self.g.col_rows());
+        assert_eq!(dw.len(), oc * taps, "conv_implicit: dw has {} values, needs {}", dw.len(), oc * taps);
+        if dw.is_empty() {
+            return;
+        }
+        for o0 in (0..oc).step_by(MAX_NV * LANES) {
+            let width = (oc - o0).min(MAX_NV * LANES).next_multiple_of(LANES);
+            let block = &self.dwt[o0 * taps..(o0 + width) * taps];
+            // Row by row of `dw`: its writes stay contiguous, the reads stride by `width`.
+            for (o, dw_o) in dw[o0 * taps..].chunks_exact_mut(taps).take(width.min(oc - o0)).enumerate() {
+                for (d, sums) in dw_o.iter_mut().zip(block.chunks_exact(width)) {
+                    *d += sums[o];
+                }
+            }
+        }
+        self.dwt.fill(0.0);
+    }
+}
+
+/// One block of `NV*LANES` output channels of the weight gradient, over one group.
+struct GradBlock<'a> {
+    g: &'a ConvGeom,
+    xp: &'a [f32],
+    at: &'a [(usize, usize)],
+    /// `dyT[p, NV*LANES]` of this block's channels.
+    dyt: &'a [f32],
+}
+
+impl GradBlock<'_> {
+    /// Adds into this block's `dwt[C*KH*KW, NV*LANES]`.
+    fn run<const NV: usize>(&self, dwt: &mut [f32]) {
+        match self.g.kw {
+            1 => self.run_kw::<NV, 1>(dwt),
+            2 => self.run_kw::<NV, 2>(dwt),
+            3 => self.run_kw::<NV, 3>(dwt),
+            4 => self.run_kw::<NV, 4>(dwt),
+            _ => self.run_kw::<NV, 5>(dwt),
+        }
+    }
+
+    fn run_kw<const NV: usize, const KW: usize>(&self, dwt: &mut [f32]) {
+        let g = self.g;
+        let (hp, wp) = padded_dims(g);
+        // One kernel row `(c, kh)` at a time: it starts at `c*HP*WP + kh*WP` of each window,
+        // and its sums are the `KW*NV*LANES` values of `dwt` from `((c*KH + kh)*KW)*NV*LANES`.
+        for (row, dwt_row) in dwt.chunks_exact_mut(KW * NV * LANES).enumerate() {
+            let off = (row / g.kh) * hp * wp + (row % g.kh) * wp;
+            let mut acc = [[Fx::splat(0.0); NV]; KW];
+            for (&(base, _), d) in self.at.iter().zip(self.dyt.chunks_exact(NV * LANES)) {
+                let dv: [Fx; NV] = std::array::from_fn(|v| {
+                    Fx::from(<[f32; LANES]>::try_from(&d[v * LANES..(v + 1) * LANES]).expect("LANES values"))
+                });
+                let x: &[f32; KW] = self.xp[base + off..][..KW].try_into().expect("KW values");
+                for (acc_t, &xt) in acc.iter_mut().zip(x) {
+                    let xv = Fx::splat(xt);
+                    for (a, &dvv) in acc_t.iter_mut().zip(&dv) {
+                        *a = dvv.mul_add(xv, *a);
+                    }
+                }
+            }
+            for (sums, a) in dwt_row.chunks_exact_mut(LANES).zip(acc.iter().flatten()) {
+                let sums: &mut [f32; LANES] = sums.try_into().expect("LANES values");
+                *sums = (Fx::from(*sums) + *a).to_array();
+            }
+        }
+    }
+}
