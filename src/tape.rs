@@ -146,11 +146,25 @@ impl NodeGrads<'_> {
 pub struct Tape {
     nodes: Vec<Node>,
     pool: BufferPool,
+    /// Set by [`Tape::no_grad`]: ops need not keep what only their backward would use.
+    no_grad: bool,
 }
 
 impl Tape {
     pub fn new() -> Self {
         Tape::default()
+    }
+
+    /// A tape for inference only (PyTorch's `torch.no_grad()`): ops may skip saving what
+    /// their backward would need (the fused conv-pool's argmaxes), and
+    /// [`backward`](Tape::backward) panics.
+    pub fn no_grad() -> Self {
+        Tape { no_grad: true, ..Tape::default() }
+    }
+
+    /// Whether a backward pass may follow (false on a [`Tape::no_grad`] tape).
+    pub fn records_grad(&self) -> bool {
+        !self.no_grad
     }
 
     /// Forgets every node, keeping their buffers for the next step.
@@ -225,6 +239,7 @@ impl Tape {
     /// Backpropagates from `loss` (seeded with a gradient of ones, so a scalar loss gets
     /// `d loss / d loss = 1`), accumulating into every reachable node and parameter gradient.
     pub fn backward(&mut self, loss: Var, params: &mut Params) {
+        assert!(!self.no_grad, "Tape::backward on a no_grad tape");
         let mut seed = self.pool.zeros(self.nodes[loss.0].value.shape());
         seed.data_mut().fill(1.0);
         match &mut self.nodes[loss.0].grad {

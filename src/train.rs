@@ -314,7 +314,7 @@ pub fn evaluate(model: &mut Sequential, norm: &Normalization, ds: &Dataset, batc
     let mut total_loss = 0.0f64;
     let mut rng = Rng::new(0); // unused in Eval mode: dropout is the identity
     let all: Vec<usize> = (0..ds.len()).collect();
-    let mut tape = Tape::new();
+    let mut tape = Tape::no_grad();
     for (b, idx) in all.chunks(batch_size.max(1)).enumerate() {
         tape.reset();
         let x = tape.input(norm.batch(ds, idx));

@@ -435,7 +435,34 @@ fn fused_conv_relu_pool_equals_the_separate_ops() {
         assert_eq!(fused.2, separate.2, "case {seed}: weight gradients");
         assert_eq!(fused.3, separate.3, "case {seed}: bias gradients");
         assert!(fused.2.iter().any(|&v| v != 0.0), "case {seed}: a vacuous comparison");
+        // On a no-grad tape (inference) the fused op keeps no argmaxes: the same output.
+        let mut t = Tape::no_grad();
+        let xv = t.input(x.clone());
+        let y = ops::conv2d_relu_maxpool(&mut t, &params, xv, w, b, g, k, s);
+        assert_eq!(t.value(y).data(), &fused.0[..], "case {seed}: no-grad output");
     }
+}
+
+#[test]
+#[should_panic(expected = "no_grad")]
+fn backward_on_a_no_grad_tape_panics() {
+    let mut params = Params::new();
+    let w = params.add("w", random(&[1, 1, 2, 2], &mut Rng::new(1), 0.5));
+    let b = params.add("b", random(&[1], &mut Rng::new(2), 0.5));
+    let mut t = Tape::no_grad();
+    let xv = t.input(random(&[1, 1, 4, 4], &mut Rng::new(3), 1.0));
+    let y = ops::conv2d_relu_maxpool(
+        &mut t,
+        &params,
+        xv,
+        w,
+        b,
+        ConvGeom::new(1, 4, 4, 2, 2, (1, 1), (0, 0, 0, 0)),
+        2,
+        1,
+    );
+    let l = ops::weighted_sum(&mut t, y, random(&[1, 1, 2, 2], &mut Rng::new(4), 1.0));
+    t.backward(l, &mut params);
 }
 
 /// `Sequential::forward` takes the fused path and skips a flatten before a dense layer; the

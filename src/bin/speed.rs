@@ -245,7 +245,7 @@ fn run(a: &Args) -> Result<(), String> {
     let scaled: Tensor = norm.batch(&test, &all); // [10000, 1, 28, 28]
     let pixels = test.pixels();
     let mut model = stepper.model;
-    let mut tape = Tape::new();
+    let mut tape = Tape::no_grad();
     let mut eval_rng = Rng::new(0); // unused in Mode::Eval
     let mut sink = 0.0f32;
 

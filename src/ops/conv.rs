@@ -67,7 +67,8 @@ const GROUP_VALUES: usize = 1 << 18;
 /// or faster.
 const DIRECT_MIN_PLANE: usize = 24 * 24;
 
-/// Reusable per-thread buffers.
+/// Per-thread buffers, kept from call to call ([`with_scratch`]), so that a step allocates no
+/// column matrices or padded images after the first.
 #[derive(Default)]
 struct Scratch {
     /// The (group's) column matrix, or the direct path's padded input.
@@ -79,6 +80,20 @@ struct Scratch {
     implicit: ImplicitScratch,
     /// The implicit path's weight-gradient sums of the chunk so far.
     weight_grad: Option<WeightGrad>,
+    /// The fused op's full-size convolution output of a group, and its argmaxes on a no-grad
+    /// tape.
+    conv_out: Vec<f32>,
+    argmax: Vec<u32>,
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::default();
+}
+
+/// Runs `f` with this thread's [`Scratch`]. The kernels inside never re-enter rayon, so the
+/// borrow is never nested.
+fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
+    SCRATCH.with_borrow_mut(f)
 }
 
 impl Conv {
@@ -316,18 +331,21 @@ fn conv_backward_batch(conv: &Conv, x: Var, w: ParamId, b: ParamId, grads: &mut 
     let work = |chunk: usize, mut dx_chunk: Option<&mut [f32]>| {
         let mut dw = vec![0.0f32; conv.oc * ckk];
         let mut db = vec![0.0f32; conv.oc];
-        let mut scratch = Scratch::default();
         let start = chunk * IMAGES_PER_CHUNK;
         let end = (start + IMAGES_PER_CHUNK).min(n);
-        for g0 in (start..end).step_by(group) {
-            let g1 = (g0 + group).min(end);
-            let dxs = dx_chunk.as_deref_mut().map(|d| &mut d[(g0 - start) * in_len..(g1 - start) * in_len]);
-            let xs = &xd[g0 * in_len..g1 * in_len];
-            conv.backward_images(&src, g0, xs, wd, &mut dw, &mut db, dxs, input_grad.as_ref(), &mut scratch);
-        }
-        if let Some(sums) = scratch.weight_grad.as_mut() {
-            sums.finish(&mut dw);
-        }
+        with_scratch(|scratch| {
+            scratch.weight_grad = None;
+            for g0 in (start..end).step_by(group) {
+                let g1 = (g0 + group).min(end);
+                let dxs =
+                    dx_chunk.as_deref_mut().map(|d| &mut d[(g0 - start) * in_len..(g1 - start) * in_len]);
+                let xs = &xd[g0 * in_len..g1 * in_len];
+                conv.backward_images(&src, g0, xs, wd, &mut dw, &mut db, dxs, input_grad.as_ref(), scratch);
+            }
+            if let Some(sums) = scratch.weight_grad.as_mut() {
+                sums.finish(&mut dw);
+            }
+        });
         (dw, db)
     };
     let partials: Vec<(Vec<f32>, Vec<f32>)> = match dx {
@@ -375,9 +393,7 @@ pub fn conv2d(tape: &mut Tape, params: &Params, x: Var, w: ParamId, b: ParamId, 
         y.data_mut()
             .par_chunks_mut(group * conv.out_len())
             .zip(xv.data().par_chunks(group * g.in_len().max(1)))
-            .for_each_init(Scratch::default, |scratch, (ys, xs)| {
-                conv.forward_images(xs, wd, prepared.as_ref(), bd, ys, scratch)
-            });
+            .for_each(|(ys, xs)| with_scratch(|s| conv.forward_images(xs, wd, prepared.as_ref(), bd, ys, s)));
     }
     tape.push(y, true, Box::new(Conv2dBackward { x, w, b, conv }))
 }
@@ -417,27 +433,44 @@ pub fn conv2d_relu_maxpool(
     let per_image = conv.oc * pooled_plane;
     let n = tape.value(x).dim(0);
     let mut y = tape.scratch(&[n, conv.oc, pg.oh, pg.ow]);
-    let mut argmax = vec![0u32; n * per_image];
+    // The argmaxes are kept for backward; a no-grad tape only needs each group's, briefly.
+    let record = tape.records_grad();
+    let mut argmax = if record { vec![0u32; n * per_image] } else { Vec::new() };
     let xv = tape.value(x);
     check_input(xv, params.value(w), &g);
     if n > 0 && per_image > 0 {
         let (wd, bd) = (params.value(w).data(), params.value(b).data());
         let prepared = conv.prepare(wd);
         let group = conv.group();
-        y.data_mut()
-            .par_chunks_mut(group * per_image)
-            .zip(argmax.par_chunks_mut(group * per_image))
-            .zip(xv.data().par_chunks(group * g.in_len().max(1)))
-            .for_each_init(
-                || (Scratch::default(), Vec::new()),
-                |(scratch, conv_out), ((ys, args), xs)| {
-                    let count = xs.len() / g.in_len();
-                    conv_out.resize(count * conv.out_len(), 0.0);
-                    conv.forward_images(xs, wd, prepared.as_ref(), bd, conv_out, scratch);
-                    kernels::pool::maxpool_forward(&pg, count * conv.oc, conv_out, ys, args);
-                    ys.iter_mut().for_each(|v| *v = v.max(0.0));
-                },
-            );
+        let pool_group = |ys: &mut [f32], args: Option<&mut [u32]>, xs: &[f32]| {
+            with_scratch(|s| {
+                let count = xs.len() / g.in_len();
+                let mut conv_out = std::mem::take(&mut s.conv_out);
+                conv_out.resize(count * conv.out_len(), 0.0);
+                conv.forward_images(xs, wd, prepared.as_ref(), bd, &mut conv_out, s);
+                let args = match args {
+                    Some(a) => a,
+                    None => {
+                        s.argmax.resize(ys.len(), 0);
+                        &mut s.argmax[..]
+                    }
+                };
+                kernels::pool::maxpool_forward(&pg, count * conv.oc, &conv_out, ys, args);
+                ys.iter_mut().for_each(|v| *v = v.max(0.0));
+                s.conv_out = conv_out;
+            })
+        };
+        let ys = y.data_mut().par_chunks_mut(group * per_image);
+        let xs = xv.data().par_chunks(group * g.in_len().max(1));
+        if record {
+            let args = argmax.par_chunks_mut(group * per_image);
+            ys.zip(args).zip(xs).for_each(|((ys, args), xs)| pool_group(ys, Some(args), xs));
+        } else {
+            ys.zip(xs).for_each(|(ys, xs)| pool_group(ys, None, xs));
+        }
+    }
+    if !record {
+        return tape.input(y); // nothing to differentiate through
     }
     tape.push(y, true, Box::new(ConvReluPoolBackward { x, w, b, conv, pooled_plane, argmax }))
 }
