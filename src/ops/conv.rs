@@ -288,13 +288,16 @@ impl ConvGrad<'_> {
                 buf.resize(count * len, 0.0);
                 let plane = conv.g.out_plane();
                 let range = first * conv.oc * pooled_plane..(first + count) * conv.oc * pooled_plane;
-                // Output `o` of the group (image and channel `o / pooled_plane`) pools plane
-                // `o / pooled_plane` of the group's convolution output.
-                for (o, ((&d, &v), &a)) in
-                    dy[range.clone()].iter().zip(&y[range.clone()]).zip(&argmax[range]).enumerate()
-                {
-                    if v > 0.0 {
-                        buf[(o / pooled_plane) * plane + a as usize] += d;
+                // Pooled plane `q` of the group (an image and a channel) pools convolution
+                // plane `q`; a window's gradient goes to its argmax if it passed the ReLU.
+                let pooled = dy[range.clone()]
+                    .chunks_exact(pooled_plane)
+                    .zip(y[range.clone()].chunks_exact(pooled_plane))
+                    .zip(argmax[range].chunks_exact(pooled_plane));
+                for (((dq, yq), aq), out) in pooled.zip(buf.chunks_exact_mut(plane)) {
+                    for ((&d, &v), &a) in dq.iter().zip(yq).zip(aq) {
+                        // Branch-free: whether a value passed the ReLU is a coin toss.
+                        out[a as usize] += if v > 0.0 { d } else { 0.0 };
                     }
                 }
                 buf
