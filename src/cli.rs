@@ -135,10 +135,10 @@ pub struct TrainArgs {
     /// L2 weight decay added to every trainable parameter's gradient (Adam and SGD, coupled as in PyTorch) [default: the preset's, 0]
     #[arg(long, value_name = "X")]
     pub weight_decay: Option<f32>,
-    /// On-the-fly random shifts of up to +-N pixels per axis, zero fill (0: off) [default: the preset's; ours: 2]
+    /// On-the-fly random shifts of up to +-N pixels per axis, zero fill (0: off) [default: the preset's, 0]
     #[arg(long, value_name = "N")]
     pub shift: Option<usize>,
-    /// On-the-fly horizontal flips with probability P (0: off) [default: the preset's; ours: 0.5]
+    /// On-the-fly horizontal flips with probability P (0: off) [default: the preset's, 0]
     #[arg(long, value_name = "P")]
     pub flip: Option<f32>,
     /// On-the-fly cutout: an NxN square at a random centre set to 0, after the shift (0: off) [default: the preset's]
