@@ -520,3 +520,40 @@ fn dense_small_batches_agree_with_large_ones() {
         assert!((a - c).abs() <= 1e-4 * (1.0 + c.abs()), "element {i}: {a} vs {c}");
     }
 }
+
+/// The dense forward of a few rows (one image at inference) runs as row-block GEMVs whose
+/// partial sums are added in block order, the larger batch as GEMMs: both against a naive f64
+/// sum, on C1's first dense layer (5408 -> 128, large enough to be split).
+#[test]
+fn dense_forward_of_one_row_and_of_a_batch_match_the_naive_sum() {
+    let (fin, fout, n) = (5408, 128, 6);
+    let mut rng = Rng::new(60);
+    let mut params = Params::new();
+    let w = params.add("w", random(&[fin, fout], &mut rng, 0.05));
+    let b = params.add("b", random(&[fout], &mut rng, 0.5));
+    let x = random(&[n, fin], &mut rng, 1.0);
+    let (wd, bd, xd) = (params.value(w).data().to_vec(), params.value(b).data().to_vec(), x.data().to_vec());
+    let naive = |r: usize, o: usize| {
+        let s: f64 = (0..fin).map(|i| xd[r * fin + i] as f64 * wd[i * fout + o] as f64).sum();
+        s + bd[o] as f64
+    };
+    let forward = |rows: &[f32], count: usize| {
+        let mut t = Tape::no_grad();
+        let xv = t.input(Tensor::from_vec(&[count, fin], rows.to_vec()));
+        let y = ops::dense(&mut t, &params, xv, w, b);
+        t.value(y).data().to_vec()
+    };
+    let batch = forward(&xd, n);
+    for r in 0..n {
+        let one = forward(&xd[r * fin..(r + 1) * fin], 1);
+        for o in 0..fout {
+            let want = naive(r, o);
+            for (what, got) in [("one row", one[o]), ("batch", batch[r * fout + o])] {
+                assert!(
+                    (got as f64 - want).abs() <= 1e-4 * (1.0 + want.abs()),
+                    "{what}: row {r}, output {o}: {got} vs {want}"
+                );
+            }
+        }
+    }
+}
