@@ -1,5 +1,5 @@
-//! Implicit-GEMM convolution forward: the GEMM `y = w * col` of im2col, computed without
-//! building `col`.
+//! Implicit-GEMM convolution: the GEMMs of im2col (`y = w * col`, `dw += dy * col^T`),
+//! computed without building `col`.
 //!
 //! im2col + GEMM copies every input value `KH*KW` times into the column matrix, and the GEMM
 //! then copies (packs) it once more; on small planes with many channels (write-up E's second
@@ -21,8 +21,13 @@
 //! contiguous load. Every output position is computed alone, so strides, padding and images
 //! mixed in one block cost nothing extra, and no work is wasted on padding columns.
 //!
-//! Reference twin: [`crate::conv_direct::conv_forward_ref`] (plus the bias), which the tests
-//! compare against.
+//! The backward passes use the same idea: [`WeightGrad`] keeps one kernel row's taps x
+//! channel vectors in registers and broadcasts the input while it runs over the positions,
+//! and [`ImplicitInputGrad`] is the forward kernel on turned weights (stride 1).
+//!
+//! Reference twins: [`crate::conv_direct::conv_forward_ref`] (plus the bias),
+//! [`crate::conv_direct::conv_backward_weights_ref`] and
+//! [`crate::conv_direct::conv_backward_input_ref`], which the tests compare against.
 
 use crate::im2col::ConvGeom;
 use crate::simd::{Fx, LANES};
