@@ -15,10 +15,6 @@ use crate::tensor::Tensor;
 
 /// Batches of at most this many rows skip the GEMM in forward (see [`dense`]).
 const GEMV_ROWS: usize = 4;
-/// Row blocks of a large weight matrix in that case, one task each.
-const GEMV_BLOCKS: usize = 4;
-/// Weight matrices of at least this many values (1 MiB) are split into [`GEMV_BLOCKS`].
-const GEMV_SPLIT_VALUES: usize = 1 << 18;
 
 /// Rows per GEMM task: a quarter of the rows, rounded up to a multiple of 16. Each task
 /// packs the whole other operand (the weights, 2.7 MB for C1's first dense layer), so few
@@ -50,31 +46,12 @@ pub fn dense(tape: &mut Tape, params: &Params, x: Var, w: ParamId, b: ParamId) -
     if n > 0 && fout > 0 && n <= GEMV_ROWS {
         // A few rows (one image at inference): y_r = b + sum_i x_r[i] * w[i, :], one pass over
         // w's rows. A GEMM would first copy (pack) all of w, which for one row costs more than
-        // the arithmetic. Reading w is the whole cost (2.8 MB for C1's first dense layer, more
-        // than a core's L2), so large layers split its rows into GEMV_BLOCKS blocks, one per
-        // task, whose partial sums are added in block order: both cores stream half of w each,
-        // and the result does not depend on the thread count.
+        // the arithmetic.
         let (xd, wd, bd) = (xv.data(), wv.data(), bv.data());
-        let blocks = if fin * fout >= GEMV_SPLIT_VALUES { GEMV_BLOCKS } else { 1 };
-        let rows_per_block = fin.div_ceil(blocks).max(1);
-        let partials: Vec<Vec<f32>> = (0..blocks)
-            .into_par_iter()
-            .map(|blk| {
-                let mut part = vec![0.0f32; n * fout];
-                let i0 = (blk * rows_per_block).min(fin);
-                let i1 = (i0 + rows_per_block).min(fin);
-                for (pr, xr) in part.chunks_exact_mut(fout).zip(xd.chunks_exact(fin)) {
-                    for (&xi, wr) in xr[i0..i1].iter().zip(wd[i0 * fout..i1 * fout].chunks_exact(fout)) {
-                        kernels::simd::axpy(xi, wr, pr);
-                    }
-                }
-                part
-            })
-            .collect();
-        for (r, yr) in y.data_mut().chunks_exact_mut(fout).enumerate() {
+        for (yr, xr) in y.data_mut().chunks_exact_mut(fout).zip(xd.chunks_exact(fin)) {
             yr.copy_from_slice(bd);
-            for part in &partials {
-                yr.iter_mut().zip(&part[r * fout..(r + 1) * fout]).for_each(|(y, p)| *y += p);
+            for (&xi, wr) in xr.iter().zip(wd.chunks_exact(fout)) {
+                kernels::simd::axpy(xi, wr, yr);
             }
         }
     } else if n > 0 && fout > 0 {
