@@ -324,6 +324,15 @@ impl WeightGrad {
         WeightGrad { g: *g, oc, dwt: vec![0.0; g.col_rows() * oc.next_multiple_of(LANES)] }
     }
 
+    /// Zero sums for the layer `g` with `oc` output channels, in this buffer (a thread keeps
+    /// one across layers and batches).
+    pub fn reset(&mut self, g: &ConvGeom, oc: usize) {
+        assert!(supports(g), "conv_implicit: kernel width {} is outside 1..={MAX_KW}", g.kw);
+        (self.g, self.oc) = (*g, oc);
+        self.dwt.clear();
+        self.dwt.resize(g.col_rows() * oc.next_multiple_of(LANES), 0.0);
+    }
+
     /// Adds the gradient of the images `xs[G, C, H, W]` with output gradients `dys[G, OC, OH*OW]`.
     pub fn add(&mut self, xs: &[f32], dys: &[f32], s: &mut ImplicitScratch) {
         let (g, oc) = (&self.g, self.oc);
@@ -354,7 +363,7 @@ impl WeightGrad {
         s.dyt = dyt;
     }
 
-    /// `dw[OC, C*KH*KW] +=` the sums so far; the sums start again from zero.
+    /// `dw[OC, C*KH*KW] +=` the sums so far ([`WeightGrad::reset`] starts new ones).
     pub fn finish(&mut self, dw: &mut [f32]) {
         let (oc, taps) = (self.oc, self.g.col_rows());
         assert_eq!(dw.len(), oc * taps, "conv_implicit: dw has {} values, needs {}", dw.len(), oc * taps);
@@ -371,7 +380,6 @@ impl WeightGrad {
                 }
             }
         }
-        self.dwt.fill(0.0);
     }
 }
 

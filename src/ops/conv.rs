@@ -145,18 +145,18 @@ impl Conv {
     ) {
         let (g, oc, plane, ckk) = (&self.g, self.oc, self.g.out_plane(), self.g.col_rows());
         let count = xs.len() / g.in_len();
-        if let Some(implicit) = prepared {
-            implicit.forward(xs, b, ys, &mut s.implicit); // the bias included
-            return;
-        }
         match self.path {
+            Path::Implicit => {
+                let implicit = prepared.expect("Conv::prepare's weights for the implicit path");
+                implicit.forward(xs, b, ys, &mut s.implicit);
+                return; // the bias included
+            }
             Path::Direct => {
                 for (xi, yi) in xs.chunks_exact(g.in_len()).zip(ys.chunks_exact_mut(self.out_len())) {
                     conv_forward(g, oc, xi, w, yi, &mut s.col);
                 }
             }
-            // (`Path::Implicit` always comes with its prepared weights, above.)
-            Path::Im2col | Path::Implicit => {
+            Path::Im2col => {
                 // col[CKK, G*OH*OW], image j in columns j*OH*OW.., then one GEMM for the group:
                 // out[OC, G*OH*OW] = w[OC, CKK] * col, scattered back to [G, OC, OH*OW].
                 let ld = count * plane;
@@ -206,7 +206,7 @@ impl Conv {
             }
             Path::Implicit => {
                 let dys = src.images(first, count, self, &mut s.dy);
-                let sums = s.weight_grad.get_or_insert_with(|| WeightGrad::new(g, oc));
+                let sums = s.weight_grad.as_mut().expect("conv_backward_batch starts the chunk's sums");
                 sums.add(xs, dys, &mut s.implicit);
                 channel_sums(dys, count, oc, plane, db);
                 match (dxs, input_grad) {
@@ -214,19 +214,9 @@ impl Conv {
                         input_grad.accumulate(dys, dxs, &mut s.implicit)
                     }
                     (Some(dxs), _) => {
-                        // A stride other than 1: dcol[CKK, G*OH*OW] = w^T dy, then col2im.
-                        let ld = count * plane;
-                        s.out.resize(oc * ld, 0.0);
-                        for (j, dyi) in dys.chunks_exact(self.out_len()).enumerate() {
-                            for (o, dyo) in dyi.chunks_exact(plane).enumerate() {
-                                s.out[o * ld + j * plane..][..plane].copy_from_slice(dyo);
-                            }
-                        }
-                        s.col.resize(ckk * ld, 0.0);
-                        matmul(true, false, ckk, oc, ld, w, &s.out, &mut s.col, false);
-                        for (j, dxi) in dxs.chunks_exact_mut(g.in_len()).enumerate() {
-                            col2im_ld(g, &s.col[j * plane..], ld, dxi);
-                        }
+                        // A stride other than 1: w^T dy by GEMM, then col2im, as on im2col.
+                        self.gather_dy(dys, &mut s.out);
+                        self.input_grad_by_gemm(w, &s.out, dxs, &mut s.col);
                     }
                     (None, _) => {}
                 }
@@ -236,11 +226,7 @@ impl Conv {
                 // dy[OC, G*OH*OW], gathered from the images' [OC, OH*OW] gradients.
                 s.out.resize(oc * ld, 0.0);
                 let dys = src.images(first, count, self, &mut s.dy);
-                for (j, dyi) in dys.chunks_exact(self.out_len()).enumerate() {
-                    for (o, dyo) in dyi.chunks_exact(plane).enumerate() {
-                        s.out[o * ld + j * plane..][..plane].copy_from_slice(dyo);
-                    }
-                }
+                self.gather_dy(dys, &mut s.out);
                 s.col.resize(ckk * ld, 0.0);
                 for (j, xi) in xs.chunks_exact(g.in_len()).enumerate() {
                     im2col_ld(g, xi, &mut s.col[j * plane..], ld);
@@ -249,13 +235,33 @@ impl Conv {
                 matmul(false, true, oc, ld, ckk, &s.out, &s.col, dw, true);
                 channel_sums(&s.out, 1, oc, ld, db);
                 if let Some(dxs) = dxs {
-                    // dcol[CKK, G*OH*OW] = w^T[CKK, OC] * dy[OC, G*OH*OW], reusing col's buffer
-                    matmul(true, false, ckk, oc, ld, w, &s.out, &mut s.col, false);
-                    for (j, dxi) in dxs.chunks_exact_mut(g.in_len()).enumerate() {
-                        col2im_ld(g, &s.col[j * plane..], ld, dxi);
-                    }
+                    self.input_grad_by_gemm(w, &s.out, dxs, &mut s.col); // reusing col's buffer
                 }
             }
+        }
+    }
+
+    /// `out[OC, G*OH*OW]` gathered from a group's gradients `dys[G, OC, OH*OW]`.
+    fn gather_dy(&self, dys: &[f32], out: &mut Vec<f32>) {
+        let plane = self.g.out_plane();
+        let ld = dys.len() / self.oc;
+        out.resize(self.oc * ld, 0.0);
+        for (j, dyi) in dys.chunks_exact(self.out_len()).enumerate() {
+            for (o, dyo) in dyi.chunks_exact(plane).enumerate() {
+                out[o * ld + j * plane..][..plane].copy_from_slice(dyo);
+            }
+        }
+    }
+
+    /// `dxs[G, C, H, W] += col2im(dcol)` with `dcol[CKK, G*OH*OW] = w^T[CKK, OC] * dy[OC,
+    /// G*OH*OW]` (`dy` as [`Conv::gather_dy`] lays it out), built in `dcol`'s buffer.
+    fn input_grad_by_gemm(&self, w: &[f32], dy: &[f32], dxs: &mut [f32], dcol: &mut Vec<f32>) {
+        let (g, plane, ckk) = (&self.g, self.g.out_plane(), self.g.col_rows());
+        let ld = dy.len() / self.oc;
+        dcol.resize(ckk * ld, 0.0);
+        matmul(true, false, ckk, self.oc, ld, w, dy, dcol, false);
+        for (j, dxi) in dxs.chunks_exact_mut(g.in_len()).enumerate() {
+            col2im_ld(g, &dcol[j * plane..], ld, dxi);
         }
     }
 }
@@ -337,7 +343,13 @@ fn conv_backward_batch(conv: &Conv, x: Var, w: ParamId, b: ParamId, grads: &mut 
         let start = chunk * IMAGES_PER_CHUNK;
         let end = (start + IMAGES_PER_CHUNK).min(n);
         with_scratch(|scratch| {
-            scratch.weight_grad = None;
+            if conv.path == Path::Implicit {
+                // Zero sums for this layer, in the thread's buffer of the last chunk.
+                match scratch.weight_grad.as_mut() {
+                    Some(sums) => sums.reset(&conv.g, conv.oc),
+                    None => scratch.weight_grad = Some(WeightGrad::new(&conv.g, conv.oc)),
+                }
+            }
             for g0 in (start..end).step_by(group) {
                 let g1 = (g0 + group).min(end);
                 let dxs =
@@ -345,8 +357,8 @@ fn conv_backward_batch(conv: &Conv, x: Var, w: ParamId, b: ParamId, grads: &mut 
                 let xs = &xd[g0 * in_len..g1 * in_len];
                 conv.backward_images(&src, g0, xs, wd, &mut dw, &mut db, dxs, input_grad.as_ref(), scratch);
             }
-            if let Some(sums) = scratch.weight_grad.as_mut() {
-                sums.finish(&mut dw);
+            if conv.path == Path::Implicit {
+                scratch.weight_grad.as_mut().expect("started above").finish(&mut dw);
             }
         });
         (dw, db)
