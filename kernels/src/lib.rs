@@ -29,6 +29,7 @@ pub mod conv_direct;
 pub mod conv_implicit;
 pub mod dropout;
 pub mod gemm;
+pub mod gemv;
 pub mod im2col;
 pub mod optim;
 pub mod pool;

@@ -26,6 +26,7 @@ use kernels::conv_direct::{
 use kernels::conv_implicit::{self, ImplicitConv, ImplicitInputGrad, ImplicitScratch};
 use kernels::dropout::{apply_mask, apply_mask_ref, dropout_mask, dropout_mask_ref};
 use kernels::gemm::{matmul, matmul_ref, sgemm, sgemm_ref, MatMut, MatRef};
+use kernels::gemv::{vecmat, vecmat_ref, BLOCK};
 use kernels::im2col::{col2im, col2im_ref, im2col, im2col_ref, ConvGeom};
 use kernels::optim::{adam_update, adam_update_ref, sgd_update, sgd_update_ref, AdamParams, SgdParams};
 use kernels::pool::{maxpool_backward, maxpool_backward_ref, maxpool_forward, maxpool_forward_ref, PoolGeom};
@@ -282,6 +283,62 @@ fn gemm_at_the_dense_layers_real_shapes() {
     check_matmul_exact(false, false, 250, 1600, 256, false, 10); // E dense
     check_matmul_exact(true, false, 1600, 250, 256, true, 11);
     check_matmul_exact(false, true, 250, 256, 1600, true, 12);
+}
+
+/// `x` with about a third of its entries zero (as after ReLU), the rest small non-zero
+/// integers, so that the skipped rows and the kept ones both occur.
+fn sparse_ints(rng: &mut Rng, len: usize) -> Vec<f32> {
+    (0..len).map(|_| if rng.below(3) == 0 { 0.0 } else { rng.below(4) as f32 + 1.0 }).collect()
+}
+
+/// `vecmat` on columns `j0..j0 + n` of a `[k, cols]` matrix against its twin: integer data,
+/// exact. `y` starts random (it accumulates).
+fn check_vecmat(k: usize, cols: usize, j0: usize, n: usize, seed: u64) {
+    let mut rng = Rng::new(seed);
+    let x = sparse_ints(&mut rng, k);
+    let w = ints(&mut rng, k * cols);
+    let y0 = ints(&mut rng, n);
+    let (mut got, mut want) = (y0.clone(), y0);
+    let w = &w[j0.min(w.len())..]; // k = 0: no rows, nothing to offset into
+    vecmat(&x, w, cols, &mut got);
+    vecmat_ref(&x, w, cols, &mut want);
+    assert_same(&format!("vecmat k={k} cols={cols} j0={j0} n={n}"), &got, &want);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Widths on both sides of the register block and the SIMD width, any column offset.
+    #[test]
+    fn vecmat_matches_ref(
+        k in len(), n in prop::sample::select(vec![0, 1, 15, 16, 17, BLOCK - 1, BLOCK, BLOCK + 17, 2 * BLOCK + 5]),
+        extra in 0usize..20, seed in any::<u64>(),
+    ) {
+        let j0 = extra / 2;
+        check_vecmat(k, n + extra, j0, n, seed);
+    }
+}
+
+#[test]
+fn vecmat_at_the_dense_layers_real_shapes() {
+    check_vecmat(5408, 128, 0, 128, 14); // C1
+    check_vecmat(5408, 128, 64, 64, 15); // C1, the second half of the columns
+    check_vecmat(10816, 32, 0, 32, 16); //  A/B
+    check_vecmat(1600, 256, 0, 256, 17); // E
+    check_vecmat(128, 10, 0, 10, 18); //    every network's last layer
+}
+
+#[test]
+fn vecmat_of_all_zero_input_leaves_y_alone() {
+    let mut y = vec![1.5, -2.0, 3.0];
+    vecmat(&[0.0; 4], &[7.0; 12], 3, &mut y);
+    assert_eq!(y, [1.5, -2.0, 3.0]);
+}
+
+#[test]
+#[should_panic(expected = "vecmat: w has")]
+fn vecmat_panics_when_w_is_too_short() {
+    vecmat(&[1.0; 3], &[0.0; 8], 3, &mut [0.0; 3]);
 }
 
 #[test]

@@ -7,6 +7,7 @@
 
 use kernels::bias::{bias_add, channel_sums};
 use kernels::gemm::{matmul, sgemm, MatMut, MatRef};
+use kernels::gemv::vecmat;
 use rayon::prelude::*;
 
 use crate::params::{ParamId, Params};
@@ -44,15 +45,12 @@ pub fn dense(tape: &mut Tape, params: &Params, x: Var, w: ParamId, b: ParamId) -
         wv.shape()
     );
     if n > 0 && fout > 0 && n <= GEMV_ROWS {
-        // A few rows (one image at inference): y_r = b + sum_i x_r[i] * w[i, :], one pass over
-        // w's rows. A GEMM would first copy (pack) all of w, which for one row costs more than
-        // the arithmetic.
+        // A few rows (one image at inference): y_r = b + x_r w, one pass over w per row, no
+        // packing (see `kernels::gemv`).
         let (xd, wd, bd) = (xv.data(), wv.data(), bv.data());
         for (yr, xr) in y.data_mut().chunks_exact_mut(fout).zip(xd.chunks_exact(fin)) {
             yr.copy_from_slice(bd);
-            for (&xi, wr) in xr.iter().zip(wd.chunks_exact(fout)) {
-                kernels::simd::axpy(xi, wr, yr);
-            }
+            vecmat(xr, wd, fout, yr);
         }
     } else if n > 0 && fout > 0 {
         let (xd, wd, bd) = (xv.data(), wv.data(), bv.data());
