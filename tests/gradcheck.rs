@@ -443,6 +443,41 @@ fn fused_conv_relu_pool_equals_the_separate_ops() {
     }
 }
 
+/// The implicit path keeps its transposed weights while the parameters' version stands
+/// (`Conv::prepare`): a change to the weights must reach the next forward pass, and a set with
+/// other weights must not be served another's.
+#[test]
+fn conv2d_implicit_path_sees_weights_changed_between_calls() {
+    let g = ConvGeom::new(3, 9, 8, 3, 3, (1, 1), (1, 1, 1, 1)); // implicit path
+    let mut rng = Rng::new(60);
+    let mut params = Params::new();
+    let w = params.add("w", random(&[5, g.c, g.kh, g.kw], &mut rng, 0.5));
+    let b = params.add("b", random(&[5], &mut rng, 0.2));
+    let x = random(&[2, g.c, g.h, g.w], &mut rng, 1.0);
+    let forward = |params: &Params| {
+        let mut t = Tape::no_grad();
+        let xv = t.input(x.clone());
+        let y = ops::conv2d(&mut t, params, xv, w, b, g);
+        t.value(y).data().to_vec()
+    };
+    let before = forward(&params);
+    assert_eq!(forward(&params), before, "the same weights twice");
+    // Negate the weights in place: the output minus the bias changes sign.
+    params.value_mut(w).data_mut().iter_mut().for_each(|v| *v = -*v);
+    let after = forward(&params);
+    let bias = params.value(b).data().to_vec();
+    let plane = g.oh * g.ow;
+    for (i, (a, z)) in after.iter().zip(&before).enumerate() {
+        let bo = bias[(i / plane) % 5];
+        assert!(((a - bo) + (z - bo)).abs() <= 1e-5, "value {i}: {a} after negating, {z} before");
+    }
+    // A clone that is then changed, used alternately with the original.
+    let mut other = params.clone();
+    other.value_mut(w).data_mut().iter_mut().for_each(|v| *v *= 2.0);
+    assert_eq!(forward(&params), after, "the original after its clone changed");
+    assert_ne!(forward(&other), after, "the changed clone was served the original's weights");
+}
+
 #[test]
 #[should_panic(expected = "no_grad")]
 fn backward_on_a_no_grad_tape_panics() {

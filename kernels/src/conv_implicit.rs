@@ -96,6 +96,11 @@ impl ImplicitConv {
         ImplicitConv { g: *g, oc, wt }
     }
 
+    /// Whether these are weights for a layer of geometry `g` with `oc` filters.
+    pub fn fits(&self, g: &ConvGeom, oc: usize) -> bool {
+        self.g == *g && self.oc == oc
+    }
+
     /// `ys[G, OC, OH*OW] = w (*) xs + b` for the images `xs[G, C, H, W]`; every output is
     /// written.
     pub fn forward(&self, xs: &[f32], b: &[f32], ys: &mut [f32], s: &mut ImplicitScratch) {

@@ -48,13 +48,27 @@ pub fn vecmat(x: &[f32], w: &[f32], w_cols: usize, y: &mut [f32]) {
         (x.len() - 1) * w_cols + n
     );
     let rows = nonzero_rows(x);
-    let mut blocks = y.chunks_exact_mut(BLOCK);
-    for (b, yb) in (&mut blocks).enumerate() {
-        full_block(x, &rows, &w[b * BLOCK..], w_cols, yb);
+    let mut j = 0;
+    while n - j >= BLOCK {
+        block::<NV>(x, &rows, &w[j..], w_cols, &mut y[j..j + BLOCK]);
+        j += BLOCK;
     }
-    let j0 = n - blocks.into_remainder().len();
-    if j0 < n {
-        tail(x, &rows, &w[j0..], w_cols, &mut y[j0..]);
+    // The whole vectors left, as one block whose width is a constant, so that its
+    // accumulators are a fixed set of registers; then the partial vector, if any.
+    let (w_rest, y_rest) = (&w[j..], &mut y[j..]);
+    match y_rest.len() / LANES {
+        0 => {}
+        1 => block::<1>(x, &rows, w_rest, w_cols, &mut y_rest[..LANES]),
+        2 => block::<2>(x, &rows, w_rest, w_cols, &mut y_rest[..2 * LANES]),
+        3 => block::<3>(x, &rows, w_rest, w_cols, &mut y_rest[..3 * LANES]),
+        4 => block::<4>(x, &rows, w_rest, w_cols, &mut y_rest[..4 * LANES]),
+        5 => block::<5>(x, &rows, w_rest, w_cols, &mut y_rest[..5 * LANES]),
+        6 => block::<6>(x, &rows, w_rest, w_cols, &mut y_rest[..6 * LANES]),
+        _ => block::<7>(x, &rows, w_rest, w_cols, &mut y_rest[..7 * LANES]),
+    }
+    let j = n - n % LANES;
+    if j < n {
+        partial(x, &rows, &w[j..], w_cols, &mut y[j..]);
     }
 }
 
@@ -71,16 +85,16 @@ fn nonzero_rows(x: &[f32]) -> Vec<u32> {
     rows
 }
 
-/// [`BLOCK`] outputs held in `NV` registers over all the listed rows.
-fn full_block(x: &[f32], rows: &[u32], w: &[f32], w_cols: usize, y: &mut [f32]) {
-    let mut acc = [Fx::splat(0.0); NV];
+/// `V` whole vectors of outputs held in `V` registers over all the listed rows.
+fn block<const V: usize>(x: &[f32], rows: &[u32], w: &[f32], w_cols: usize, y: &mut [f32]) {
+    let mut acc = [Fx::splat(0.0); V];
     for (a, ys) in acc.iter_mut().zip(y.chunks_exact(LANES)) {
         *a = load(ys);
     }
     for &i in rows {
         let i = i as usize;
         let xi = Fx::splat(x[i]);
-        let wr = &w[i * w_cols..][..BLOCK];
+        let wr = &w[i * w_cols..][..V * LANES];
         for (a, ws) in acc.iter_mut().zip(wr.chunks_exact(LANES)) {
             *a = load(ws).mul_add(xi, *a);
         }
@@ -90,18 +104,15 @@ fn full_block(x: &[f32], rows: &[u32], w: &[f32], w_cols: usize, y: &mut [f32]) 
     }
 }
 
-/// Fewer than [`BLOCK`] outputs: one vector at a time (the last one partial), each over all
-/// the listed rows. The same order of sums as [`full_block`].
-fn tail(x: &[f32], rows: &[u32], w: &[f32], w_cols: usize, y: &mut [f32]) {
-    for (v, ys) in y.chunks_mut(LANES).enumerate() {
-        let mut acc = load(ys);
-        for &i in rows {
-            let i = i as usize;
-            let ws = &w[i * w_cols + v * LANES..][..ys.len()];
-            acc = load(ws).mul_add(Fx::splat(x[i]), acc);
-        }
-        store(acc, ys);
+/// The last, partial vector of outputs (fewer than [`LANES`]): the same sums, lanes past the
+/// end zero.
+fn partial(x: &[f32], rows: &[u32], w: &[f32], w_cols: usize, y: &mut [f32]) {
+    let mut acc = load(y);
+    for &i in rows {
+        let i = i as usize;
+        acc = load(&w[i * w_cols..][..y.len()]).mul_add(Fx::splat(x[i]), acc);
     }
+    store(acc, y);
 }
 
 /// Reference twin of [`vecmat`]: every row, in order, with a plain multiply and add.

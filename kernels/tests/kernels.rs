@@ -308,10 +308,12 @@ fn check_vecmat(k: usize, cols: usize, j0: usize, n: usize, seed: u64) {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
-    /// Widths on both sides of the register block and the SIMD width, any column offset.
+    /// Widths on both sides of the register block and the SIMD width, every count of whole
+    /// vectors left after the blocks (1 to 7), any column offset.
     #[test]
     fn vecmat_matches_ref(
-        k in len(), n in prop::sample::select(vec![0, 1, 15, 16, 17, BLOCK - 1, BLOCK, BLOCK + 17, 2 * BLOCK + 5]),
+        k in len(),
+        n in prop::sample::select(vec![0, 1, 15, 16, 17, 35, 50, 70, 90, 100, BLOCK - 1, BLOCK, BLOCK + 17, 2 * BLOCK + 5]),
         extra in 0usize..20, seed in any::<u64>(),
     ) {
         let j0 = extra / 2;
