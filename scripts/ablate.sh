@@ -21,6 +21,7 @@ variants=(
   "no-label-smoothing|--label-smoothing 0"
   "constant-lr|--schedule constant"
   "no-batch-norm|--no-batch-norm"
+  "no-dropout|--no-dropout"
   "shifts-and-flips|--shift 2 --flip 0.5"
 )
 # ABLATE_VARIANTS="name name ..." runs only those.

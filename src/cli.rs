@@ -156,6 +156,9 @@ pub struct TrainArgs {
     /// Remove every batch-norm layer from the preset's network (ablation).
     #[arg(long)]
     pub no_batch_norm: bool,
+    /// Remove every dropout layer from the preset's network (ablation).
+    #[arg(long)]
+    pub no_dropout: bool,
     /// Worker threads [default: all cores]
     #[arg(long)]
     pub threads: Option<usize>,
@@ -323,7 +326,8 @@ impl Observer for ConsoleObserver {
 #[derive(Clone, Debug)]
 pub struct TrainPlan {
     pub preset: Preset,
-    /// The preset's layers, less the batch-norm layers with `--no-batch-norm`.
+    /// The preset's layers, less the batch-norm layers with `--no-batch-norm` and the dropout
+    /// layers with `--no-dropout`.
     pub layers: Vec<LayerConfig>,
     pub cfg: TrainConfig,
     pub val_split: f32,
@@ -414,8 +418,13 @@ pub fn plan_training(a: &TrainArgs) -> CliResult<TrainPlan> {
     if a.runs == 0 {
         return Err("--runs must be at least 1".into());
     }
-    let layers =
-        if a.no_batch_norm { presets::without_batch_norm(&preset.layers) } else { preset.layers.clone() };
+    let mut layers = preset.layers.clone();
+    if a.no_batch_norm {
+        layers = presets::without_batch_norm(&layers);
+    }
+    if a.no_dropout {
+        layers = presets::without_dropout(&layers);
+    }
     Ok(TrainPlan { preset, layers, cfg, val_split })
 }
 

@@ -397,6 +397,14 @@ fn ours_and_its_ablation_flags() {
     assert_eq!(off.cfg.schedule, LrSchedule::constant());
     assert_eq!(off.cfg.label_smoothing, 0.0);
 
+    let no_dropout = plan(&["--model", "ours", "--no-dropout"]).unwrap();
+    let dropouts =
+        |p: &TrainPlan| p.layers.iter().filter(|l| matches!(l, fmnist::LayerConfig::Dropout { .. })).count();
+    assert_eq!(dropouts(&ours), 3);
+    assert_eq!(dropouts(&no_dropout), 0);
+    assert_eq!(no_dropout.layers.len(), ours.layers.len() - 3);
+    assert_eq!(bn(&no_dropout), bn(&ours), "--no-dropout kept every batch-norm layer");
+
     let shift_only = plan(&["--model", "ours", "--shift", "2"]).unwrap();
     assert_eq!(shift_only.cfg.augment, BatchAugment { max_shift: 2, flip_prob: 0.0, cutout: 0 });
     let warm = plan(&["--model", "ours", "--warmup-epochs", "2", "--weight-decay", "5e-4"]).unwrap();
