@@ -19,13 +19,14 @@
 use crate::im2col::ConvGeom;
 use crate::simd::{copy_short, load, store, Fx, LANES};
 
-fn padded_dims(g: &ConvGeom) -> (usize, usize) {
+/// The input's height and width with its padding: `(H + pad_top + pad_bottom, W + ...)`.
+pub(crate) fn padded_dims(g: &ConvGeom) -> (usize, usize) {
     (g.h + g.pad_top + g.pad_bottom, g.w + g.pad_left + g.pad_right)
 }
 
 /// Copies `x[C, H, W]` into the interior of the zeroed `xp[C, HP, WP]`, followed by `slack`
 /// zeros.
-fn pad_into(g: &ConvGeom, x: &[f32], xp: &mut [f32], slack: usize) {
+pub(crate) fn pad_into(g: &ConvGeom, x: &[f32], xp: &mut [f32], slack: usize) {
     let (hp, wp) = padded_dims(g);
     assert_eq!(xp.len(), g.c * hp * wp + slack, "pad_into: buffer length");
     xp.fill(0.0);

@@ -29,6 +29,7 @@
 //! [`crate::conv_direct::conv_backward_weights_ref`] and
 //! [`crate::conv_direct::conv_backward_input_ref`], which the tests compare against.
 
+use crate::conv_direct::{pad_into, padded_dims};
 use crate::im2col::ConvGeom;
 use crate::simd::{Fx, LANES};
 
@@ -170,16 +171,11 @@ fn positions<'a>(
     }
     s.xp.clear();
     s.xp.resize(count * g.c * hp * wp, 0.0);
-    for (src, row) in xs.chunks_exact(g.w.max(1)).zip(0..) {
-        // input row `row`: image-and-channel `row / H`, row `row % H` within it
-        let (ch, ih) = (row / g.h, row % g.h);
-        s.xp[(ch * hp + ih + g.pad_top) * wp + g.pad_left..][..g.w].copy_from_slice(src);
+    // `max(1)`: an empty image (H or W of 0 with padding) leaves its zeros as they are.
+    for (x, xp) in xs.chunks_exact(g.in_len().max(1)).zip(s.xp.chunks_exact_mut((g.c * hp * wp).max(1))) {
+        pad_into(g, x, xp, 0);
     }
     (&s.xp, &s.at)
-}
-
-fn padded_dims(g: &ConvGeom) -> (usize, usize) {
-    (g.h + g.pad_top + g.pad_bottom, g.w + g.pad_left + g.pad_right)
 }
 
 /// One block of output channels `o0..o0 + NV*LANES` over all positions of the group.
