@@ -440,6 +440,13 @@ fn fused_conv_relu_pool_equals_the_separate_ops() {
         let xv = t.input(x.clone());
         let y = ops::conv2d_relu_maxpool(&mut t, &params, xv, w, b, g, k, s);
         assert_eq!(t.value(y).data(), &fused.0[..], "case {seed}: no-grad output");
+        // And so does the separate max-pool, which keeps none there either.
+        let mut t = Tape::no_grad();
+        let xv = t.input(x.clone());
+        let c = ops::conv2d(&mut t, &params, xv, w, b, g);
+        let r = ops::relu(&mut t, c);
+        let y = ops::max_pool2d(&mut t, r, k, s);
+        assert_eq!(t.value(y).data(), &fused.0[..], "case {seed}: no-grad separate output");
     }
 }
 

@@ -1,5 +1,5 @@
-//! Max-pooling (`kernels::pool`): forward keeps the argmax of every window, backward
-//! scatters the gradient to it. Ties: the first maximum in row-major order wins.
+//! Max-pooling (`kernels::pool`): forward keeps the argmax of every window (except on a
+//! no-grad tape), backward scatters the gradient to it. Ties: the first maximum in row-major order wins.
 
 use kernels::pool::{maxpool_backward, maxpool_forward, PoolGeom};
 use rayon::prelude::*;
@@ -18,13 +18,20 @@ pub fn max_pool2d(tape: &mut Tape, x: Var, k: usize, stride: usize) -> Var {
     let (in_img, out_img) = (c * h * w, c * g.oh * g.ow);
     let mut y = tape.scratch(&[n, c, g.oh, g.ow]);
     let xv = tape.value(x);
-    let mut argmax = vec![0u32; n * out_img];
+    // The argmaxes are kept for backward; a no-grad tape (inference) needs each image's only
+    // while it is pooled, in a buffer reused from image to image.
+    let record = tape.records_grad();
+    let mut argmax = if record { vec![0u32; n * out_img] } else { Vec::new() };
     if n > 0 && out_img > 0 {
-        y.data_mut()
-            .par_chunks_mut(out_img)
-            .zip(argmax.par_chunks_mut(out_img))
-            .zip(xv.data().par_chunks(in_img))
-            .for_each(|((yi, ai), xi)| maxpool_forward(&g, c, xi, yi, ai));
+        let (ys, xs) = (y.data_mut().par_chunks_mut(out_img), xv.data().par_chunks(in_img));
+        if record {
+            ys.zip(argmax.par_chunks_mut(out_img))
+                .zip(xs)
+                .for_each(|((yi, ai), xi)| maxpool_forward(&g, c, xi, yi, ai));
+        } else {
+            ys.zip(xs)
+                .for_each_init(|| vec![0u32; out_img], |ai, (yi, xi)| maxpool_forward(&g, c, xi, yi, ai));
+        }
     }
     let needs = tape.needs_grad(x);
     tape.push(y, needs, Box::new(MaxPoolBackward { x, g, c, argmax }))
