@@ -2,8 +2,8 @@
 //!
 //! Units: compute-bound kernels (GEMM, convolution) report `Throughput::Elements(flops)`, so
 //! the "elements/s" criterion prints *is* FLOP/s (one multiply-add counts as 2 FLOP). Memory-
-//! bound kernels (im2col, col2im, max-pooling) report `Throughput::Bytes` of the data they must
-//! move at least. Every input is allocated and filled before the timed closure; the closure
+//! bound kernels (im2col, col2im, max-pooling, one image's dense layer) report
+//! `Throughput::Bytes` of the data they must move at least. Every input is allocated and filled before the timed closure; the closure
 //! runs the kernel only.
 //!
 //! Everything here is single-threaded, as the kernels are: the layers parallelise over images
@@ -19,6 +19,8 @@
 //! - E conv2: 64x14x14, 64 filters 4x4 valid -> 11x11; GEMM M=64, K=1024, N=121 per image.
 //! - `ours` conv2-4: 3x3 'same' convolutions 32x28x28 -> 32, 32x14x14 -> 64, 64x14x14 -> 64.
 //! - C1 dense: [512, 5408] x [5408, 128] for a batch of 512.
+//! - One image through the first dense layer (vector times matrix): C1 5408 x 128, A/B
+//!   10816 x 32, E 1600 x 256, the weights warm in cache as in a loop of single images.
 //! - Max-pooling 2x2/2: C1 32x26x26 (batch 512); E 64x28x28 and 64x11x11 (batch 250).
 
 use std::hint::black_box;
@@ -28,6 +30,7 @@ use criterion::{BenchmarkGroup, Criterion, Throughput};
 use kernels::conv_direct::{conv_backward_weights, conv_forward, InputGrad};
 use kernels::conv_implicit::{ImplicitConv, ImplicitInputGrad, ImplicitScratch, WeightGrad};
 use kernels::gemm::matmul;
+use kernels::gemv::vecmat;
 use kernels::im2col::{col2im, im2col, ConvGeom};
 use kernels::pool::{maxpool_backward, maxpool_forward, PoolGeom};
 use kernels::Rng;
@@ -86,11 +89,36 @@ fn gemm(c: &mut Criterion) {
     bench_matmul(&mut g, "c1_conv_fwd_32x9x676", false, false, 32, 9, 676, false);
     bench_matmul(&mut g, "e_conv2_fwd_64x1024x121", false, false, 64, 1024, 121, false);
     bench_matmul(&mut g, "e_conv2_dw_64x121x1024", false, true, 64, 121, 1024, true); // dw += dy col^T
-    bench_matmul(&mut g, "e_conv2_dcol_1024x64x121", true, false, 1024, 64, 121, false); // dcol = w^T dy
-                                                                                         // C1's dense layer for a batch of 512: forward and both backward products.
+                                                                                      // dcol = w^T dy
+    bench_matmul(&mut g, "e_conv2_dcol_1024x64x121", true, false, 1024, 64, 121, false);
+    // C1's dense layer for a batch of 512: forward and both backward products.
     bench_matmul(&mut g, "dense_fwd_512x5408x128", false, false, 512, 5408, 128, false); // y = x W
     bench_matmul(&mut g, "dense_dw_5408x512x128", true, false, 5408, 512, 128, true); // dW += x^T dy
     bench_matmul(&mut g, "dense_dx_512x128x5408", false, true, 512, 128, 5408, true); // dx += dy W^T
+    g.finish();
+}
+
+/// One image through a dense layer's weights `w[K, N]` (`kernels::gemv::vecmat`), with the
+/// share `zeros` of the inputs zero (their rows are skipped). Memory-bound: the throughput is
+/// the weight bytes actually read, the rows of the non-zero inputs.
+fn bench_vecmat(g: &mut Group, name: &str, k: usize, n: usize, zeros: f32) {
+    let mut rng = Rng::new(4);
+    let x: Vec<f32> =
+        (0..k).map(|_| if rng.uniform(0.0, 1.0) < zeros { 0.0 } else { rng.uniform(0.0, 1.0) }).collect();
+    let w = filled(k * n, 5);
+    let mut y = vec![0.0; n];
+    let kept = x.iter().filter(|&&v| v != 0.0).count();
+    g.throughput(Throughput::Bytes((kept * n * 4) as u64));
+    g.bench_function(name, |bench| bench.iter(|| vecmat(black_box(&x), black_box(&w), n, black_box(&mut y))));
+}
+
+fn gemv(c: &mut Criterion) {
+    let mut g = c.benchmark_group("gemv");
+    // The first dense layer of C1, A/B and E for one image: every input non-zero, and half.
+    for (model, k, n) in [("c1", 5408, 128), ("ab", 10816, 32), ("e", 1600, 256)] {
+        bench_vecmat(&mut g, &format!("{model}_dense_1x{k}x{n}"), k, n, 0.0);
+        bench_vecmat(&mut g, &format!("{model}_dense_1x{k}x{n}_half_zero"), k, n, 0.5);
+    }
     g.finish();
 }
 
@@ -294,6 +322,7 @@ fn main() {
         .measurement_time(Duration::from_secs(2))
         .configure_from_args();
     gemm(&mut c);
+    gemv(&mut c);
     im2col_benches(&mut c);
     conv(&mut c);
     maxpool(&mut c);
