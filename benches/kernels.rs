@@ -313,7 +313,7 @@ fn maxpool(c: &mut Criterion) {
 
 fn main() {
     println!("fmnist kernel benchmarks, SIMD compiled in: {}", kernels::simd::describe());
-    println!("(GEMM and conv: elements/s = FLOP/s; im2col, col2im and maxpool: bytes/s)");
+    println!("(GEMM and conv: elements/s = FLOP/s; gemv, im2col, col2im and maxpool: bytes/s)");
     // Short runs: the whole suite should take minutes, not tens of minutes. Command-line
     // options (`--quick`, `--measurement-time`, a name filter) still override these.
     let mut c = Criterion::default()
