@@ -343,6 +343,43 @@ fn vecmat_panics_when_w_is_too_short() {
     vecmat(&[1.0; 3], &[0.0; 8], 3, &mut [0.0; 3]);
 }
 
+/// A GEMM's row `i` of `C` does not depend on the other rows in the call: computed whole or
+/// in blocks of rows, `C` is the same to the bit, on real data. The dense layer relies on it
+/// to pick its row blocks by the thread count and still give the same results on any.
+#[test]
+fn gemm_rows_do_not_depend_on_the_row_blocking() {
+    for (m, k, n, seed) in [(512, 5408, 128, 20), (250, 1600, 256, 21), (64, 128, 10, 22), (37, 300, 33, 23)]
+    {
+        let mut rng = Rng::new(seed);
+        let a = reals(&mut rng, m * k);
+        let b = reals(&mut rng, k * n);
+        let mut whole = nans(m * n);
+        matmul(false, false, m, k, n, &a, &b, &mut whole, false);
+        for block in [1, 5, 16, 100, 256] {
+            let mut blocked = nans(m * n);
+            for (cb, ab) in blocked.chunks_mut(block * n).zip(a.chunks(block * k)) {
+                matmul(false, false, cb.len() / n, k, n, ab, &b, cb, false);
+            }
+            assert_same(&format!("{m}x{k}x{n} in blocks of {block} rows"), &blocked, &whole);
+        }
+        // And the input gradient as the dense layer computes it: dx^T[K, M] += w[K, N] dy^T[N, M]
+        // into dx's [M, K] layout through strides, so a block of rows of dx is a block of
+        // columns of this GEMM's C.
+        let dy = reals(&mut rng, m * n);
+        let dx = |rows: usize, dyb: &[f32], dxb: &mut [f32]| {
+            let c = MatMut { data: dxb, rows: k, cols: rows, row_stride: 1, col_stride: k };
+            sgemm(1.0, MatRef::new(&b, k, n), MatRef::transposed(dyb, n, rows), 1.0, c);
+        };
+        let mut whole = reals(&mut Rng::new(seed + 100), m * k);
+        let mut blocked = whole.clone();
+        dx(m, &dy, &mut whole);
+        for (cb, db) in blocked.chunks_mut(16 * k).zip(dy.chunks(16 * n)) {
+            dx(cb.len() / k, db, cb);
+        }
+        assert_same(&format!("{m}x{n}x{k} dx in blocks of 16 rows"), &blocked, &whole);
+    }
+}
+
 #[test]
 fn gemm_at_e_conv2_on_reals_is_within_the_rounding_bound() {
     let (m, k, n) = (64, 1024, 121);
