@@ -20,7 +20,8 @@
 //! - `ours` conv2-4: 3x3 'same' convolutions 32x28x28 -> 32, 32x14x14 -> 64, 64x14x14 -> 64.
 //! - C1 dense: [512, 5408] x [5408, 128] for a batch of 512.
 //! - One image through the first dense layer (vector times matrix): C1 5408 x 128, A/B
-//!   10816 x 32, E 1600 x 256, the weights warm in cache as in a loop of single images.
+//!   10816 x 32, E 1600 x 256, the weights warm in cache as in a loop of single images; and a
+//!   training batch through the same layers without packing (`rowsmat`) and as a GEMM.
 //! - Max-pooling 2x2/2: C1 32x26x26 (batch 512); E 64x28x28 and 64x11x11 (batch 250).
 
 use std::hint::black_box;
@@ -30,7 +31,7 @@ use criterion::{BenchmarkGroup, Criterion, Throughput};
 use kernels::conv_direct::{conv_backward_weights, conv_forward, InputGrad};
 use kernels::conv_implicit::{ImplicitConv, ImplicitInputGrad, ImplicitScratch, WeightGrad};
 use kernels::gemm::matmul;
-use kernels::gemv::vecmat;
+use kernels::gemv::{rowsmat, vecmat};
 use kernels::im2col::{col2im, im2col, ConvGeom};
 use kernels::pool::{maxpool_backward, maxpool_forward, PoolGeom};
 use kernels::Rng;
@@ -112,12 +113,29 @@ fn bench_vecmat(g: &mut Group, name: &str, k: usize, n: usize, zeros: f32) {
     g.bench_function(name, |bench| bench.iter(|| vecmat(black_box(&x), black_box(&w), n, black_box(&mut y))));
 }
 
+/// A batch through a dense layer without packing (`kernels::gemv::rowsmat`), the dense
+/// layer's forward when its width is whole SIMD vectors; compare `gemm/dense_fwd_*`.
+fn bench_rowsmat(g: &mut Group, name: &str, m: usize, k: usize, n: usize) {
+    let x = filled(m * k, 6);
+    let w = filled(k * n, 7);
+    let mut y = vec![0.0; m * n];
+    g.throughput(Throughput::Elements(gemm_flops(m, k, n)));
+    g.bench_function(name, |bench| {
+        bench.iter(|| rowsmat(black_box(&x), black_box(&w), k, n, black_box(&mut y)))
+    });
+}
+
 fn gemv(c: &mut Criterion) {
     let mut g = c.benchmark_group("gemv");
     // The first dense layer of C1, A/B and E for one image: every input non-zero, and half.
     for (model, k, n) in [("c1", 5408, 128), ("ab", 10816, 32), ("e", 1600, 256)] {
         bench_vecmat(&mut g, &format!("{model}_dense_1x{k}x{n}"), k, n, 0.0);
         bench_vecmat(&mut g, &format!("{model}_dense_1x{k}x{n}_half_zero"), k, n, 0.5);
+    }
+    // A training batch through the same layers (FLOP/s), and the same as GEMMs.
+    for (model, m, k, n) in [("c1", 512, 5408, 128), ("ab", 512, 10816, 32), ("e", 250, 1600, 256)] {
+        bench_rowsmat(&mut g, &format!("{model}_dense_{m}x{k}x{n}_rowsmat"), m, k, n);
+        bench_matmul(&mut g, &format!("{model}_dense_{m}x{k}x{n}_gemm"), false, false, m, k, n, false);
     }
     g.finish();
 }
@@ -313,7 +331,7 @@ fn maxpool(c: &mut Criterion) {
 
 fn main() {
     println!("fmnist kernel benchmarks, SIMD compiled in: {}", kernels::simd::describe());
-    println!("(GEMM and conv: elements/s = FLOP/s; gemv, im2col, col2im and maxpool: bytes/s)");
+    println!("(GEMM, conv and rowsmat: elements/s = FLOP/s; vecmat, im2col, col2im and maxpool: bytes/s)");
     // Short runs: the whole suite should take minutes, not tens of minutes. Command-line
     // options (`--quick`, `--measurement-time`, a name filter) still override these.
     let mut c = Criterion::default()

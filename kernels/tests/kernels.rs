@@ -26,7 +26,7 @@ use kernels::conv_direct::{
 use kernels::conv_implicit::{self, ImplicitConv, ImplicitInputGrad, ImplicitScratch};
 use kernels::dropout::{apply_mask, apply_mask_ref, dropout_mask, dropout_mask_ref};
 use kernels::gemm::{matmul, matmul_ref, sgemm, sgemm_ref, MatMut, MatRef};
-use kernels::gemv::{vecmat, vecmat_ref, BLOCK};
+use kernels::gemv::{rowsmat, rowsmat_ref, vecmat, vecmat_ref, BLOCK};
 use kernels::im2col::{col2im, col2im_ref, im2col, im2col_ref, ConvGeom};
 use kernels::optim::{adam_update, adam_update_ref, sgd_update, sgd_update_ref, AdamParams, SgdParams};
 use kernels::pool::{maxpool_backward, maxpool_backward_ref, maxpool_forward, maxpool_forward_ref, PoolGeom};
@@ -328,6 +328,53 @@ fn vecmat_at_the_dense_layers_real_shapes() {
     check_vecmat(10816, 32, 0, 32, 16); //  A/B
     check_vecmat(1600, 256, 0, 256, 17); // E
     check_vecmat(128, 10, 0, 10, 18); //    every network's last layer
+}
+
+/// `rowsmat` against its twin (integers: exact), and each of its rows against `vecmat` of that
+/// row alone on reals: the same bits, as the batch and the one-image forward must give.
+fn check_rowsmat(m: usize, k: usize, n: usize, seed: u64) {
+    let mut rng = Rng::new(seed);
+    let x = sparse_ints(&mut rng, m * k);
+    let w = ints(&mut rng, k * n);
+    let y0 = ints(&mut rng, m * n);
+    let (mut got, mut want) = (y0.clone(), y0);
+    rowsmat(&x, &w, k, n, &mut got);
+    rowsmat_ref(&x, &w, k, n, &mut want);
+    assert_same(&format!("rowsmat {m}x{k}x{n}"), &got, &want);
+
+    let x: Vec<f32> = reals(&mut rng, m * k).into_iter().map(|v| if v < -0.5 { 0.0 } else { v }).collect();
+    let w = reals(&mut rng, k * n);
+    let y0 = reals(&mut rng, m * n);
+    let mut batch = y0.clone();
+    rowsmat(&x, &w, k, n, &mut batch);
+    for r in 0..m {
+        let mut one = y0[r * n..][..n].to_vec();
+        vecmat(&x[r * k..][..k], &w, n, &mut one);
+        assert_same(&format!("rowsmat {m}x{k}x{n} row {r} against vecmat"), &batch[r * n..][..n], &one);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// Every column-block width (whole vectors 1 to 9 and more), row counts on both sides of
+    /// the tiles' 3, 6 and 8 rows, K across the 64-row passes.
+    #[test]
+    fn rowsmat_matches_ref_and_vecmat(
+        m in prop::sample::select(vec![0, 1, 2, 3, 4, 7, 9, 17]),
+        k in prop::sample::select(vec![0, 1, 7, 63, 64, 65, 130]),
+        vectors in 0usize..20, seed in any::<u64>(),
+    ) {
+        check_rowsmat(m, k, vectors * kernels::simd::LANES, seed);
+    }
+}
+
+#[test]
+fn rowsmat_at_the_dense_layers_real_shapes() {
+    check_rowsmat(5, 5408, 128, 24); // C1 (5 rows: a tile of 3 and two single rows)
+    check_rowsmat(8, 10816, 32, 25); // A/B
+    check_rowsmat(7, 1600, 256, 26); // E
+    check_rowsmat(6, 256, 64, 27); //   E's second dense layer
 }
 
 #[test]

@@ -7,7 +7,8 @@
 
 use kernels::bias::{bias_add, channel_sums};
 use kernels::gemm::{matmul, sgemm, MatMut, MatRef};
-use kernels::gemv::vecmat;
+use kernels::gemv::{rowsmat, vecmat};
+use kernels::simd::LANES;
 use rayon::prelude::*;
 
 use crate::params::{ParamId, Params};
@@ -68,8 +69,17 @@ pub fn dense(tape: &mut Tape, params: &Params, x: Var, w: ParamId, b: ParamId) -
         y.data_mut().par_chunks_mut(block * fout).enumerate().for_each(|(blk, yb)| {
             let rows = yb.len() / fout;
             let xb = &xd[blk * block * fin..][..rows * fin];
-            matmul(false, false, rows, fin, fout, xb, wd, yb, false);
-            bias_add(yb, bd, rows, fout, 1);
+            if fout % LANES == 0 {
+                // Whole vectors of outputs: y = b + x w without packing (`kernels::gemv`),
+                // summed as `vecmat` sums one image.
+                for yr in yb.chunks_exact_mut(fout) {
+                    yr.copy_from_slice(bd);
+                }
+                rowsmat(xb, wd, fin, fout, yb);
+            } else {
+                matmul(false, false, rows, fin, fout, xb, wd, yb, false);
+                bias_add(yb, bd, rows, fout, 1);
+            }
         });
     }
     tape.push(y, true, Box::new(DenseBackward { x, w, b }))
