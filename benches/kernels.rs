@@ -132,10 +132,14 @@ fn gemv(c: &mut Criterion) {
         bench_vecmat(&mut g, &format!("{model}_dense_1x{k}x{n}"), k, n, 0.0);
         bench_vecmat(&mut g, &format!("{model}_dense_1x{k}x{n}_half_zero"), k, n, 0.5);
     }
-    // A training batch through the same layers (FLOP/s), and the same as GEMMs.
+    // A training batch through the same layers (FLOP/s), and the same as GEMMs; then the
+    // input gradient dx[M, IN] += dy[M, OUT] w^T, by rowsmat on the transposed weights (the
+    // transpose, once per step, not timed) against the GEMM the dense layer used before.
     for (model, m, k, n) in [("c1", 512, 5408, 128), ("ab", 512, 10816, 32), ("e", 250, 1600, 256)] {
         bench_rowsmat(&mut g, &format!("{model}_dense_{m}x{k}x{n}_rowsmat"), m, k, n);
         bench_matmul(&mut g, &format!("{model}_dense_{m}x{k}x{n}_gemm"), false, false, m, k, n, false);
+        bench_rowsmat(&mut g, &format!("{model}_dense_dx_{m}x{n}x{k}_rowsmat"), m, n, k);
+        bench_matmul(&mut g, &format!("{model}_dense_dx_{m}x{n}x{k}_gemm"), false, true, m, n, k, true);
     }
     g.finish();
 }

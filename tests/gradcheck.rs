@@ -190,9 +190,23 @@ fn dense_layer() {
     check("dense", &x, &mut params, Wrt::Param(b), &f);
 }
 
+/// Widths of whole SIMD vectors (16 and 32): the forward and the input gradient then run
+/// `kernels::gemv::rowsmat` instead of the GEMM, on a batch larger than the one-image path's.
+#[test]
+fn dense_layer_with_vector_wide_inputs_and_outputs() {
+    let mut rng = Rng::new(9);
+    let mut params = Params::new();
+    let w = params.add("w", random(&[32, 16], &mut rng, 0.3));
+    let b = params.add("b", random(&[16], &mut rng, 0.5));
+    let x = random(&[7, 32], &mut rng, 1.0);
+    let f = move |t: &mut Tape, p: &mut Params, x: Var| ops::dense(t, p, x, w, b);
+    check("dense32x16", &x, &mut params, Wrt::Input, &f);
+    check("dense32x16", &x, &mut params, Wrt::Param(w), &f);
+}
+
 #[test]
 fn dense_layer_with_more_rows_than_a_task_block() {
-    // 70 rows span three row blocks of the parallel GEMM.
+    // 70 rows: the batch path, split into one row block per thread.
     let mut rng = Rng::new(8);
     let mut params = Params::new();
     let w = params.add("w", random(&[4, 3], &mut rng, 0.5));

@@ -119,6 +119,9 @@ fn partial(x: &[f32], rows: &[u32], w: &[f32], w_cols: usize, y: &mut [f32]) {
 /// (512 KB of its 1 MiB), and each row of `x` is read 2 KB at a time. Measured on the dense
 /// layers' shapes: 256 and 1024 were 5-30% slower.
 const KC: usize = 512;
+/// At most this many rows of `w` ([`rowsmat`]'s K): one pass over the columns instead of
+/// passes over blocks of rows.
+const SHORT_K: usize = 256;
 /// Rows of `x` per tile.
 const R: usize = 6;
 /// Vectors of columns per tile: with [`R`] rows, 24 accumulator registers of the 32.
@@ -150,6 +153,24 @@ pub fn rowsmat(x: &[f32], w: &[f32], k: usize, n: usize, y: &mut [f32]) {
     assert_eq!(y.len() % n, 0, "rowsmat: y has {} values, not rows of {n}", y.len());
     let m = y.len() / n;
     assert_eq!(x.len(), m * k, "rowsmat: x has {} values, M*K = {}", x.len(), m * k);
+    if k <= SHORT_K {
+        // Few rows of `w` (a dense layer's input gradient, K = the layer's outputs): a block of
+        // V vectors of columns of `w`, all K rows of it (32 KB for K = 128), stays in L1 while
+        // every row of `x` runs over it; `y` is then read and written once.
+        let t = Tiles { x, w, k, n, ks: 0..k };
+        let mut c0 = 0;
+        while c0 + V * LANES <= n {
+            t.col_tiles::<V>(c0, m, y);
+            c0 += V * LANES;
+        }
+        match (n - c0) / LANES {
+            0 => {}
+            1 => t.col_tiles::<1>(c0, m, y),
+            2 => t.col_tiles::<2>(c0, m, y),
+            _ => t.col_tiles::<3>(c0, m, y),
+        }
+        return;
+    }
     for k0 in (0..k).step_by(KC) {
         let t = Tiles { x, w, k, n, ks: k0..(k0 + KC).min(k) };
         let mut r0 = 0;
@@ -173,6 +194,19 @@ struct Tiles<'a> {
 }
 
 impl Tiles<'_> {
+    /// Columns `c0..c0 + VT * LANES` down all the rows: [`R`] rows at a time, then one at a
+    /// time.
+    fn col_tiles<const VT: usize>(&self, c0: usize, m: usize, y: &mut [f32]) {
+        let mut r0 = 0;
+        while r0 + R <= m {
+            self.tile::<VT, R>(r0, c0, y);
+            r0 += R;
+        }
+        for r in r0..m {
+            self.tile::<VT, 1>(r, c0, y);
+        }
+    }
+
     /// Rows `r0..r0 + RT` across all the columns: [`V`] vectors at a time, then the 1 to 3
     /// vectors left.
     fn row_tiles<const RT: usize>(&self, r0: usize, y: &mut [f32]) {

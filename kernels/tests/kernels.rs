@@ -357,12 +357,12 @@ fn check_rowsmat(m: usize, k: usize, n: usize, seed: u64) {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
 
-    /// Every column-block width (whole vectors 1 to 9 and more), row counts on both sides of
-    /// the tiles' 3, 6 and 8 rows, K across the 64-row passes.
+    /// Every column-block width (whole vectors 1 to 19), row counts on both sides of the
+    /// tiles' 6 rows, K in the one-pass range (up to 256) and across the 512-row passes.
     #[test]
     fn rowsmat_matches_ref_and_vecmat(
         m in prop::sample::select(vec![0, 1, 2, 3, 4, 7, 9, 17]),
-        k in prop::sample::select(vec![0, 1, 7, 63, 64, 65, 130]),
+        k in prop::sample::select(vec![0, 1, 7, 63, 64, 65, 130, 257, 600]),
         vectors in 0usize..20, seed in any::<u64>(),
     ) {
         check_rowsmat(m, k, vectors * kernels::simd::LANES, seed);

@@ -69,7 +69,7 @@ pub fn dense(tape: &mut Tape, params: &Params, x: Var, w: ParamId, b: ParamId) -
         y.data_mut().par_chunks_mut(block * fout).enumerate().for_each(|(blk, yb)| {
             let rows = yb.len() / fout;
             let xb = &xd[blk * block * fin..][..rows * fin];
-            if fout % LANES == 0 {
+            if fout.is_multiple_of(LANES) {
                 // Whole vectors of outputs: y = b + x w without packing (`kernels::gemv`),
                 // summed as `vecmat` sums one image.
                 for yr in yb.chunks_exact_mut(fout) {
@@ -124,6 +124,18 @@ impl Backward for DenseBackward {
         // dy_b^T[OUT, B], written into dx's layout through strides: w is then packed row by
         // row rather than down its columns.
         let block = batch_rows_per_task(n);
+        if fin.is_multiple_of(LANES) {
+            // dx += dy w^T without packing: `rowsmat` on w transposed once, `[OUT, IN]`.
+            TRANSPOSED.with_borrow_mut(|wt| {
+                transpose_into(w, fin, fout, wt);
+                let wt = &wt[..];
+                dx.data_mut().par_chunks_mut(block * fin).enumerate().for_each(|(blk, dxb)| {
+                    let dyb = &dyd[blk * block * fout..][..dxb.len() / fin * fout];
+                    rowsmat(dyb, wt, fout, fin, dxb);
+                });
+            });
+            return;
+        }
         dx.data_mut().par_chunks_mut(block * fin).enumerate().for_each(|(blk, dxb)| {
             let rows = dxb.len() / fin;
             let dyb = &dyd[blk * block * fout..][..rows * fout];
@@ -131,4 +143,24 @@ impl Backward for DenseBackward {
             sgemm(1.0, MatRef::new(w, fin, fout), MatRef::transposed(dyb, fout, rows), 1.0, c);
         });
     }
+}
+
+/// `w[rows, cols]` transposed into `t[cols, rows]`, 16 rows of `w` at a time: they stay in
+/// cache while each column of them is written as 16 consecutive values of `t`.
+fn transpose_into(w: &[f32], rows: usize, cols: usize, t: &mut Vec<f32>) {
+    t.resize(rows * cols, 0.0);
+    for r0 in (0..rows).step_by(16) {
+        let r1 = (r0 + 16).min(rows);
+        for (c, t_row) in t.chunks_exact_mut(rows).enumerate() {
+            for (r, v) in (r0..r1).zip(&mut t_row[r0..r1]) {
+                *v = w[r * cols + c];
+            }
+        }
+    }
+}
+
+thread_local! {
+    /// The transposed weights of the last input gradient, kept so that a step does not
+    /// allocate (and page-fault in) a fresh copy of the weights.
+    static TRANSPOSED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
