@@ -155,9 +155,9 @@ impl Tape {
         Tape::default()
     }
 
-    /// A tape for inference only (PyTorch's `torch.no_grad()`): ops may skip saving what
-    /// their backward would need (the fused conv-pool's argmaxes), and
-    /// [`backward`](Tape::backward) panics.
+    /// A tape for inference only (PyTorch's `torch.no_grad()`): [`push`](Tape::push) keeps
+    /// no backward op, ops may skip computing what only their backward would use (the
+    /// max-pools' argmaxes), and [`backward`](Tape::backward) panics.
     pub fn no_grad() -> Self {
         Tape { no_grad: true, ..Tape::default() }
     }
@@ -207,6 +207,10 @@ impl Tape {
 
     /// Records an op's output. `needs_grad` says whether anything before it is trainable.
     pub fn push(&mut self, value: Tensor, needs_grad: bool, op: Box<dyn Backward>) -> Var {
+        if self.no_grad {
+            // No backward will run: the op's saved state (argmaxes, masks) is dropped here.
+            return self.push_node(value, false, None);
+        }
         self.push_node(value, needs_grad, Some(op))
     }
 

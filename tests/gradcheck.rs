@@ -176,45 +176,39 @@ fn conv2d_im2col_path_wide_kernels() {
     conv_case(ConvGeom::new(2, 9, 9, 6, 6, (2, 2), (2, 2, 3, 3)), 2, 9);
 }
 
+/// Gradients of a dense layer with `fin` inputs (the trailing dimensions of `x_shape`) and
+/// `fout` outputs, with respect to its input, weights and bias.
+fn check_dense(name: &str, x_shape: &[usize], fout: usize, w_scale: f32, seed: u64) {
+    let fin: usize = x_shape[1..].iter().product();
+    let mut rng = Rng::new(seed);
+    let mut params = Params::new();
+    let w = params.add("w", random(&[fin, fout], &mut rng, w_scale));
+    let b = params.add("b", random(&[fout], &mut rng, 0.5));
+    let x = random(x_shape, &mut rng, 1.0);
+    let f = move |t: &mut Tape, p: &mut Params, x: Var| ops::dense(t, p, x, w, b);
+    check(name, &x, &mut params, Wrt::Input, &f);
+    check(name, &x, &mut params, Wrt::Param(w), &f);
+    check(name, &x, &mut params, Wrt::Param(b), &f);
+}
+
 #[test]
 fn dense_layer() {
-    let mut rng = Rng::new(7);
-    let mut params = Params::new();
-    let w = params.add("w", random(&[6, 5], &mut rng, 0.5));
-    let b = params.add("b", random(&[5], &mut rng, 0.5));
-    // A [N, C, H, W] input: dense flattens the trailing dimensions itself.
-    let x = random(&[3, 2, 1, 3], &mut rng, 1.0);
-    let f = move |t: &mut Tape, p: &mut Params, x: Var| ops::dense(t, p, x, w, b);
-    check("dense", &x, &mut params, Wrt::Input, &f);
-    check("dense", &x, &mut params, Wrt::Param(w), &f);
-    check("dense", &x, &mut params, Wrt::Param(b), &f);
+    // A [N, C, H, W] input: dense flattens the trailing dimensions itself. 3 rows: the
+    // one-image path (`vecmat`), 5 outputs: not whole SIMD vectors.
+    check_dense("dense", &[3, 2, 1, 3], 5, 0.5, 7);
 }
 
 /// Widths of whole SIMD vectors (16 and 32): the forward and the input gradient then run
 /// `kernels::gemv::rowsmat` instead of the GEMM, on a batch larger than the one-image path's.
 #[test]
 fn dense_layer_with_vector_wide_inputs_and_outputs() {
-    let mut rng = Rng::new(9);
-    let mut params = Params::new();
-    let w = params.add("w", random(&[32, 16], &mut rng, 0.3));
-    let b = params.add("b", random(&[16], &mut rng, 0.5));
-    let x = random(&[7, 32], &mut rng, 1.0);
-    let f = move |t: &mut Tape, p: &mut Params, x: Var| ops::dense(t, p, x, w, b);
-    check("dense32x16", &x, &mut params, Wrt::Input, &f);
-    check("dense32x16", &x, &mut params, Wrt::Param(w), &f);
+    check_dense("dense32x16", &[7, 32], 16, 0.3, 9);
 }
 
 #[test]
 fn dense_layer_with_more_rows_than_a_task_block() {
-    // 70 rows: the batch path, split into one row block per thread.
-    let mut rng = Rng::new(8);
-    let mut params = Params::new();
-    let w = params.add("w", random(&[4, 3], &mut rng, 0.5));
-    let b = params.add("b", random(&[3], &mut rng, 0.5));
-    let x = random(&[70, 4], &mut rng, 1.0);
-    let f = move |t: &mut Tape, p: &mut Params, x: Var| ops::dense(t, p, x, w, b);
-    check("dense70", &x, &mut params, Wrt::Param(w), &f);
-    check("dense70", &x, &mut params, Wrt::Input, &f);
+    // 70 rows: the batch path (by GEMM: 3 outputs), split into one row block per thread.
+    check_dense("dense70", &[70, 4], 3, 0.5, 8);
 }
 
 #[test]

@@ -1,4 +1,6 @@
-//! Vector times matrix, `y += x w`: a dense layer's forward pass for one image.
+//! Vector (or rows) times matrix without packing, `y += x w`: a dense layer's forward pass for
+//! one image ([`vecmat`]) and for a batch ([`rowsmat`], which also computes its input gradient
+//! on the transposed weights).
 //!
 //! For one row of input a GEMM is the wrong tool: it first copies (packs) the whole of `w`,
 //! and the work is a single pass over `w` anyway, so the time is the time it takes to stream
@@ -18,7 +20,7 @@
 //! zero input is exact (`0 * w` is a signed zero, and adding it changes no sum) unless the
 //! weight is infinite or NaN, where the skipped product would have been NaN.
 //!
-//! Reference twin: [`vecmat_ref`].
+//! Reference twins: [`vecmat_ref`], [`rowsmat_ref`].
 
 use crate::simd::{load, store, Fx, LANES};
 
@@ -128,7 +130,8 @@ const R: usize = 6;
 const V: usize = 4;
 
 /// `y[M, N] += x[M, K] w[K, N]`, all row-major, `N` a multiple of [`LANES`]: a dense layer's
-/// forward pass for a batch, as [`vecmat`] does it for one row, without its skipping of zeros.
+/// forward pass for a batch (and its input gradient, `dx += dy w^T` with `w^T` stored), as
+/// [`vecmat`] does it for one row, without its skipping of zeros.
 ///
 /// A general GEMM first copies both operands into packed panels; here `w`'s rows already are
 /// what the SIMD loop wants (consecutive outputs), and `x` is read one value at a time, so

@@ -9,9 +9,10 @@
 //! - **implicit GEMM** (`kernels::conv_implicit`) for the other layers with kernels up to 5
 //!   wide: the GEMM of im2col computed straight from the padded images, output channels along
 //!   the SIMD lanes, so no column matrix is built or packed. The weights are transposed when
-//!   they change ([`Conv::prepare`]: once per batch in training, once in all at inference); the weight gradient is summed over a chunk of images in the kernel's layout
-//!   and added to `dw` once; the input gradient of a stride-1 layer is again a convolution
-//!   (with a stride of 2 it is `w^T dy` by GEMM, then col2im);
+//!   they change ([`Conv::prepare`]: once per batch in training, once in all at inference);
+//!   the weight gradient is summed over a chunk of images in the kernel's layout and added to
+//!   `dw` once; the input gradient of a stride-1 layer is again a convolution (with a stride
+//!   of 2 it is `w^T dy` by GEMM, then col2im);
 //! - **im2col + GEMM** otherwise, per group of images: `y[OC, G*OH*OW] = w[OC, C*KH*KW] * col`.
 //!   Backward: `dw += dy * col^T`, `dcol = w^T * dy`, then `col2im(dcol)` into `dx`.
 //!   The column matrix is rebuilt in backward rather than stored: it is cheap next to the GEMMs
@@ -512,9 +513,6 @@ pub fn conv2d_relu_maxpool(
         } else {
             ys.zip(xs).for_each(|(ys, xs)| pool_group(ys, None, xs));
         }
-    }
-    if !record {
-        return tape.input(y); // nothing to differentiate through
     }
     tape.push(y, true, Box::new(ConvReluPoolBackward { x, w, b, conv, pooled_plane, argmax }))
 }

@@ -1,9 +1,10 @@
 //! Fully connected layer, `y = x w + b`, with Keras's weight layout `w: [IN, OUT]`.
 //!
-//! Forward and the input gradient split the batch into one block of rows per thread, one GEMM
-//! per block; the weight gradient `dw = x^T dy` splits the *rows of dw* instead (blocks of input
-//! features), so each element of `dw` is one GEMM's full sum over the batch and no partial
-//! sums across threads are needed.
+//! Forward and the input gradient split the batch into one block of rows per thread. Each
+//! block is `kernels::gemv::rowsmat` (no packing) when the output of its product is whole SIMD
+//! vectors wide, else a GEMM; one image takes `kernels::gemv::vecmat`. The weight gradient
+//! `dw = x^T dy` splits the *rows of dw* instead (blocks of input features), so each element of
+//! `dw` is one GEMM's full sum over the batch and no partial sums across threads are needed.
 
 use kernels::bias::{bias_add, channel_sums};
 use kernels::gemm::{matmul, sgemm, MatMut, MatRef};
@@ -25,13 +26,13 @@ fn rows_per_task(rows: usize) -> usize {
     rows.div_ceil(4).next_multiple_of(16).max(16)
 }
 
-/// Batch rows per GEMM task in forward and the input gradient: one task per thread. Each task
+/// Batch rows per task in forward and the input gradient: one task per thread. A GEMM task
 /// packs the whole weight matrix (2.8 MB for C1's first dense layer), so fewer tasks pack less:
-/// at one thread, one task trains C1 at batch 64 about 1.5x as fast as four tasks of 16 rows.
-/// The blocks depend on the thread count but the results do not: a GEMM's row of output does
-/// not depend on which other rows share the call (checked to the bit by the kernels' test
-/// `gemm_rows_do_not_depend_on_the_row_blocking`, and end to end by
-/// `same_seed_same_weights_with_one_and_two_threads`).
+/// at one thread, with GEMMs, one task trained C1 at batch 64 about 1.5x as fast as four tasks
+/// of 16 rows. The blocks depend on the thread count but the results do not: an output row
+/// does not depend on which other rows share the call (`rowsmat` sums each row alone; for the
+/// GEMM the kernels' test `gemm_rows_do_not_depend_on_the_row_blocking` checks it to the bit;
+/// end to end, `same_seed_same_weights_with_one_and_two_threads`).
 fn batch_rows_per_task(rows: usize) -> usize {
     rows.div_ceil(rayon::current_num_threads()).max(1)
 }
@@ -70,8 +71,7 @@ pub fn dense(tape: &mut Tape, params: &Params, x: Var, w: ParamId, b: ParamId) -
             let rows = yb.len() / fout;
             let xb = &xd[blk * block * fin..][..rows * fin];
             if fout.is_multiple_of(LANES) {
-                // Whole vectors of outputs: y = b + x w without packing (`kernels::gemv`),
-                // summed as `vecmat` sums one image.
+                // Whole vectors of outputs: y = b + x w, summed as `vecmat` sums one image.
                 for yr in yb.chunks_exact_mut(fout) {
                     yr.copy_from_slice(bd);
                 }
@@ -120,22 +120,22 @@ impl Backward for DenseBackward {
         }
         let w = grads.params.value(self.w).data();
         let dx = grads.nodes.grad_mut(self.x);
-        // dx[N, IN] += dy w^T, computed per block of rows as dx_b^T[IN, B] += w[IN, OUT] *
-        // dy_b^T[OUT, B], written into dx's layout through strides: w is then packed row by
-        // row rather than down its columns.
+        // dx[N, IN] += dy w^T, per block of rows.
         let block = batch_rows_per_task(n);
         if fin.is_multiple_of(LANES) {
-            // dx += dy w^T without packing: `rowsmat` on w transposed once, `[OUT, IN]`.
-            TRANSPOSED.with_borrow_mut(|wt| {
-                transpose_into(w, fin, fout, wt);
-                let wt = &wt[..];
-                dx.data_mut().par_chunks_mut(block * fin).enumerate().for_each(|(blk, dxb)| {
-                    let dyb = &dyd[blk * block * fout..][..dxb.len() / fin * fout];
-                    rowsmat(dyb, wt, fout, fin, dxb);
-                });
+            // Without packing: `rowsmat` on w transposed once, `[OUT, IN]`, in this thread's
+            // buffer (taken out while the tasks run, so no borrow spans the rayon call).
+            let mut wt = TRANSPOSED.take();
+            transpose_into(w, fin, fout, &mut wt);
+            dx.data_mut().par_chunks_mut(block * fin).enumerate().for_each(|(blk, dxb)| {
+                let dyb = &dyd[blk * block * fout..][..dxb.len() / fin * fout];
+                rowsmat(dyb, &wt, fout, fin, dxb);
             });
+            TRANSPOSED.set(wt);
             return;
         }
+        // Else by GEMM, as dx_b^T[IN, B] += w[IN, OUT] * dy_b^T[OUT, B], written into dx's
+        // layout through strides: w is then packed row by row rather than down its columns.
         dx.data_mut().par_chunks_mut(block * fin).enumerate().for_each(|(blk, dxb)| {
             let rows = dxb.len() / fin;
             let dyb = &dyd[blk * block * fout..][..rows * fout];

@@ -1,5 +1,6 @@
 //! Max-pooling (`kernels::pool`): forward keeps the argmax of every window (except on a
-//! no-grad tape), backward scatters the gradient to it. Ties: the first maximum in row-major order wins.
+//! no-grad tape), backward scatters the gradient to it. Ties: the first maximum in row-major
+//! order wins.
 
 use kernels::pool::{maxpool_backward, maxpool_forward, PoolGeom};
 use rayon::prelude::*;
