@@ -28,7 +28,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{BenchmarkGroup, Criterion, Throughput};
-use kernels::conv_direct::{conv_backward_weights, conv_forward, InputGrad};
+use kernels::conv_direct::{conv_backward_weights, conv_forward, conv_forward_relu_pool2, InputGrad};
 use kernels::conv_implicit::{ImplicitConv, ImplicitInputGrad, ImplicitScratch, WeightGrad};
 use kernels::gemm::matmul;
 use kernels::gemv::{rowsmat, vecmat};
@@ -184,6 +184,22 @@ fn bench_direct(g: &mut Group, name: &str, geom: ConvGeom, oc: usize, n: usize) 
             }
         })
     });
+    // Inference's fused kernel (convolution, bias, ReLU and 2x2/2 pool), the same FLOP count as
+    // the forward above, which writes the full-size output that a bias pass and a pool then read.
+    if geom.stride_h == 1 && geom.stride_w == 1 && geom.oh >= 2 && geom.ow >= 2 {
+        let bias = filled(oc, 9);
+        let mut pooled = vec![0.0; n * oc * (geom.oh / 2) * (geom.ow / 2)];
+        g.bench_function(format!("direct_{name}_fwd_relu_pool2"), |b| {
+            b.iter(|| {
+                for (xi, yi) in x
+                    .chunks_exact(geom.in_len())
+                    .zip(pooled.chunks_exact_mut(oc * (geom.oh / 2) * (geom.ow / 2)))
+                {
+                    conv_forward_relu_pool2(&geom, oc, black_box(xi), &w, &bias, yi, &mut scratch);
+                }
+            })
+        });
+    }
     // The weight gradient takes a few images per call, as the layer groups them (src/ops/conv.rs).
     let group = ((1 << 18) / geom.in_len()).clamp(1, 16);
     g.bench_function(format!("direct_{name}_bwd_weights"), |b| {

@@ -403,11 +403,14 @@ fn whole_small_model_case(seed: u64) {
 /// The fused conv -> ReLU -> max-pool op against the three separate ops: the same output and
 /// the same gradients (bit for bit: the same kernels run on the same values), on the three
 /// convolution paths (direct, implicit GEMM, im2col), with padding, an odd pooled size and overlapping windows.
+/// On a no-grad tape, one-channel layers with a 2x2/2 pool run the fused inference kernel
+/// (`conv_forward_relu_pool2`), checked here against the separate ops' output as well.
 #[test]
 fn fused_conv_relu_pool_equals_the_separate_ops() {
     let cases = [
         (ConvGeom::new(1, 12, 12, 3, 3, (1, 1), (0, 0, 0, 0)), 4, 2, 2),
         (ConvGeom::new(1, 10, 10, 4, 4, (1, 1), (1, 1, 2, 2)), 3, 2, 2),
+        (ConvGeom::new(1, 11, 11, 3, 3, (1, 1), (0, 0, 0, 0)), 6, 2, 2),
         (ConvGeom::new(3, 9, 8, 3, 3, (1, 1), (1, 1, 1, 1)), 5, 2, 2),
         (ConvGeom::new(2, 11, 11, 3, 3, (2, 2), (1, 1, 1, 1)), 3, 3, 2),
         (ConvGeom::new(2, 10, 10, 6, 6, (1, 1), (0, 0, 0, 0)), 3, 2, 2),

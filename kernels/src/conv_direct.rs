@@ -169,18 +169,19 @@ fn correlate<const Q: usize>(xp: &[f32], offs: &[usize], w_il: &[f32], len: usiz
     }
 }
 
-/// Stride-1 forward: `y[OC, OH, OW] = w (*) x`, or `+=` when `accumulate`.
-fn forward_wide(
+/// Stride-1 forward, block by block: for each block of `q` output channels `o..o + q` it
+/// calls `emit(o, wide)` with their wide rows, `wide[k * len..(k + 1) * len]` for channel
+/// `o + k` (no bias), and then reuses the buffer for the next block.
+fn forward_blocks(
     g: &ConvGeom,
     oc: usize,
     x: &[f32],
     w: &[f32],
-    y: &mut [f32],
-    accumulate: bool,
     scratch: &mut Vec<f32>,
+    mut emit: impl FnMut(&Wide, usize, &[f32]),
 ) {
     let l = Wide::new(g);
-    let (taps, plane) = (g.col_rows(), g.out_plane());
+    let taps = g.col_rows();
     let (xp, rest) = padded_and_rest(g, &l, x, scratch, OC_BLOCK * (l.len + taps));
     let (wide, w_il) = rest.split_at_mut(OC_BLOCK * l.len);
     let mut o = 0;
@@ -196,16 +197,89 @@ fn forward_wide(
             OC_BLOCK => correlate::<OC_BLOCK>(xp, &l.offs, w_il, l.len, wide),
             _ => correlate::<1>(xp, &l.offs, w_il, l.len, wide),
         }
-        for k in 0..q {
-            l.unwide(
-                g,
-                &wide[k * l.len..(k + 1) * l.len],
-                &mut y[(o + k) * plane..(o + k + 1) * plane],
-                accumulate,
-            );
-        }
+        emit(&l, o, &wide[..q * l.len]);
         o += q;
     }
+}
+
+/// Stride-1 forward: `y[OC, OH, OW] = w (*) x`, or `+=` when `accumulate`.
+fn forward_wide(
+    g: &ConvGeom,
+    oc: usize,
+    x: &[f32],
+    w: &[f32],
+    y: &mut [f32],
+    accumulate: bool,
+    scratch: &mut Vec<f32>,
+) {
+    let plane = g.out_plane();
+    forward_blocks(g, oc, x, w, scratch, |l, o, wide| {
+        for (k, wide_k) in wide.chunks_exact(l.len).enumerate() {
+            l.unwide(g, wide_k, &mut y[(o + k) * plane..(o + k + 1) * plane], accumulate);
+        }
+    });
+}
+
+/// `max(a, b)` as one compare-and-select (`f32::max` adds NaN handling, which keeps the
+/// pooling loop from vectorising).
+#[inline(always)]
+fn larger(a: f32, b: f32) -> f32 {
+    if b > a {
+        b
+    } else {
+        a
+    }
+}
+
+/// Inference's convolution, bias, ReLU and 2x2 max-pool with stride 2, for one image with both
+/// strides 1: `y[OC, OH/2, OW/2]` (rounded down, as the pool drops a last odd row or column)
+/// `= max(0, max over each window of (w (*) x) + b)`, without ever writing the full-size
+/// output. Each block of channels is pooled straight from its wide rows, while they are in L1.
+///
+/// Equal to the layer's unfused sequence (add the bias, pool, ReLU) value for value: rounding
+/// is monotone, so `max(fl(a + b), fl(c + b)) = fl(max(a, c) + b)`, and the bias can be added
+/// after the pool, to a quarter of the values. Only the sign of a zero may differ. It keeps no
+/// argmaxes, so it cannot serve a backward pass.
+///
+/// # Panics
+/// If a stride is not 1, or a length does not match the geometry.
+pub fn conv_forward_relu_pool2(
+    g: &ConvGeom,
+    oc: usize,
+    x: &[f32],
+    w: &[f32],
+    b: &[f32],
+    y: &mut [f32],
+    scratch: &mut Vec<f32>,
+) {
+    assert!(unit_stride(g), "conv_forward_relu_pool2: strides {}x{} are not 1", g.stride_h, g.stride_w);
+    let (ph, pw) = (g.oh / 2, g.ow / 2);
+    check(g, oc, x.len(), w.len(), oc * g.out_plane());
+    assert_eq!(b.len(), oc, "conv_forward_relu_pool2: b has {} values, needs OC = {oc}", b.len());
+    assert_eq!(y.len(), oc * ph * pw, "conv_forward_relu_pool2: y has {} values, needs OC*PH*PW", y.len());
+    if ph * pw == 0 {
+        return;
+    }
+    if g.col_rows() == 0 {
+        // An empty sum: every window's maximum is 0.
+        for (y_o, &b_o) in y.chunks_exact_mut(ph * pw).zip(b) {
+            y_o.fill(b_o.max(0.0));
+        }
+        return;
+    }
+    forward_blocks(g, oc, x, w, scratch, |l, o, wide| {
+        for (k, wide_k) in wide.chunks_exact(l.len).enumerate() {
+            let bias = b[o + k];
+            let y_o = &mut y[(o + k) * ph * pw..(o + k + 1) * ph * pw];
+            for (r, y_r) in y_o.chunks_exact_mut(pw).enumerate() {
+                let top = wide_k[2 * r * l.wp..][..2 * pw].chunks_exact(2);
+                let bottom = wide_k[(2 * r + 1) * l.wp..][..2 * pw].chunks_exact(2);
+                for ((out, t), u) in y_r.iter_mut().zip(top).zip(bottom) {
+                    *out = larger(larger(larger(t[0], t[1]), larger(u[0], u[1])) + bias, 0.0);
+                }
+            }
+        }
+    });
 }
 
 /// Forward for one image: overwrites `y[OC, OH, OW]`. `scratch` holds the padded input and

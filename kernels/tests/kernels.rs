@@ -21,7 +21,7 @@ use kernels::batchnorm::{
 use kernels::bias::{bias_add, bias_add_ref, channel_sums, channel_sums_ref};
 use kernels::conv_direct::{
     conv_backward_input, conv_backward_input_ref, conv_backward_weights, conv_backward_weights_ref,
-    conv_forward, conv_forward_ref,
+    conv_forward, conv_forward_ref, conv_forward_relu_pool2,
 };
 use kernels::conv_implicit::{self, ImplicitConv, ImplicitInputGrad, ImplicitScratch};
 use kernels::dropout::{apply_mask, apply_mask_ref, dropout_mask, dropout_mask_ref};
@@ -513,6 +513,9 @@ fn check_conv(g: &ConvGeom, oc: usize, seed: u64) {
     let mut direct = nans(oc * plane);
     conv_forward(g, oc, &x, &w, &mut direct, &mut scratch);
     assert_same(&format!("conv_forward {g:?} oc={oc}"), &direct, &want);
+    if g.stride_h == 1 && g.stride_w == 1 && g.oh >= 2 && g.ow >= 2 {
+        check_conv_relu_pool2(g, oc, &x, &w, &want, seed);
+    }
     let mut col = nans(taps * plane); // col[C*KH*KW, OH*OW]
     im2col(g, &x, &mut col);
     let mut gemm = nans(oc * plane);
@@ -544,6 +547,26 @@ fn check_conv(g: &ConvGeom, oc: usize, seed: u64) {
     let mut gemm = dx0;
     col2im(g, &dcol, &mut gemm);
     assert_same(&format!("GEMM + col2im dx {g:?} oc={oc}"), &gemm, &want);
+}
+
+/// The fused inference kernel (convolution, bias, ReLU, 2x2/2 max-pool) against the unfused
+/// steps on the twin's output `conv`: bias added, `maxpool_forward_ref`, ReLU. The output and
+/// scratch start NaN.
+fn check_conv_relu_pool2(g: &ConvGeom, oc: usize, x: &[f32], w: &[f32], conv: &[f32], seed: u64) {
+    let b = ints(&mut Rng::new(seed ^ 0xb1a5), oc);
+    let plane = g.out_plane();
+    let mut biased = conv.to_vec();
+    for (y_o, &b_o) in biased.chunks_exact_mut(plane.max(1)).zip(&b) {
+        y_o.iter_mut().for_each(|v| *v += b_o);
+    }
+    let pg = PoolGeom::new(g.oh, g.ow, 2, 2);
+    let pooled = oc * pg.oh * pg.ow;
+    let (mut want, mut argmax) = (nans(pooled), vec![0u32; pooled]);
+    maxpool_forward_ref(&pg, oc, &biased, &mut want, &mut argmax);
+    want.iter_mut().for_each(|v| *v = v.max(0.0));
+    let mut got = nans(pooled);
+    conv_forward_relu_pool2(g, oc, x, w, &b, &mut got, &mut nans(5));
+    assert_same(&format!("conv_forward_relu_pool2 {g:?} oc={oc}"), &got, &want);
 }
 
 /// The implicit GEMM on a group of `images` images (bias added, outputs start NaN) against

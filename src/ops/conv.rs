@@ -27,7 +27,7 @@
 //! whenever those three layers follow each other; the result equals the three separate ops.
 
 use kernels::bias::{bias_add, channel_sums};
-use kernels::conv_direct::{conv_backward_weights, conv_forward, InputGrad};
+use kernels::conv_direct::{conv_backward_weights, conv_forward, conv_forward_relu_pool2, InputGrad};
 use kernels::conv_implicit::{self, ImplicitConv, ImplicitInputGrad, ImplicitScratch, WeightGrad};
 use kernels::gemm::matmul;
 use kernels::im2col::{col2im_ld, im2col_ld, ConvGeom};
@@ -109,10 +109,13 @@ fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
     SCRATCH.with_borrow_mut(f)
 }
 
+fn unit_stride(g: &ConvGeom) -> bool {
+    g.stride_h == 1 && g.stride_w == 1
+}
+
 impl Conv {
     fn new(g: ConvGeom, oc: usize) -> Self {
-        let stride_1 = g.stride_h == 1 && g.stride_w == 1;
-        let path = if g.c == 1 || (stride_1 && g.out_plane() >= DIRECT_MIN_PLANE) {
+        let path = if g.c == 1 || (unit_stride(&g) && g.out_plane() >= DIRECT_MIN_PLANE) {
             Path::Direct
         } else if conv_implicit::supports(&g) {
             Path::Implicit
@@ -487,8 +490,18 @@ pub fn conv2d_relu_maxpool(
         let (wd, bd) = (params.value(w).data(), params.value(b).data());
         let prepared = conv.prepare(params, w);
         let group = conv.group();
+        // Inference on the direct path with the common pool: each image's convolution is
+        // pooled straight from the kernel's buffer, and the bias and ReLU go to the pooled
+        // values only (`conv_forward_relu_pool2`, equal to the steps below).
+        let pool_direct = !record && conv.path == Path::Direct && unit_stride(&g) && k == 2 && stride == 2;
         let pool_group = |ys: &mut [f32], args: Option<&mut [u32]>, xs: &[f32]| {
             with_scratch(|s| {
+                if pool_direct {
+                    for (xi, yi) in xs.chunks_exact(g.in_len()).zip(ys.chunks_exact_mut(per_image)) {
+                        conv_forward_relu_pool2(&g, conv.oc, xi, wd, bd, yi, &mut s.col);
+                    }
+                    return;
+                }
                 let count = xs.len() / g.in_len();
                 let mut conv_out = std::mem::take(&mut s.conv_out);
                 conv_out.resize(count * conv.out_len(), 0.0);
