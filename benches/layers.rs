@@ -581,6 +581,8 @@ fn print_table(groups: &[Group], records: &Records, peak_flops: f64, copy_bw: f6
 }
 
 fn main() {
+    // The pool as the CLI sets it up: the main thread is one of its workers.
+    fmnist::cli::set_threads(None).expect("the thread pool");
     let threads = rayon::current_num_threads();
     let peak_flops = PEAK_FLOPS_PER_CORE * threads as f64;
     let copy_bw = copy_bandwidth();

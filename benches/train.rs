@@ -45,6 +45,8 @@ fn train_steps(c: &mut Criterion) {
 }
 
 fn main() {
+    // The pool as the CLI sets it up: the main thread is one of its workers.
+    fmnist::cli::set_threads(None).expect("the thread pool");
     println!(
         "fmnist training-step benchmarks: elem/s = images/s; SIMD {}; {} threads",
         kernels::simd::describe(),
