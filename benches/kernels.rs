@@ -195,7 +195,7 @@ fn bench_direct(g: &mut Group, name: &str, geom: ConvGeom, oc: usize, n: usize) 
                     .chunks_exact(geom.in_len())
                     .zip(pooled.chunks_exact_mut(oc * (geom.oh / 2) * (geom.ow / 2)))
                 {
-                    conv_forward_relu_pool2(&geom, oc, black_box(xi), &w, &bias, yi, &mut scratch);
+                    conv_forward_relu_pool2(&geom, oc, black_box(xi), &w, &bias, yi, None, &mut scratch);
                 }
             })
         });

@@ -231,18 +231,21 @@ fn larger(a: f32, b: f32) -> f32 {
     }
 }
 
-/// Inference's convolution, bias, ReLU and 2x2 max-pool with stride 2, for one image with both
-/// strides 1: `y[OC, OH/2, OW/2]` (rounded down, as the pool drops a last odd row or column)
-/// `= max(0, max over each window of (w (*) x) + b)`, without ever writing the full-size
-/// output. Each block of channels is pooled straight from its wide rows, while they are in L1.
+/// Convolution, bias, ReLU and 2x2 max-pool with stride 2, for one image with both strides 1:
+/// `y[OC, OH/2, OW/2]` (rounded down, as the pool drops a last odd row or column) `= max(0,
+/// max over each window of (w (*) x + b))`, without ever writing the full-size output. Each
+/// block of channels is pooled straight from its wide rows, while they are in L1.
 ///
-/// Equal to the layer's unfused sequence (add the bias, pool, ReLU) value for value: rounding
-/// is monotone, so `max(fl(a + b), fl(c + b)) = fl(max(a, c) + b)`, and the bias can be added
-/// after the pool, to a quarter of the values. Only the sign of a zero may differ. It keeps no
-/// argmaxes, so it cannot serve a backward pass.
+/// Equal to the layer's unfused sequence (add the bias, pool, ReLU) value for value, and with
+/// `argmax` (training) also index for index: each window's argmax, its index in the `[OH, OW]`
+/// plane, is the first maximum of the biased values in row-major order, as
+/// [`crate::pool::maxpool_forward`] picks it. Without `argmax` (inference) the bias is added
+/// after the pool, to a quarter of the values: rounding is monotone, so `max(fl(a + b),
+/// fl(c + b)) = fl(max(a, c) + b)`. Only the sign of a zero may differ.
 ///
 /// # Panics
 /// If a stride is not 1, or a length does not match the geometry.
+#[allow(clippy::too_many_arguments)]
 pub fn conv_forward_relu_pool2(
     g: &ConvGeom,
     oc: usize,
@@ -250,6 +253,7 @@ pub fn conv_forward_relu_pool2(
     w: &[f32],
     b: &[f32],
     y: &mut [f32],
+    mut argmax: Option<&mut [u32]>,
     scratch: &mut Vec<f32>,
 ) {
     assert!(unit_stride(g), "conv_forward_relu_pool2: strides {}x{} are not 1", g.stride_h, g.stride_w);
@@ -257,25 +261,70 @@ pub fn conv_forward_relu_pool2(
     check(g, oc, x.len(), w.len(), oc * g.out_plane());
     assert_eq!(b.len(), oc, "conv_forward_relu_pool2: b has {} values, needs OC = {oc}", b.len());
     assert_eq!(y.len(), oc * ph * pw, "conv_forward_relu_pool2: y has {} values, needs OC*PH*PW", y.len());
+    if let Some(a) = argmax.as_deref() {
+        assert_eq!(
+            a.len(),
+            y.len(),
+            "conv_forward_relu_pool2: argmax has {} values, y has {}",
+            a.len(),
+            y.len()
+        );
+    }
     if ph * pw == 0 {
         return;
     }
     if g.col_rows() == 0 {
-        // An empty sum: every window's maximum is 0.
-        for (y_o, &b_o) in y.chunks_exact_mut(ph * pw).zip(b) {
+        // An empty sum: every window holds the bias alone, and its first value wins.
+        for (o, (y_o, &b_o)) in y.chunks_exact_mut(ph * pw).zip(b).enumerate() {
             y_o.fill(b_o.max(0.0));
+            if let Some(a) = argmax.as_deref_mut() {
+                for (i, a_i) in a[o * ph * pw..(o + 1) * ph * pw].iter_mut().enumerate() {
+                    *a_i = (2 * (i / pw) * g.ow + 2 * (i % pw)) as u32;
+                }
+            }
         }
         return;
     }
+    let ow = g.ow;
     forward_blocks(g, oc, x, w, scratch, |l, o, wide| {
         for (k, wide_k) in wide.chunks_exact(l.len).enumerate() {
             let bias = b[o + k];
-            let y_o = &mut y[(o + k) * ph * pw..(o + k + 1) * ph * pw];
-            for (r, y_r) in y_o.chunks_exact_mut(pw).enumerate() {
-                let top = wide_k[2 * r * l.wp..][..2 * pw].chunks_exact(2);
-                let bottom = wide_k[(2 * r + 1) * l.wp..][..2 * pw].chunks_exact(2);
-                for ((out, t), u) in y_r.iter_mut().zip(top).zip(bottom) {
-                    *out = larger(larger(larger(t[0], t[1]), larger(u[0], u[1])) + bias, 0.0);
+            let pooled = (o + k) * ph * pw..(o + k + 1) * ph * pw;
+            let y_o = &mut y[pooled.clone()];
+            match argmax.as_deref_mut() {
+                None => {
+                    for (r, y_r) in y_o.chunks_exact_mut(pw).enumerate() {
+                        let top = wide_k[2 * r * l.wp..][..2 * pw].chunks_exact(2);
+                        let bottom = wide_k[(2 * r + 1) * l.wp..][..2 * pw].chunks_exact(2);
+                        for ((out, t), u) in y_r.iter_mut().zip(top).zip(bottom) {
+                            *out = larger(larger(larger(t[0], t[1]), larger(u[0], u[1])) + bias, 0.0);
+                        }
+                    }
+                }
+                Some(argmax) => {
+                    let a_o = &mut argmax[pooled];
+                    for (r, (y_r, a_r)) in y_o.chunks_exact_mut(pw).zip(a_o.chunks_exact_mut(pw)).enumerate()
+                    {
+                        let top = wide_k[2 * r * l.wp..][..2 * pw].chunks_exact(2);
+                        let bottom = wide_k[(2 * r + 1) * l.wp..][..2 * pw].chunks_exact(2);
+                        for (c, (((out, a), t), u)) in
+                            y_r.iter_mut().zip(a_r).zip(top).zip(bottom).enumerate()
+                        {
+                            // The window's values in row-major order, biased; a strict `>`
+                            // keeps the first maximum.
+                            let at = (2 * r * ow + 2 * c) as u32;
+                            let (mut m, mut i) = (t[0] + bias, at);
+                            for (v, j) in [
+                                (t[1] + bias, at + 1),
+                                (u[0] + bias, at + ow as u32),
+                                (u[1] + bias, at + ow as u32 + 1),
+                            ] {
+                                (m, i) = if v > m { (v, j) } else { (m, i) };
+                            }
+                            *out = m.max(0.0);
+                            *a = i;
+                        }
+                    }
                 }
             }
         }

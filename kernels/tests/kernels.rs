@@ -549,9 +549,10 @@ fn check_conv(g: &ConvGeom, oc: usize, seed: u64) {
     assert_same(&format!("GEMM + col2im dx {g:?} oc={oc}"), &gemm, &want);
 }
 
-/// The fused inference kernel (convolution, bias, ReLU, 2x2/2 max-pool) against the unfused
-/// steps on the twin's output `conv`: bias added, `maxpool_forward_ref`, ReLU. The output and
-/// scratch start NaN.
+/// The fused kernel (convolution, bias, ReLU, 2x2/2 max-pool), with and without argmaxes,
+/// against the unfused steps on the twin's output `conv`: bias added, `maxpool_forward_ref`,
+/// ReLU. The output and scratch start NaN. Integer data makes ties common, so the first-maximum
+/// rule is exercised.
 fn check_conv_relu_pool2(g: &ConvGeom, oc: usize, x: &[f32], w: &[f32], conv: &[f32], seed: u64) {
     let b = ints(&mut Rng::new(seed ^ 0xb1a5), oc);
     let plane = g.out_plane();
@@ -565,8 +566,13 @@ fn check_conv_relu_pool2(g: &ConvGeom, oc: usize, x: &[f32], w: &[f32], conv: &[
     maxpool_forward_ref(&pg, oc, &biased, &mut want, &mut argmax);
     want.iter_mut().for_each(|v| *v = v.max(0.0));
     let mut got = nans(pooled);
-    conv_forward_relu_pool2(g, oc, x, w, &b, &mut got, &mut nans(5));
+    conv_forward_relu_pool2(g, oc, x, w, &b, &mut got, None, &mut nans(5));
     assert_same(&format!("conv_forward_relu_pool2 {g:?} oc={oc}"), &got, &want);
+    // With argmaxes (training): the same outputs, and the pool's argmaxes.
+    let (mut got, mut got_argmax) = (nans(pooled), vec![u32::MAX; pooled]);
+    conv_forward_relu_pool2(g, oc, x, w, &b, &mut got, Some(&mut got_argmax), &mut nans(5));
+    assert_same(&format!("conv_forward_relu_pool2 with argmax {g:?} oc={oc}"), &got, &want);
+    assert_eq!(got_argmax, argmax, "conv_forward_relu_pool2 argmax {g:?} oc={oc}");
 }
 
 /// The implicit GEMM on a group of `images` images (bias added, outputs start NaN) against

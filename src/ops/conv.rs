@@ -490,15 +490,24 @@ pub fn conv2d_relu_maxpool(
         let (wd, bd) = (params.value(w).data(), params.value(b).data());
         let prepared = conv.prepare(params, w);
         let group = conv.group();
-        // Inference on the direct path with the common pool: each image's convolution is
-        // pooled straight from the kernel's buffer, and the bias and ReLU go to the pooled
-        // values only (`conv_forward_relu_pool2`, equal to the steps below).
-        let pool_direct = !record && conv.path == Path::Direct && unit_stride(&g) && k == 2 && stride == 2;
+        // On the direct path with the common pool, each image's convolution is pooled straight
+        // from the kernel's buffer (`conv_forward_relu_pool2`, equal to the steps below).
+        let pool_direct = conv.path == Path::Direct && unit_stride(&g) && k == 2 && stride == 2;
         let pool_group = |ys: &mut [f32], args: Option<&mut [u32]>, xs: &[f32]| {
             with_scratch(|s| {
                 if pool_direct {
-                    for (xi, yi) in xs.chunks_exact(g.in_len()).zip(ys.chunks_exact_mut(per_image)) {
-                        conv_forward_relu_pool2(&g, conv.oc, xi, wd, bd, yi, &mut s.col);
+                    let images = xs.chunks_exact(g.in_len()).zip(ys.chunks_exact_mut(per_image));
+                    match args {
+                        Some(args) => {
+                            for ((xi, yi), ai) in images.zip(args.chunks_exact_mut(per_image)) {
+                                conv_forward_relu_pool2(&g, conv.oc, xi, wd, bd, yi, Some(ai), &mut s.col);
+                            }
+                        }
+                        None => {
+                            for (xi, yi) in images {
+                                conv_forward_relu_pool2(&g, conv.oc, xi, wd, bd, yi, None, &mut s.col);
+                            }
+                        }
                     }
                     return;
                 }
