@@ -21,7 +21,10 @@
 //! [`conv2d_relu_maxpool`] computes conv -> ReLU -> max-pool image by image without ever
 //! storing the full-size convolution output: ReLU commutes with max
 //! (`max(relu(a), relu(b)) = relu(max(a, b))`), so it pools the raw convolution, keeps each
-//! window's argmax, and applies ReLU to the pooled value. Backward rebuilds each image's
+//! window's argmax, and applies ReLU to the pooled value. On the direct path with stride 1 and
+//! a 2x2/2 pool one kernel does all of it (`conv_direct::conv_forward_relu_pool2`), pooling
+//! each block of channels while it is in L1; the other paths convolve a group of images into a
+//! buffer and pool that. Backward rebuilds each image's
 //! convolution gradient from the pooled gradient (non-zero only at an argmax whose pooled
 //! value is positive) and runs the same per-image backward as [`conv2d`]. The model uses it
 //! whenever those three layers follow each other; the result equals the three separate ops.
