@@ -64,6 +64,7 @@ use std::ops::Range;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkGroup, Criterion, Throughput};
+use fmnist::model::Layer;
 use fmnist::presets::{self, INPUT_SHAPE};
 use fmnist::{ops, Init, LayerConfig, Mode, Padding, Params, Rng, Sequential, Tape, Tensor, Var};
 use rayon::prelude::*;
@@ -202,10 +203,10 @@ fn layer_costs(
     }
 }
 
-fn layer_desc(cfg: &LayerConfig, in_shape: &[usize]) -> String {
-    match cfg {
+fn layer_desc(layer: &Layer) -> String {
+    match &layer.config {
         LayerConfig::Conv2d { filters, kernel, stride, padding } => {
-            let path = if in_shape[0] == 1 { "direct" } else { "im2col" };
+            let path = layer.conv_geom().map_or("?", |g| ops::conv::path_name(&g));
             let pad = if *padding == Padding::Valid { "valid" } else { "same" };
             format!("conv2d {filters}@{}x{} s{stride} {pad} {path}", kernel[0], kernel[1])
         }
@@ -247,7 +248,7 @@ fn layers_case(
         let (f, b) = layer_costs(&layer.config, n, &layer.in_shape, &layer.out_shape, input_grad || k > 0);
         fwd.push(f);
         bwd.push(b);
-        desc.push(layer_desc(&layer.config, &layer.in_shape));
+        desc.push(layer_desc(layer));
         kinds.push(layer_kind(&layer.config));
     }
     let mut tape = Tape::new();

@@ -120,6 +120,16 @@ pub struct Layer {
     kind: Built,
 }
 
+impl Layer {
+    /// A convolution layer's geometry (input, kernel, stride, padding); `None` for the others.
+    pub fn conv_geom(&self) -> Option<ConvGeom> {
+        match self.kind {
+            Built::Conv { geom, .. } => Some(geom),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 enum Built {
     Conv { geom: ConvGeom, w: ParamId, b: ParamId },

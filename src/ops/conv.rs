@@ -112,6 +112,16 @@ fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
     SCRATCH.with_borrow_mut(f)
 }
 
+/// Which of the three paths (module docs) a convolution of geometry `g` takes: "direct",
+/// "implicit GEMM" or "im2col", for reports and benchmarks.
+pub fn path_name(g: &ConvGeom) -> &'static str {
+    match Conv::new(*g, 1).path {
+        Path::Direct => "direct",
+        Path::Implicit => "implicit GEMM",
+        Path::Im2col => "im2col",
+    }
+}
+
 fn unit_stride(g: &ConvGeom) -> bool {
     g.stride_h == 1 && g.stride_w == 1
 }
@@ -561,5 +571,28 @@ impl Backward for ConvReluPoolBackward {
             pooled_plane: self.pooled_plane,
         };
         conv_backward_batch(&self.conv, self.x, self.w, self.b, grads, src);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The paths of the reference models' layers, as the module docs and the README give them.
+    #[test]
+    fn path_names_of_the_reference_layers() {
+        let valid = (0, 0, 0, 0);
+        let same = (1, 1, 1, 1);
+        let cases = [
+            (ConvGeom::new(1, 28, 28, 3, 3, (1, 1), valid), "direct"), // C1, A/B
+            (ConvGeom::new(1, 28, 28, 4, 4, (1, 1), (1, 1, 2, 2)), "direct"), // E conv1
+            (ConvGeom::new(64, 14, 14, 4, 4, (1, 1), valid), "implicit GEMM"), // E conv2
+            (ConvGeom::new(32, 28, 28, 3, 3, (1, 1), same), "direct"), // `ours` conv2
+            (ConvGeom::new(32, 14, 14, 3, 3, (1, 1), same), "implicit GEMM"), // `ours` conv3
+            (ConvGeom::new(2, 10, 10, 6, 6, (1, 1), valid), "im2col"), // kernels over 5 wide
+        ];
+        for (g, want) in cases {
+            assert_eq!(path_name(&g), want, "{g:?}");
+        }
     }
 }
