@@ -241,10 +241,18 @@ impl Conv {
             Path::Direct => {
                 let dys = src.images(first, count, self, &mut s.dy);
                 conv_backward_weights(g, oc, xs, dys, dw, &mut s.col);
-                if let (Some(dxs), Some(InputGradOf::Direct(input_grad))) = (dxs, input_grad) {
-                    for (dyi, dxi) in dys.chunks_exact(self.out_len()).zip(dxs.chunks_exact_mut(g.in_len())) {
-                        input_grad.accumulate(dyi, dxi, &mut s.col);
+                match (dxs, input_grad) {
+                    (Some(dxs), Some(InputGradOf::Direct(input_grad))) => {
+                        for (dyi, dxi) in dys.chunks_exact(self.out_len()).zip(dxs.chunks_exact_mut(g.in_len())) {
+                            input_grad.accumulate(dyi, dxi, &mut s.col);
+                        }
                     }
+                    (Some(dxs), _) => {
+                        // One input channel: `w^T dy` by GEMM, then col2im (see `conv_backward_batch`).
+                        self.gather_dy(dys, &mut s.out);
+                        self.input_grad_by_gemm(w, &s.out, dxs, &mut s.col);
+                    }
+                    (None, _) => {}
                 }
                 channel_sums(dys, count, oc, plane, db);
             }
@@ -377,6 +385,10 @@ fn conv_backward_batch(conv: &Conv, x: Var, w: ParamId, b: ParamId, grads: &mut 
     // The input gradient runs on transposed weights, prepared once per batch.
     let input_grad = match conv.path {
         _ if dx.is_none() => None,
+        // With one input channel the direct input gradient is a convolution with one output
+        // channel, whose every input load feeds a single multiply-add; `w^T dy` by GEMM (KH*KW
+        // rows) and col2im run at several times its rate.
+        Path::Direct if conv.g.c == 1 => None,
         Path::Direct => Some(InputGradOf::Direct(InputGrad::new(&conv.g, conv.oc, wd))),
         Path::Implicit => ImplicitInputGrad::new(&conv.g, conv.oc, wd).map(InputGradOf::Implicit),
         Path::Im2col => None,
