@@ -154,3 +154,39 @@ fn a_reused_tape_holds_the_same_buffers_from_step_to_step() {
     assert!(held[2] > 0, "the pool keeps buffers: {held:?}");
     assert!(held[2..].iter().all(|&h| h == held[2]), "pool sizes per step: {held:?}");
 }
+
+/// One image through a dense layer large enough to be split by columns between the threads
+/// (`ops::dense`, over 2 MiB of weights, like C1's first): the same bits with 1 and 2 threads,
+/// and within the f32 rounding bound of an f64 sum. A quarter of the inputs are zero, as after
+/// ReLU, so the skipped rows count too.
+#[test]
+fn one_image_dense_split_between_threads_equals_one_thread() {
+    let (fin, fout) = (2048, 272); // 557k weights; 272 = 17 vectors, an uneven split
+    let mut rng = Rng::new(12);
+    let x: Vec<f32> =
+        (0..fin).map(|_| if rng.below(4) == 0 { 0.0 } else { rng.uniform(-1.0, 1.0) }).collect();
+    let w: Vec<f32> = (0..fin * fout).map(|_| rng.uniform(-0.1, 0.1)).collect();
+    let b: Vec<f32> = (0..fout).map(|_| rng.uniform(-0.1, 0.1)).collect();
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(|| {
+            let mut params = fmnist::Params::new();
+            let wi = params.add("w", Tensor::from_vec(&[fin, fout], w.clone()));
+            let bi = params.add("b", Tensor::from_vec(&[fout], b.clone()));
+            let mut t = Tape::no_grad();
+            let xv = t.input(Tensor::from_vec(&[1, fin], x.clone()));
+            let y = ops::dense(&mut t, &params, xv, wi, bi);
+            t.value(y).data().to_vec()
+        })
+    };
+    let (one, two) = (run(1), run(2));
+    assert_eq!(one, two, "1 and 2 threads");
+    for (j, &got) in two.iter().enumerate() {
+        let exact: f64 = b[j] as f64 + (0..fin).map(|i| x[i] as f64 * w[i * fout + j] as f64).sum::<f64>();
+        let scale: f64 = (0..fin).map(|i| (x[i] as f64 * w[i * fout + j] as f64).abs()).sum::<f64>();
+        assert!(
+            (got as f64 - exact).abs() <= 1e-6 * fin as f64 * (1.0 + scale),
+            "output {j}: {got} vs {exact}"
+        );
+    }
+}

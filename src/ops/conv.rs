@@ -243,7 +243,9 @@ impl Conv {
                 conv_backward_weights(g, oc, xs, dys, dw, &mut s.col);
                 match (dxs, input_grad) {
                     (Some(dxs), Some(InputGradOf::Direct(input_grad))) => {
-                        for (dyi, dxi) in dys.chunks_exact(self.out_len()).zip(dxs.chunks_exact_mut(g.in_len())) {
+                        for (dyi, dxi) in
+                            dys.chunks_exact(self.out_len()).zip(dxs.chunks_exact_mut(g.in_len()))
+                        {
                             input_grad.accumulate(dyi, dxi, &mut s.col);
                         }
                     }

@@ -2,7 +2,8 @@
 //!
 //! Forward and the input gradient split the batch into one block of rows per thread. Each
 //! block is `kernels::gemv::rowsmat` (no packing) when the output of its product is whole SIMD
-//! vectors wide, else a GEMM; one image takes `kernels::gemv::vecmat`. The weight gradient
+//! vectors wide, else a GEMM; one image takes `kernels::gemv::vecmat` (its columns split
+//! between the threads when the weights are large, [`GEMV_SPLIT_VALUES`]). The weight gradient
 //! `dw = x^T dy` splits the *rows of dw* instead (blocks of input features), so each element of
 //! `dw` is one GEMM's full sum over the batch and no partial sums across threads are needed.
 
@@ -37,6 +38,24 @@ fn batch_rows_per_task(rows: usize) -> usize {
     rows.div_ceil(rayon::current_num_threads()).max(1)
 }
 
+/// Weights (values) from which one image's pass through a dense layer is split between the
+/// threads, each streaming its own columns of `w`: 2 MiB, twice a core's L2. A pool thread
+/// that has gone idle takes 25-50 us to wake here, as long as a smaller layer's whole pass:
+/// measured at 2 threads, one image of C1 (2.8 MB layer) went from 40 to 31-32 us split, but E's
+/// 1.6 MB one from 99 to 110 us, and A/B's 1.4 MB one did not move.
+const GEMV_SPLIT_VALUES: usize = 1 << 19;
+
+/// Columns per task for one image (`vecmat`): all of them, or an equal share per thread in
+/// whole SIMD vectors. Each output column is one sum whoever computes it, so the split never
+/// changes a result.
+fn gemv_cols_per_task(fin: usize, fout: usize) -> usize {
+    let threads = rayon::current_num_threads();
+    if threads == 1 || fin * fout < GEMV_SPLIT_VALUES || fout < 2 * LANES {
+        return fout;
+    }
+    fout.div_ceil(threads).next_multiple_of(LANES)
+}
+
 /// Records `x w + b`.
 ///
 /// # Shapes
@@ -60,9 +79,14 @@ pub fn dense(tape: &mut Tape, params: &Params, x: Var, w: ParamId, b: ParamId) -
         // A few rows (one image at inference): y_r = b + x_r w, one pass over w per row, no
         // packing (see `kernels::gemv`).
         let (xd, wd, bd) = (xv.data(), wv.data(), bv.data());
+        let cols = gemv_cols_per_task(fin, fout);
         for (yr, xr) in y.data_mut().chunks_exact_mut(fout).zip(xd.chunks_exact(fin)) {
             yr.copy_from_slice(bd);
-            vecmat(xr, wd, fout, yr);
+            if cols == fout {
+                vecmat(xr, wd, fout, yr);
+            } else {
+                yr.par_chunks_mut(cols).enumerate().for_each(|(t, yc)| vecmat(xr, &wd[t * cols..], fout, yc));
+            }
         }
     } else if n > 0 && fout > 0 {
         let (xd, wd, bd) = (xv.data(), wv.data(), bv.data());
