@@ -246,6 +246,11 @@ type CliResult<T> = Result<T, String>;
 /// pool threads. Otherwise it would hand every parallel op to the pool and sleep until a
 /// worker finished it, two thread wake-ups per op: C1 trained at 18.6-19.8k img/s that way
 /// at 1 thread, and at 20.0-20.3k img/s with the main thread working (alternating runs).
+///
+/// A caution for later code: rayon does not run a job that *another* thread hands the pool on
+/// the main thread unless the main thread is inside rayon at the time, and with `--threads 1`
+/// the main thread is the whole pool. A background thread (a checkpoint writer, a data
+/// loader) must therefore not use rayon while the main thread blocks waiting for it.
 pub fn set_threads(threads: Option<usize>) -> CliResult<usize> {
     if threads == Some(0) {
         return Err("--threads must be at least 1".into());
