@@ -120,16 +120,6 @@ pub struct Layer {
     kind: Built,
 }
 
-impl Layer {
-    /// A convolution layer's geometry (input, kernel, stride, padding); `None` for the others.
-    pub fn conv_geom(&self) -> Option<ConvGeom> {
-        match self.kind {
-            Built::Conv { geom, .. } => Some(geom),
-            _ => None,
-        }
-    }
-}
-
 #[derive(Clone, Debug)]
 enum Built {
     Conv { geom: ConvGeom, w: ParamId, b: ParamId },
@@ -161,6 +151,14 @@ fn same_padding(input: usize, k: usize, stride: usize) -> (usize, usize) {
 }
 
 impl Layer {
+    /// A convolution layer's geometry (input, kernel, stride, padding); `None` for the others.
+    pub fn conv_geom(&self) -> Option<ConvGeom> {
+        match self.kind {
+            Built::Conv { geom, .. } => Some(geom),
+            _ => None,
+        }
+    }
+
     fn build(
         index: usize,
         config: &LayerConfig,

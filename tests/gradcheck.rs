@@ -403,8 +403,9 @@ fn whole_small_model_case(seed: u64) {
 /// The fused conv -> ReLU -> max-pool op against the three separate ops: the same output and
 /// the same gradients (bit for bit: the same kernels run on the same values), on the three
 /// convolution paths (direct, implicit GEMM, im2col), with padding, an odd pooled size and overlapping windows.
-/// On a no-grad tape, one-channel layers with a 2x2/2 pool run the fused inference kernel
-/// (`conv_forward_relu_pool2`), checked here against the separate ops' output as well.
+/// Direct-path layers with stride 1 and a 2x2/2 pool (here the one-channel cases) run the
+/// fused kernel `conv_forward_relu_pool2`, with argmaxes in training and without on a no-grad
+/// tape; both are checked here against the separate ops.
 #[test]
 fn fused_conv_relu_pool_equals_the_separate_ops() {
     let cases = [

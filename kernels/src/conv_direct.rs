@@ -18,6 +18,7 @@
 //! [`conv_backward_input_ref`], which index straight from the definition above.
 
 use crate::im2col::ConvGeom;
+use crate::pool::first_max_2x2;
 use crate::simd::{copy_short, load, store, Fx, LANES};
 
 /// The input's height and width with its padding: `(H + pad_top + pad_bottom, W + ...)`.
@@ -54,11 +55,6 @@ fn check(g: &ConvGeom, oc: usize, x: usize, w: usize, y: usize) {
         "conv_direct: y has {y} values, needs OC*OH*OW = {}",
         oc * g.out_plane()
     );
-}
-
-/// Whether the fast "wide rows" layout applies (both strides 1).
-fn unit_stride(g: &ConvGeom) -> bool {
-    g.stride_h == 1 && g.stride_w == 1
 }
 
 /// Vectors per block in the wide-row loops: independent accumulators hide the FMA latency.
@@ -171,8 +167,8 @@ fn correlate<const Q: usize>(xp: &[f32], offs: &[usize], w_il: &[f32], len: usiz
 }
 
 /// Stride-1 forward, block by block: for each block of `q` output channels `o..o + q` it
-/// calls `emit(o, wide)` with their wide rows, `wide[k * len..(k + 1) * len]` for channel
-/// `o + k` (no bias), and then reuses the buffer for the next block.
+/// calls `emit(&layout, o, wide)` with their wide rows, `wide[k * len..(k + 1) * len]` for
+/// channel `o + k` (no bias), and then reuses the buffer for the next block.
 fn forward_blocks(
     g: &ConvGeom,
     oc: usize,
@@ -237,7 +233,8 @@ fn larger(a: f32, b: f32) -> f32 {
 /// max over each window of (w (*) x + b))`, without ever writing the full-size output. Each
 /// block of channels is pooled straight from its wide rows, while they are in L1.
 ///
-/// Equal to the layer's unfused sequence (add the bias, pool, ReLU) value for value, and with
+/// Equal to the layer's unfused sequence (add the bias, pool, ReLU) value for value (NaN
+/// aside: the inference form passes a NaN through where ReLU would make it 0), and with
 /// `argmax` (training) also index for index: each window's argmax, its index in the `[OH, OW]`
 /// plane, is the first maximum of the biased values in row-major order, as
 /// [`crate::pool::maxpool_forward`] picks it. Without `argmax` (inference) the bias is added
@@ -257,7 +254,7 @@ pub fn conv_forward_relu_pool2(
     mut argmax: Option<&mut [u32]>,
     scratch: &mut Vec<f32>,
 ) {
-    assert!(unit_stride(g), "conv_forward_relu_pool2: strides {}x{} are not 1", g.stride_h, g.stride_w);
+    assert!(g.unit_stride(), "conv_forward_relu_pool2: strides {}x{} are not 1", g.stride_h, g.stride_w);
     let (ph, pw) = (g.oh / 2, g.ow / 2);
     check(g, oc, x.len(), w.len(), oc * g.out_plane());
     assert_eq!(b.len(), oc, "conv_forward_relu_pool2: b has {} values, needs OC = {oc}", b.len());
@@ -311,17 +308,14 @@ pub fn conv_forward_relu_pool2(
                         for (c, (((out, a), t), u)) in
                             y_r.iter_mut().zip(a_r).zip(top).zip(bottom).enumerate()
                         {
-                            // The window's values in row-major order, biased; a strict `>`
-                            // keeps the first maximum.
+                            // The biased values, compared as the pool compares them.
                             let at = (2 * r * ow + 2 * c) as u32;
-                            let (mut m, mut i) = (t[0] + bias, at);
-                            for (v, j) in [
-                                (t[1] + bias, at + 1),
-                                (u[0] + bias, at + ow as u32),
-                                (u[1] + bias, at + ow as u32 + 1),
-                            ] {
-                                (m, i) = if v > m { (v, j) } else { (m, i) };
-                            }
+                            let (m, i) = first_max_2x2(
+                                [t[0] + bias, t[1] + bias],
+                                [u[0] + bias, u[1] + bias],
+                                at,
+                                ow as u32,
+                            );
                             *out = m.max(0.0);
                             *a = i;
                         }
@@ -345,7 +339,7 @@ pub fn conv_forward(g: &ConvGeom, oc: usize, x: &[f32], w: &[f32], y: &mut [f32]
     if g.out_plane() == 0 {
         return;
     }
-    if unit_stride(g) {
+    if g.unit_stride() {
         forward_wide(g, oc, x, w, y, false, scratch);
         return;
     }
@@ -460,7 +454,7 @@ pub fn conv_backward_weights(
     if oc == 0 || plane == 0 || taps == 0 || count == 0 || g.in_len() == 0 {
         return; // an all-zero (or empty) padded input contributes nothing
     }
-    if unit_stride(g) {
+    if g.unit_stride() {
         let l = Wide::new(g);
         scratch.clear();
         scratch.resize(count * l.padded + count * DW_OC * l.len, 0.0);
@@ -522,7 +516,7 @@ pub fn conv_backward_weights(
 /// not 1, the padding is as wide as the kernel, or there is nothing to compute.
 pub(crate) fn transposed(g: &ConvGeom, oc: usize, w: &[f32]) -> Option<(ConvGeom, Vec<f32>)> {
     let fits = g.pad_top < g.kh && g.pad_bottom < g.kh && g.pad_left < g.kw && g.pad_right < g.kw;
-    (unit_stride(g) && fits && g.out_plane() > 0 && g.in_len() > 0).then(|| {
+    (g.unit_stride() && fits && g.out_plane() > 0 && g.in_len() > 0).then(|| {
         let pad =
             (g.kh - 1 - g.pad_top, g.kw - 1 - g.pad_left, g.kh - 1 - g.pad_bottom, g.kw - 1 - g.pad_right);
         let gt = ConvGeom::new(oc, g.oh, g.ow, g.kh, g.kw, (1, 1), pad);
@@ -616,7 +610,8 @@ impl InputGrad {
 }
 
 /// Input gradient for one image, accumulated: `dx[C, H, W] += w^T (*) dy`, padding dropped.
-/// A layer prepares an [`InputGrad`] once per batch instead.
+/// A layer with several input channels prepares an [`InputGrad`] once per batch instead (one
+/// with a single input channel takes `w^T dy` by GEMM and col2im).
 pub fn conv_backward_input(
     g: &ConvGeom,
     oc: usize,

@@ -61,6 +61,11 @@ impl ConvGeom {
         ConvGeom { c, h, w, kh, kw, stride_h, stride_w, pad_top, pad_left, pad_bottom, pad_right, oh, ow }
     }
 
+    /// Whether both strides are 1.
+    pub fn unit_stride(&self) -> bool {
+        self.stride_h == 1 && self.stride_w == 1
+    }
+
     /// Values in one input image, `C*H*W`.
     pub fn in_len(&self) -> usize {
         self.c * self.h * self.w

@@ -63,21 +63,25 @@ pub fn maxpool_forward(g: &PoolGeom, planes: usize, x: &[f32], y: &mut [f32], ar
                 let pairs = r0.chunks_exact(2).zip(r1.chunks_exact(2));
                 for (ow, ((y, a), (p0, p1))) in yr.iter_mut().zip(ar.iter_mut()).zip(pairs).enumerate() {
                     let base = (2 * oh * g.w + 2 * ow) as u32;
-                    let (mut m, mut i) = (p0[0], base);
-                    let better = p0[1] > m;
-                    (m, i) = if better { (p0[1], base + 1) } else { (m, i) };
-                    let better = p1[0] > m;
-                    (m, i) = if better { (p1[0], base + w) } else { (m, i) };
-                    let better = p1[1] > m;
-                    (m, i) = if better { (p1[1], base + w + 1) } else { (m, i) };
-                    *y = m;
-                    *a = i;
+                    (*y, *a) = first_max_2x2([p0[0], p0[1]], [p1[0], p1[1]], base, w);
                 }
             }
         } else {
             maxpool_plane_ref(g, xp, yp, ap);
         }
     }
+}
+
+/// The first maximum of a 2x2 window, `top = [a, b]` above `bottom = [c, d]`, in row-major
+/// order (a strict `>`, so the earliest of equal values wins), and its index: `at` for `a`,
+/// `at + 1`, `at + w`, `at + w + 1` for the others. Compare-and-select, no branches.
+#[inline(always)]
+pub(crate) fn first_max_2x2(top: [f32; 2], bottom: [f32; 2], at: u32, w: u32) -> (f32, u32) {
+    let (mut m, mut i) = (top[0], at);
+    for (v, j) in [(top[1], at + 1), (bottom[0], at + w), (bottom[1], at + w + 1)] {
+        (m, i) = if v > m { (v, j) } else { (m, i) };
+    }
+    (m, i)
 }
 
 fn maxpool_plane_ref(g: &PoolGeom, xp: &[f32], yp: &mut [f32], ap: &mut [u32]) {

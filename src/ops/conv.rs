@@ -5,7 +5,9 @@
 //!   dimension would be only `KH*KW`, 9 or 16, too thin for a GEMM to pay for the column
 //!   matrix), and for stride-1 layers with large output planes ([`DIRECT_MIN_PLANE`]). Its
 //!   weight gradient takes a group of images per call; its input gradient is a convolution
-//!   with transposed weights ([`InputGrad`], prepared once per batch);
+//!   with transposed weights ([`InputGrad`], prepared once per batch), except with one input
+//!   channel, where that convolution would have one output channel and `w^T dy` by GEMM, then
+//!   col2im, is faster (as on im2col);
 //! - **implicit GEMM** (`kernels::conv_implicit`) for the other layers with kernels up to 5
 //!   wide: the GEMM of im2col computed straight from the padded images, output channels along
 //!   the SIMD lanes, so no column matrix is built or packed. The weights are transposed when
@@ -76,7 +78,8 @@ const DIRECT_MIN_PLANE: usize = 24 * 24;
 /// column matrices or padded images after the first.
 #[derive(Default)]
 struct Scratch {
-    /// The (group's) column matrix, or the direct path's padded input.
+    /// The (group's) column matrix, the direct path's padded input, or an input gradient's
+    /// column matrix `w^T dy` before col2im.
     col: Vec<f32>,
     /// The group's output or output gradient in `[OC, G*OH*OW]` layout.
     out: Vec<f32>,
@@ -122,13 +125,9 @@ pub fn path_name(g: &ConvGeom) -> &'static str {
     }
 }
 
-fn unit_stride(g: &ConvGeom) -> bool {
-    g.stride_h == 1 && g.stride_w == 1
-}
-
 impl Conv {
     fn new(g: ConvGeom, oc: usize) -> Self {
-        let path = if g.c == 1 || (unit_stride(&g) && g.out_plane() >= DIRECT_MIN_PLANE) {
+        let path = if g.c == 1 || (g.unit_stride() && g.out_plane() >= DIRECT_MIN_PLANE) {
             Path::Direct
         } else if conv_implicit::supports(&g) {
             Path::Implicit
@@ -250,7 +249,8 @@ impl Conv {
                         }
                     }
                     (Some(dxs), _) => {
-                        // One input channel: `w^T dy` by GEMM, then col2im (see `conv_backward_batch`).
+                        // One input channel: `w^T dy` by GEMM, then col2im
+                        // (see `conv_backward_batch`).
                         self.gather_dy(dys, &mut s.out);
                         self.input_grad_by_gemm(w, &s.out, dxs, &mut s.col);
                     }
@@ -519,7 +519,7 @@ pub fn conv2d_relu_maxpool(
         let group = conv.group();
         // On the direct path with the common pool, each image's convolution is pooled straight
         // from the kernel's buffer (`conv_forward_relu_pool2`, equal to the steps below).
-        let pool_direct = conv.path == Path::Direct && unit_stride(&g) && k == 2 && stride == 2;
+        let pool_direct = conv.path == Path::Direct && g.unit_stride() && k == 2 && stride == 2;
         let pool_group = |ys: &mut [f32], args: Option<&mut [u32]>, xs: &[f32]| {
             with_scratch(|s| {
                 if pool_direct {

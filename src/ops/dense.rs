@@ -38,15 +38,16 @@ fn batch_rows_per_task(rows: usize) -> usize {
     rows.div_ceil(rayon::current_num_threads()).max(1)
 }
 
-/// Weights (values) from which one image's pass through a dense layer is split between the
-/// threads, each streaming its own columns of `w`: 2 MiB, twice a core's L2. A pool thread
-/// that has gone idle takes 25-50 us to wake here, as long as a smaller layer's whole pass:
-/// measured at 2 threads, one image of C1 (2.8 MB layer) went from 40 to 31-32 us split, but E's
-/// 1.6 MB one from 99 to 110 us, and A/B's 1.4 MB one did not move.
+/// Weights (values) from which a row's pass through a dense layer on the `vecmat` path (one
+/// image, or a batch of up to [`GEMV_ROWS`]) is split between the threads, each streaming its
+/// own columns of `w`: 2 MiB, twice a core's L2. A pool thread that has gone idle takes 25-50
+/// us to wake here, as long as a smaller layer's whole pass. Measured at 2 threads, alternating
+/// runs: one image of C1 (2.8 MB layer) 37-40 -> 29-32 us split; split from 256 KB up, E's 1.6
+/// MB layer went from 99 to 110 us and A/B's 1.4 MB one did not move.
 const GEMV_SPLIT_VALUES: usize = 1 << 19;
 
-/// Columns per task for one image (`vecmat`): all of them, or an equal share per thread in
-/// whole SIMD vectors. Each output column is one sum whoever computes it, so the split never
+/// Columns per task on the `vecmat` path: all of them, or an equal share per thread in whole
+/// SIMD vectors. Each output column is one sum whoever computes it, so the split never
 /// changes a result.
 fn gemv_cols_per_task(fin: usize, fout: usize) -> usize {
     let threads = rayon::current_num_threads();
@@ -187,4 +188,24 @@ thread_local! {
     /// The transposed weights of the last input gradient, kept so that a step does not
     /// allocate (and page-fault in) a fresh copy of the weights.
     static TRANSPOSED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Which one-image passes are split: C1's first layer and the engine test's layer at 2
+    /// threads, not E's or A/B's (too small to pay for waking a thread), nothing at 1 thread.
+    #[test]
+    fn which_one_image_passes_are_split() {
+        let at = |threads: usize, fin: usize, fout: usize| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            pool.install(|| gemv_cols_per_task(fin, fout))
+        };
+        assert_eq!(at(2, 5408, 128), 64, "C1");
+        assert_eq!(at(2, 2048, 276), 144, "tests/engine.rs");
+        assert_eq!(at(2, 1600, 256), 256, "E");
+        assert_eq!(at(2, 10816, 32), 32, "A/B");
+        assert_eq!(at(1, 5408, 128), 128, "C1, one thread");
+    }
 }
