@@ -3,8 +3,8 @@
 //! Units: compute-bound kernels (GEMM, convolution) report `Throughput::Elements(flops)`, so
 //! the "elements/s" criterion prints *is* FLOP/s (one multiply-add counts as 2 FLOP). Memory-
 //! bound kernels (im2col, col2im, max-pooling, one image's dense layer) report
-//! `Throughput::Bytes` of the data they must move at least. Every input is allocated and filled before the timed closure; the closure
-//! runs the kernel only.
+//! `Throughput::Bytes` of the data they must move at least. Every input is allocated and
+//! filled before the timed closure; the closure runs the kernel only.
 //!
 //! Everything here is single-threaded, as the kernels are: the layers parallelise over images
 //! with rayon, so per-core figures are what to compare. The SIMD width compiled in is printed
@@ -89,8 +89,8 @@ fn gemm(c: &mut Criterion) {
     // Convolution GEMMs, one image: y[OC, OH*OW] = w[OC, C*KH*KW] * col[C*KH*KW, OH*OW].
     bench_matmul(&mut g, "c1_conv_fwd_32x9x676", false, false, 32, 9, 676, false);
     bench_matmul(&mut g, "e_conv2_fwd_64x1024x121", false, false, 64, 1024, 121, false);
-    bench_matmul(&mut g, "e_conv2_dw_64x121x1024", false, true, 64, 121, 1024, true); // dw += dy col^T
-                                                                                      // dcol = w^T dy
+    // dw += dy col^T, then dcol = w^T dy.
+    bench_matmul(&mut g, "e_conv2_dw_64x121x1024", false, true, 64, 121, 1024, true);
     bench_matmul(&mut g, "e_conv2_dcol_1024x64x121", true, false, 1024, 64, 121, false);
     // C1's dense layer for a batch of 512: forward and both backward products.
     bench_matmul(&mut g, "dense_fwd_512x5408x128", false, false, 512, 5408, 128, false); // y = x W
@@ -186,15 +186,13 @@ fn bench_direct(g: &mut Group, name: &str, geom: ConvGeom, oc: usize, n: usize) 
     });
     // Inference's fused kernel (convolution, bias, ReLU and 2x2/2 pool), the same FLOP count as
     // the forward above, which writes the full-size output that a bias pass and a pool then read.
-    if geom.stride_h == 1 && geom.stride_w == 1 && geom.oh >= 2 && geom.ow >= 2 {
+    if geom.unit_stride() && geom.oh >= 2 && geom.ow >= 2 {
         let bias = filled(oc, 9);
-        let mut pooled = vec![0.0; n * oc * (geom.oh / 2) * (geom.ow / 2)];
+        let pooled_len = oc * (geom.oh / 2) * (geom.ow / 2);
+        let mut pooled = vec![0.0; n * pooled_len];
         g.bench_function(format!("direct_{name}_fwd_relu_pool2"), |b| {
             b.iter(|| {
-                for (xi, yi) in x
-                    .chunks_exact(geom.in_len())
-                    .zip(pooled.chunks_exact_mut(oc * (geom.oh / 2) * (geom.ow / 2)))
-                {
+                for (xi, yi) in x.chunks_exact(geom.in_len()).zip(pooled.chunks_exact_mut(pooled_len)) {
                     conv_forward_relu_pool2(&geom, oc, black_box(xi), &w, &bias, yi, None, &mut scratch);
                 }
             })

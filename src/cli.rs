@@ -429,12 +429,11 @@ pub fn plan_training(a: &TrainArgs) -> CliResult<TrainPlan> {
         return Err("--runs must be at least 1".into());
     }
     let mut layers = preset.layers.clone();
-    if a.no_batch_norm {
-        layers = presets::without_batch_norm(&layers);
-    }
-    if a.no_dropout {
-        layers = presets::without_dropout(&layers);
-    }
+    layers.retain(|l| match l {
+        LayerConfig::BatchNorm { .. } => !a.no_batch_norm,
+        LayerConfig::Dropout { .. } => !a.no_dropout,
+        _ => true,
+    });
     Ok(TrainPlan { preset, layers, cfg, val_split })
 }
 

@@ -91,18 +91,6 @@ fn recipe(epochs: usize, batch_size: usize) -> Recipe {
     }
 }
 
-/// The layers without their batch-norm layers (the CLI's `--no-batch-norm`, for ablations):
-/// every other layer is kept, in order.
-pub fn without_batch_norm(layers: &[L]) -> Vec<L> {
-    layers.iter().filter(|l| !matches!(l, L::BatchNorm { .. })).cloned().collect()
-}
-
-/// The layers without their dropout layers (the CLI's `--no-dropout`, for ablations): every
-/// other layer is kept, in order.
-pub fn without_dropout(layers: &[L]) -> Vec<L> {
-    layers.iter().filter(|l| !matches!(l, L::Dropout { .. })).cloned().collect()
-}
-
 fn conv_relu(filters: usize, k: usize, stride: usize, padding: Padding) -> [L; 2] {
     [L::Conv2d { filters, kernel: [k, k], stride, padding }, L::Relu]
 }

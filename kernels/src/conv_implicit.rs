@@ -31,7 +31,7 @@
 
 use crate::conv_direct::{pad_into, padded_dims};
 use crate::im2col::ConvGeom;
-use crate::simd::{Fx, LANES};
+use crate::simd::{transpose, Fx, LANES};
 
 /// Vectors of output channels in one block of accumulators (64 channels with AVX-512).
 const MAX_NV: usize = 4;
@@ -82,17 +82,16 @@ impl ImplicitConv {
         let mut wt = vec![0.0; oc.next_multiple_of(LANES) * taps];
         for o0 in (0..oc).step_by(MAX_NV * LANES) {
             let width = (oc - o0).min(MAX_NV * LANES).next_multiple_of(LANES);
-            let block = &mut wt[o0 * taps..(o0 + width) * taps];
-            // A transpose in tiles of 16 taps, so the rows written stay in L1: done tap by tap
-            // it costs more than one image's convolution (a cache miss per value).
-            for t0 in (0..taps).step_by(16) {
-                let t1 = (t0 + 16).min(taps);
-                for (j, w_o) in w[o0 * taps..].chunks_exact(taps).take(oc - o0).take(width).enumerate() {
-                    for (t, &v) in (t0..t1).zip(&w_o[t0..t1]) {
-                        block[t * width + j] = v;
-                    }
-                }
-            }
+            let rows = (oc - o0).min(width);
+            // Tiled (`simd::transpose`): done value by value down the taps it costs more than
+            // one image's convolution (a cache miss per value).
+            transpose(
+                &w[o0 * taps..(o0 + rows) * taps],
+                rows,
+                taps,
+                &mut wt[o0 * taps..(o0 + width) * taps],
+                width,
+            );
         }
         ImplicitConv { g: *g, oc, wt }
     }

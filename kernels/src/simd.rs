@@ -73,6 +73,30 @@ pub fn copy_short(dst: &mut [f32], src: &[f32]) {
     }
 }
 
+/// `t[c * ld + r] = a[r * cols + c]`: the row-major `a[rows, cols]` transposed into rows of
+/// `t` that are `ld >= rows` apart (the values past `rows` in each are left as they are). 16
+/// rows of `a` at a time, so their cache lines stay in L1 while each column of them is
+/// written as 16 consecutive values.
+///
+/// # Panics
+/// If `ld < rows`, or `a` or `t` is too short.
+pub fn transpose(a: &[f32], rows: usize, cols: usize, t: &mut [f32], ld: usize) {
+    assert!(ld >= rows, "transpose: rows of t are {ld} apart, {rows} needed");
+    assert!(a.len() >= rows * cols, "transpose: a has {} values, {rows}x{cols} needed", a.len());
+    if rows == 0 || cols == 0 {
+        return;
+    }
+    assert!(t.len() >= (cols - 1) * ld + rows, "transpose: t has {} values", t.len());
+    for r0 in (0..rows).step_by(16) {
+        let r1 = (r0 + 16).min(rows);
+        for c in 0..cols {
+            for (r, v) in (r0..r1).zip(&mut t[c * ld + r0..c * ld + r1]) {
+                *v = a[r * cols + c];
+            }
+        }
+    }
+}
+
 /// `y[i] += a * x[i]` for equal-length slices.
 #[inline]
 pub fn axpy(a: f32, x: &[f32], y: &mut [f32]) {

@@ -513,7 +513,7 @@ fn check_conv(g: &ConvGeom, oc: usize, seed: u64) {
     let mut direct = nans(oc * plane);
     conv_forward(g, oc, &x, &w, &mut direct, &mut scratch);
     assert_same(&format!("conv_forward {g:?} oc={oc}"), &direct, &want);
-    if g.stride_h == 1 && g.stride_w == 1 && g.oh >= 2 && g.ow >= 2 {
+    if g.unit_stride() && g.oh >= 2 && g.ow >= 2 {
         check_conv_relu_pool2(g, oc, &x, &w, &want, seed);
     }
     let mut col = nans(taps * plane); // col[C*KH*KW, OH*OW]
@@ -1243,6 +1243,28 @@ fn group_column_matrices_match_the_per_image_reference() {
                 (0..rows).flat_map(|r| dcol[r * ld + j * plane..][..plane].to_vec()).collect();
             col2im_ref(&g, &slot, &mut b);
             assert_eq!(a, b, "{g:?} image {j}");
+        }
+    }
+}
+
+/// `simd::transpose` against the definition, on shapes around its 16-row tiles, with rows of
+/// the result further apart than needed: every value lands where the definition says, and
+/// the values between rows (starting NaN) are left alone.
+#[test]
+fn transpose_matches_the_definition_and_leaves_the_gaps() {
+    for (rows, cols, ld) in [(1, 1, 1), (5, 3, 5), (16, 9, 16), (17, 4, 20), (33, 1024, 48), (64, 16, 64)] {
+        let a = ints(&mut Rng::new((rows * cols) as u64), rows * cols);
+        let mut t = nans(cols * ld);
+        kernels::simd::transpose(&a, rows, cols, &mut t, ld);
+        for c in 0..cols {
+            for r in 0..ld {
+                let got = t[c * ld + r];
+                if r < rows {
+                    assert_eq!(got, a[r * cols + c], "{rows}x{cols} ld {ld}: t[{c}][{r}]");
+                } else {
+                    assert!(got.is_nan(), "{rows}x{cols} ld {ld}: gap t[{c}][{r}] written");
+                }
+            }
         }
     }
 }

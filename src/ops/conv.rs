@@ -140,7 +140,8 @@ impl Conv {
     /// The weights `w` prepared for the forward pass: transposed for [`Path::Implicit`],
     /// nothing for the others. The transposed weights are kept per thread ([`PREPARED`]) for
     /// as long as the parameters' version does not change, so inference transposes each layer
-    /// once, not on every call (for one image of E that saves about 33 us of ~150), while
+    /// once, not on every call (one image of E at 1 thread: 131 -> 105-107 us in alternating
+    /// runs), while
     /// training, which changes the weights every step, transposes them once per batch.
     fn prepare(&self, params: &Params, w: ParamId) -> Option<Arc<ImplicitConv>> {
         if self.path != Path::Implicit {
@@ -236,50 +237,29 @@ impl Conv {
     ) {
         let (g, oc, plane, ckk) = (&self.g, self.oc, self.g.out_plane(), self.g.col_rows());
         let count = xs.len() / g.in_len();
+        // The group's output gradients, rebuilt in this buffer when pooled; taken out of the
+        // scratch so that the rest of it stays free for the passes below.
+        let mut dy_buf = std::mem::take(&mut s.dy);
+        let dys = src.images(first, count, self, &mut dy_buf);
         match self.path {
             Path::Direct => {
-                let dys = src.images(first, count, self, &mut s.dy);
                 conv_backward_weights(g, oc, xs, dys, dw, &mut s.col);
-                match (dxs, input_grad) {
-                    (Some(dxs), Some(InputGradOf::Direct(input_grad))) => {
-                        for (dyi, dxi) in
-                            dys.chunks_exact(self.out_len()).zip(dxs.chunks_exact_mut(g.in_len()))
-                        {
-                            input_grad.accumulate(dyi, dxi, &mut s.col);
-                        }
-                    }
-                    (Some(dxs), _) => {
-                        // One input channel: `w^T dy` by GEMM, then col2im
-                        // (see `conv_backward_batch`).
-                        self.gather_dy(dys, &mut s.out);
-                        self.input_grad_by_gemm(w, &s.out, dxs, &mut s.col);
-                    }
-                    (None, _) => {}
-                }
                 channel_sums(dys, count, oc, plane, db);
+                if let (Some(dxs), Some(how)) = (dxs, input_grad) {
+                    self.input_grad(how, w, dys, dxs, s);
+                }
             }
             Path::Implicit => {
-                let dys = src.images(first, count, self, &mut s.dy);
                 let sums = s.weight_grad.as_mut().expect("conv_backward_batch starts the chunk's sums");
                 sums.add(xs, dys, &mut s.implicit);
                 channel_sums(dys, count, oc, plane, db);
-                match (dxs, input_grad) {
-                    (Some(dxs), Some(InputGradOf::Implicit(input_grad))) => {
-                        input_grad.accumulate(dys, dxs, &mut s.implicit)
-                    }
-                    (Some(dxs), _) => {
-                        // A stride other than 1: w^T dy by GEMM, then col2im, as on im2col.
-                        self.gather_dy(dys, &mut s.out);
-                        self.input_grad_by_gemm(w, &s.out, dxs, &mut s.col);
-                    }
-                    (None, _) => {}
+                if let (Some(dxs), Some(how)) = (dxs, input_grad) {
+                    self.input_grad(how, w, dys, dxs, s);
                 }
             }
             Path::Im2col => {
                 let ld = count * plane;
                 // dy[OC, G*OH*OW], gathered from the images' [OC, OH*OW] gradients.
-                s.out.resize(oc * ld, 0.0);
-                let dys = src.images(first, count, self, &mut s.dy);
                 self.gather_dy(dys, &mut s.out);
                 s.col.resize(ckk * ld, 0.0);
                 for (j, xi) in xs.chunks_exact(g.in_len()).enumerate() {
@@ -289,8 +269,28 @@ impl Conv {
                 matmul(false, true, oc, ld, ckk, &s.out, &s.col, dw, true);
                 channel_sums(&s.out, 1, oc, ld, db);
                 if let Some(dxs) = dxs {
-                    self.input_grad_by_gemm(w, &s.out, dxs, &mut s.col); // reusing col's buffer
+                    // `InputGradOf::Gemm` on the dy gathered above, reusing col's buffer.
+                    self.input_grad_by_gemm(w, &s.out, dxs, &mut s.col);
                 }
+            }
+        }
+        s.dy = dy_buf;
+    }
+
+    /// `dxs[G, C, H, W] +=` the input gradient of a group whose output gradients are `dys[G,
+    /// OC, OH*OW]`, computed as `how` says.
+    fn input_grad(&self, how: &InputGradOf, w: &[f32], dys: &[f32], dxs: &mut [f32], s: &mut Scratch) {
+        match how {
+            InputGradOf::Direct(input_grad) => {
+                for (dyi, dxi) in dys.chunks_exact(self.out_len()).zip(dxs.chunks_exact_mut(self.g.in_len()))
+                {
+                    input_grad.accumulate(dyi, dxi, &mut s.col);
+                }
+            }
+            InputGradOf::Implicit(input_grad) => input_grad.accumulate(dys, dxs, &mut s.implicit),
+            InputGradOf::Gemm => {
+                self.gather_dy(dys, &mut s.out);
+                self.input_grad_by_gemm(w, &s.out, dxs, &mut s.col);
             }
         }
     }
@@ -320,10 +320,15 @@ impl Conv {
     }
 }
 
-/// A batch's input-gradient weights, prepared once: the direct or the implicit kernel's.
+/// How a batch computes its input gradient, with what is prepared once for it.
 enum InputGradOf {
+    /// A convolution of `dy` with the transposed weights, by the direct kernel.
     Direct(InputGrad),
+    /// The same by the implicit GEMM (stride 1).
     Implicit(ImplicitInputGrad),
+    /// `w^T dy` by GEMM, then col2im: im2col's way, and the others' where their convolution
+    /// does not apply or is slow.
+    Gemm,
 }
 
 /// Where a convolution's output gradient comes from, image by image.
@@ -339,6 +344,11 @@ enum ConvGrad<'a> {
 impl ConvGrad<'_> {
     /// The convolution gradients `[count, OC, OH*OW]` of images `first..first + count`, rebuilt
     /// into `buf` when pooled.
+    ///
+    /// Kept out of line: when the compiler inlined it into `conv_backward_batch`'s loop, the
+    /// loop took 15.6% of C1's training step at 1 thread where this function alone had taken
+    /// 12.1% (`perf record`), and C1 trained 2-3% slower in alternating runs.
+    #[inline(never)]
     fn images<'b>(&'b self, first: usize, count: usize, conv: &Conv, buf: &'b mut Vec<f32>) -> &'b [f32] {
         let len = conv.out_len();
         match *self {
@@ -384,17 +394,19 @@ fn conv_backward_batch(conv: &Conv, x: Var, w: ParamId, b: ParamId, grads: &mut 
     };
     let xd = xv.data();
     let group = conv.group();
-    // The input gradient runs on transposed weights, prepared once per batch.
-    let input_grad = match conv.path {
-        _ if dx.is_none() => None,
+    // How the input gradient is computed, its transposed weights prepared once per batch.
+    let input_grad = dx.is_some().then(|| match conv.path {
         // With one input channel the direct input gradient is a convolution with one output
         // channel, whose every input load feeds a single multiply-add; `w^T dy` by GEMM (KH*KW
         // rows) and col2im run at several times its rate.
-        Path::Direct if conv.g.c == 1 => None,
-        Path::Direct => Some(InputGradOf::Direct(InputGrad::new(&conv.g, conv.oc, wd))),
-        Path::Implicit => ImplicitInputGrad::new(&conv.g, conv.oc, wd).map(InputGradOf::Implicit),
-        Path::Im2col => None,
-    };
+        Path::Direct if conv.g.c == 1 => InputGradOf::Gemm,
+        Path::Direct => InputGradOf::Direct(InputGrad::new(&conv.g, conv.oc, wd)),
+        // A stride other than 1 has no implicit input gradient.
+        Path::Implicit => {
+            ImplicitInputGrad::new(&conv.g, conv.oc, wd).map_or(InputGradOf::Gemm, InputGradOf::Implicit)
+        }
+        Path::Im2col => InputGradOf::Gemm,
+    });
     let work = |chunk: usize, mut dx_chunk: Option<&mut [f32]>| {
         let mut dw = vec![0.0f32; conv.oc * ckk];
         let mut db = vec![0.0f32; conv.oc];
@@ -523,18 +535,10 @@ pub fn conv2d_relu_maxpool(
         let pool_group = |ys: &mut [f32], args: Option<&mut [u32]>, xs: &[f32]| {
             with_scratch(|s| {
                 if pool_direct {
-                    let images = xs.chunks_exact(g.in_len()).zip(ys.chunks_exact_mut(per_image));
-                    match args {
-                        Some(args) => {
-                            for ((xi, yi), ai) in images.zip(args.chunks_exact_mut(per_image)) {
-                                conv_forward_relu_pool2(&g, conv.oc, xi, wd, bd, yi, Some(ai), &mut s.col);
-                            }
-                        }
-                        None => {
-                            for (xi, yi) in images {
-                                conv_forward_relu_pool2(&g, conv.oc, xi, wd, bd, yi, None, &mut s.col);
-                            }
-                        }
+                    let mut args = args.map(|a| a.chunks_exact_mut(per_image));
+                    for (xi, yi) in xs.chunks_exact(g.in_len()).zip(ys.chunks_exact_mut(per_image)) {
+                        let ai = args.as_mut().and_then(Iterator::next);
+                        conv_forward_relu_pool2(&g, conv.oc, xi, wd, bd, yi, ai, &mut s.col);
                     }
                     return;
                 }

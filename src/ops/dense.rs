@@ -10,7 +10,7 @@
 use kernels::bias::{bias_add, channel_sums};
 use kernels::gemm::{matmul, sgemm, MatMut, MatRef};
 use kernels::gemv::{rowsmat, vecmat};
-use kernels::simd::LANES;
+use kernels::simd::{transpose, LANES};
 use rayon::prelude::*;
 
 use crate::params::{ParamId, Params};
@@ -151,7 +151,8 @@ impl Backward for DenseBackward {
             // Without packing: `rowsmat` on w transposed once, `[OUT, IN]`, in this thread's
             // buffer (taken out while the tasks run, so no borrow spans the rayon call).
             let mut wt = TRANSPOSED.take();
-            transpose_into(w, fin, fout, &mut wt);
+            wt.resize(fin * fout, 0.0);
+            transpose(w, fin, fout, &mut wt, fin);
             dx.data_mut().par_chunks_mut(block * fin).enumerate().for_each(|(blk, dxb)| {
                 let dyb = &dyd[blk * block * fout..][..dxb.len() / fin * fout];
                 rowsmat(dyb, &wt, fout, fin, dxb);
@@ -167,20 +168,6 @@ impl Backward for DenseBackward {
             let c = MatMut { data: dxb, rows: fin, cols: rows, row_stride: 1, col_stride: fin };
             sgemm(1.0, MatRef::new(w, fin, fout), MatRef::transposed(dyb, fout, rows), 1.0, c);
         });
-    }
-}
-
-/// `w[rows, cols]` transposed into `t[cols, rows]`, 16 rows of `w` at a time: they stay in
-/// cache while each column of them is written as 16 consecutive values of `t`.
-fn transpose_into(w: &[f32], rows: usize, cols: usize, t: &mut Vec<f32>) {
-    t.resize(rows * cols, 0.0);
-    for r0 in (0..rows).step_by(16) {
-        let r1 = (r0 + 16).min(rows);
-        for (c, t_row) in t.chunks_exact_mut(rows).enumerate() {
-            for (r, v) in (r0..r1).zip(&mut t_row[r0..r1]) {
-                *v = w[r * cols + c];
-            }
-        }
     }
 }
 
