@@ -141,8 +141,8 @@ impl Conv {
     /// nothing for the others. The transposed weights are kept per thread ([`PREPARED`]) for
     /// as long as the parameters' version does not change, so inference transposes each layer
     /// once, not on every call (one image of E at 1 thread: 131 -> 105-107 us in alternating
-    /// runs), while
-    /// training, which changes the weights every step, transposes them once per batch.
+    /// runs), while training, which changes the weights every step, transposes them once per
+    /// batch.
     fn prepare(&self, params: &Params, w: ParamId) -> Option<Arc<ImplicitConv>> {
         if self.path != Path::Implicit {
             return None;
