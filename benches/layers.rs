@@ -66,7 +66,7 @@ use std::time::{Duration, Instant};
 use criterion::{BenchmarkGroup, Criterion, Throughput};
 use fmnist::model::Layer;
 use fmnist::presets::{self, INPUT_SHAPE};
-use fmnist::{ops, Init, LayerConfig, Mode, Padding, Params, Rng, Sequential, Tape, Tensor, Var};
+use fmnist::{ops, Engine, Init, LayerConfig, Mode, Padding, Params, Rng, Sequential, Tape, Tensor, Var};
 use rayon::prelude::*;
 
 /// Assumed FMA peak of one core, FLOP/s (see the module docs).
@@ -206,7 +206,7 @@ fn layer_costs(
 fn layer_desc(layer: &Layer) -> String {
     match &layer.config {
         LayerConfig::Conv2d { filters, kernel, stride, padding } => {
-            let path = layer.conv_geom().map_or("?", |g| ops::conv::path_name(&g));
+            let path = layer.conv_plan().map_or("?", |p| p.path_name());
             let pad = if *padding == Padding::Valid { "valid" } else { "same" };
             format!("conv2d {filters}@{}x{} s{stride} {pad} {path}", kernel[0], kernel[1])
         }
@@ -360,10 +360,10 @@ impl Group {
         let (tape, rng) = (&mut self.tape, &mut self.rng);
         match &mut self.cases[ci].op {
             Op::Layers(net) => net.forward(tape, x, Mode::Train, rng),
-            Op::Loss(labels) => ops::softmax_cross_entropy(tape, x, labels, 0.0),
+            Op::Loss(labels) => ops::softmax_cross_entropy(tape, x, labels, 0.0, Engine::Fast),
             Op::Network(net, labels) => {
                 let logits = net.forward(tape, x, Mode::Train, rng);
-                ops::softmax_cross_entropy(tape, logits, labels, 0.0)
+                net.loss(tape, logits, labels, 0.0)
             }
         }
     }
@@ -371,7 +371,7 @@ impl Group {
     /// The parameters case `ci` trains.
     fn params(&mut self, ci: usize) -> &mut Params {
         match &mut self.cases[ci].op {
-            Op::Layers(net) | Op::Network(net, _) => &mut net.params,
+            Op::Layers(net) | Op::Network(net, _) => net.params_mut(),
             Op::Loss(_) => &mut self.no_params,
         }
     }
@@ -379,7 +379,7 @@ impl Group {
     /// Backpropagates from `y`, the output of case `ci`.
     fn backward(&mut self, ci: usize, y: Var) {
         let params = match &mut self.cases[ci].op {
-            Op::Layers(net) | Op::Network(net, _) => &mut net.params,
+            Op::Layers(net) | Op::Network(net, _) => net.params_mut(),
             Op::Loss(_) => &mut self.no_params,
         };
         self.tape.backward(y, params);

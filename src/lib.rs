@@ -16,12 +16,14 @@ pub mod modelfile;
 pub mod ops;
 pub mod optim;
 pub mod params;
+pub mod plan;
 pub mod presets;
 pub mod report;
 pub mod tape;
 pub mod tensor;
 pub mod train;
 
+pub use kernels::Engine;
 pub use kernels::Rng;
 pub use model::{Init, LayerConfig, Padding, Sequential};
 pub use params::{ParamId, Params};

@@ -9,12 +9,14 @@
 //! vectors.
 
 use kernels::im2col::ConvGeom;
-use kernels::Rng;
+use kernels::{ConvPlan, DensePlan, Engine, Rng};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 use crate::ops;
 use crate::ops::BatchNormState;
 use crate::params::{ParamId, Params};
+use crate::plan::{self, Step};
 use crate::tape::{Tape, Var};
 use crate::tensor::Tensor;
 use crate::Mode;
@@ -111,23 +113,24 @@ impl Init {
     }
 }
 
-/// A layer built for a known input shape.
-#[derive(Clone, Debug)]
+/// A layer built for a known input shape and an engine.
 pub struct Layer {
     pub config: LayerConfig,
     pub in_shape: Vec<usize>,
     pub out_shape: Vec<usize>,
     kind: Built,
+    engine: Engine,
 }
 
-#[derive(Clone, Debug)]
+/// What a layer computes, with its parameters and, for the layers with weights, the plan
+/// that runs it on the layer's engine.
 enum Built {
-    Conv { geom: ConvGeom, w: ParamId, b: ParamId },
+    Conv { w: ParamId, b: ParamId, plan: Arc<ConvPlan> },
     Pool { size: usize, stride: usize },
     Relu,
     Flatten,
     Dropout { rate: f32 },
-    Dense { w: ParamId, b: ParamId },
+    Dense { w: ParamId, b: ParamId, plan: Arc<DensePlan> },
     BatchNorm(BatchNormState),
 }
 
@@ -153,12 +156,18 @@ fn same_padding(input: usize, k: usize, stride: usize) -> (usize, usize) {
 impl Layer {
     /// A convolution layer's geometry (input, kernel, stride, padding); `None` for the others.
     pub fn conv_geom(&self) -> Option<ConvGeom> {
-        match self.kind {
-            Built::Conv { geom, .. } => Some(geom),
+        self.conv_plan().map(|p| *p.geom())
+    }
+
+    /// A convolution layer's plan (its path on the engine); `None` for the others.
+    pub fn conv_plan(&self) -> Option<&ConvPlan> {
+        match &self.kind {
+            Built::Conv { plan, .. } => Some(plan),
             _ => None,
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn build(
         index: usize,
         config: &LayerConfig,
@@ -166,6 +175,7 @@ impl Layer {
         params: &mut Params,
         init: Init,
         rng: &mut Rng,
+        engine: Engine,
     ) -> Result<Layer, ModelError> {
         let name = |what: &str| format!("{index}.{}.{what}", config.kind());
         let err = |why: String| ModelError(format!("layer {index} ({}): {why}", config.kind()));
@@ -196,7 +206,8 @@ impl Layer {
                 init.fill(c * kh * kw, filters * kh * kw, rng, &mut wt);
                 let w_id = params.add(name("weight"), wt);
                 let b_id = params.add(name("bias"), Tensor::zeros(&[filters]));
-                (Built::Conv { geom, w: w_id, b: b_id }, vec![filters, geom.oh, geom.ow])
+                let plan = Arc::new(ConvPlan::new(engine, geom, filters));
+                (Built::Conv { w: w_id, b: b_id, plan }, vec![filters, geom.oh, geom.ow])
             }
             LayerConfig::MaxPool2d { size, stride } => {
                 let (c, h, w) = image(in_shape)?;
@@ -229,7 +240,8 @@ impl Layer {
                 init.fill(fin, units, rng, &mut wt);
                 let w = params.add(name("weight"), wt);
                 let b = params.add(name("bias"), Tensor::zeros(&[units]));
-                (Built::Dense { w, b }, vec![units])
+                let plan = Arc::new(DensePlan::new(engine, fin, units));
+                (Built::Dense { w, b, plan }, vec![units])
             }
             LayerConfig::BatchNorm { momentum, eps } => {
                 if !(0.0..=1.0).contains(&momentum) || eps <= 0.0 {
@@ -243,11 +255,49 @@ impl Layer {
                     running_var: params.add_buffer(name("running_var"), Tensor::full(&[c], 1.0)),
                     momentum,
                     eps,
+                    engine,
                 };
                 (Built::BatchNorm(st), in_shape.to_vec())
             }
         };
-        Ok(Layer { config: config.clone(), in_shape: in_shape.to_vec(), out_shape, kind })
+        Ok(Layer { config: config.clone(), in_shape: in_shape.to_vec(), out_shape, kind, engine })
+    }
+
+    /// The same layer, with the same parameters, on another engine (fresh plans, to be
+    /// refreshed).
+    fn on_engine(&self, engine: Engine) -> Layer {
+        let kind = match &self.kind {
+            Built::Conv { w, b, plan } => {
+                let plan = Arc::new(ConvPlan::new(engine, *plan.geom(), self.out_shape[0]));
+                Built::Conv { w: *w, b: *b, plan }
+            }
+            Built::Dense { w, b, .. } => {
+                let fin = self.in_shape.iter().product();
+                Built::Dense { w: *w, b: *b, plan: Arc::new(DensePlan::new(engine, fin, self.out_shape[0])) }
+            }
+            Built::Pool { size, stride } => Built::Pool { size: *size, stride: *stride },
+            Built::Relu => Built::Relu,
+            Built::Flatten => Built::Flatten,
+            Built::Dropout { rate } => Built::Dropout { rate: *rate },
+            Built::BatchNorm(st) => Built::BatchNorm(BatchNormState { engine, ..*st }),
+        };
+        Layer {
+            config: self.config.clone(),
+            in_shape: self.in_shape.clone(),
+            out_shape: self.out_shape.clone(),
+            kind,
+            engine,
+        }
+    }
+
+    /// Prepares this layer's plan for the current values of its weights (see
+    /// [`Sequential::refresh_plan`]).
+    pub fn refresh(&self, params: &Params) {
+        match &self.kind {
+            Built::Conv { w, plan, .. } => plan.refresh(params.value(*w).data()),
+            Built::Dense { w, plan, .. } => plan.refresh(params.value(*w).data()),
+            _ => {}
+        }
     }
 
     /// Records this layer's op(s) on the tape.
@@ -256,53 +306,168 @@ impl Layer {
     /// `x: [N, in_shape...]` -> `[N, out_shape...]`.
     pub fn forward(&self, tape: &mut Tape, params: &mut Params, x: Var, mode: Mode, rng: &mut Rng) -> Var {
         match &self.kind {
-            Built::Conv { geom, w, b } => ops::conv2d(tape, params, x, *w, *b, *geom),
-            Built::Pool { size, stride } => ops::max_pool2d(tape, x, *size, *stride),
-            Built::Relu => ops::relu(tape, x),
+            Built::Conv { w, b, plan } => ops::conv2d(tape, params, x, *w, *b, plan),
+            Built::Pool { size, stride } => ops::max_pool2d(tape, x, *size, *stride, self.engine),
+            Built::Relu => ops::relu(tape, x, self.engine),
             Built::Flatten => ops::flatten(tape, x),
-            Built::Dropout { rate } => ops::dropout(tape, x, *rate, mode, rng),
-            Built::Dense { w, b } => ops::dense(tape, params, x, *w, *b),
+            Built::Dropout { rate } => ops::dropout(tape, x, *rate, mode, rng, self.engine),
+            Built::Dense { w, b, plan } => ops::dense(tape, params, x, *w, *b, plan),
             Built::BatchNorm(st) => ops::batch_norm(tape, params, x, st, mode),
+        }
+    }
+
+    /// Records this convolution, a ReLU, and the max-pool `pool` as one fused op.
+    ///
+    /// # Panics
+    /// If this is not a convolution or `pool` not a max-pool (the plan pairs them).
+    pub fn forward_relu_pool(&self, tape: &mut Tape, params: &Params, x: Var, pool: &Layer) -> Var {
+        match (&self.kind, &pool.kind) {
+            (Built::Conv { w, b, plan }, Built::Pool { size, stride }) => {
+                ops::conv2d_relu_maxpool(tape, params, x, (*w, *b), plan, (*size, *stride))
+            }
+            _ => panic!(
+                "forward_relu_pool: {} then {} is not a conv and a pool",
+                self.config.kind(),
+                pool.config.kind()
+            ),
         }
     }
 
     /// The ids of this layer's parameters and buffers, in creation order.
     pub fn param_ids(&self) -> Vec<ParamId> {
         match &self.kind {
-            Built::Conv { w, b, .. } | Built::Dense { w, b } => vec![*w, *b],
+            Built::Conv { w, b, .. } | Built::Dense { w, b, .. } => vec![*w, *b],
             Built::BatchNorm(st) => vec![st.gamma, st.beta, st.running_mean, st.running_var],
             _ => vec![],
         }
     }
 }
 
-/// A stack of layers applied in order, with all their parameters.
-#[derive(Clone, Debug)]
+/// A stack of layers applied in order, with all their parameters, and the plan that runs
+/// them on an [`Engine`].
+///
+/// The parameters are reached through [`params`](Sequential::params) and
+/// [`params_mut`](Sequential::params_mut). The fast engine's layer plans keep the weights
+/// prepared for its kernels; any `params_mut` marks them stale, and the next
+/// [`forward`](Sequential::forward) calls [`refresh_plan`](Sequential::refresh_plan) first.
 pub struct Sequential {
     pub input_shape: Vec<usize>,
     pub configs: Vec<LayerConfig>,
     pub layers: Vec<Layer>,
-    pub params: Params,
+    params: Params,
+    engine: Engine,
+    steps: Vec<Step>,
+    /// The weights may have changed since the plans were last refreshed.
+    stale: bool,
+}
+
+impl Clone for Sequential {
+    /// A copy with its own plans (the plans hold prepared weights, so they are not shared).
+    fn clone(&self) -> Self {
+        let mut copy = Sequential {
+            input_shape: self.input_shape.clone(),
+            configs: self.configs.clone(),
+            layers: self.layers.iter().map(|l| l.on_engine(self.engine)).collect(),
+            params: self.params.clone(),
+            engine: self.engine,
+            steps: self.steps.clone(),
+            stale: true,
+        };
+        copy.refresh_plan();
+        copy
+    }
+}
+
+impl std::fmt::Debug for Sequential {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.debug_struct("Sequential")
+            .field("input_shape", &self.input_shape)
+            .field("configs", &self.configs)
+            .field("engine", &self.engine)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Sequential {
-    /// Builds the layers for `input_shape` (without the batch dimension) and initialises their
-    /// parameters from `rng`.
+    /// Builds the layers for `input_shape` (without the batch dimension) on the fast engine
+    /// and initialises their parameters from `rng`.
     pub fn new(
         input_shape: &[usize],
         configs: &[LayerConfig],
         init: Init,
         rng: &mut Rng,
     ) -> Result<Self, ModelError> {
+        let engine = Engine::Fast;
         let mut params = Params::new();
         let mut layers = Vec::with_capacity(configs.len());
         let mut shape = input_shape.to_vec();
         for (i, cfg) in configs.iter().enumerate() {
-            let layer = Layer::build(i, cfg, &shape, &mut params, init, rng)?;
+            let layer = Layer::build(i, cfg, &shape, &mut params, init, rng, engine)?;
             shape = layer.out_shape.clone();
             layers.push(layer);
         }
-        Ok(Sequential { input_shape: input_shape.to_vec(), configs: configs.to_vec(), layers, params })
+        let steps = plan::steps(engine, &layers);
+        let mut model = Sequential {
+            input_shape: input_shape.to_vec(),
+            configs: configs.to_vec(),
+            layers,
+            params,
+            engine,
+            steps,
+            stale: true,
+        };
+        model.refresh_plan();
+        Ok(model)
+    }
+
+    /// The engine the model runs on.
+    pub fn engine(&self) -> Engine {
+        self.engine
+    }
+
+    /// Runs the model on `engine` from now on (same parameters, new plans).
+    pub fn set_engine(&mut self, engine: Engine) {
+        self.layers = self.layers.iter().map(|l| l.on_engine(engine)).collect();
+        self.steps = plan::steps(engine, &self.layers);
+        self.engine = engine;
+        self.refresh_plan();
+    }
+
+    /// The steps of the forward pass (which layers run fused).
+    pub fn steps(&self) -> &[Step] {
+        &self.steps
+    }
+
+    /// The parameters (weights, biases, batch-norm statistics) and their gradients.
+    pub fn params(&self) -> &Params {
+        &self.params
+    }
+
+    /// The parameters, to change: marks the plans stale until the next forward refreshes them.
+    pub fn params_mut(&mut self) -> &mut Params {
+        self.stale = true;
+        &mut self.params
+    }
+
+    /// Zeroes the parameters' gradients (the weights do not change, the plans stay fresh).
+    pub fn zero_grads(&mut self) {
+        self.params.zero_grads();
+    }
+
+    /// Backpropagates from `loss` into the parameters' gradients (see [`Tape::backward`]).
+    pub fn backward(&mut self, tape: &mut Tape, loss: Var) {
+        tape.backward(loss, &mut self.params);
+    }
+
+    /// Prepares every layer's plan for the current weights (on the fast engine: transposed
+    /// copies for the kernels). [`forward`](Sequential::forward) calls it when
+    /// [`params_mut`](Sequential::params_mut) was used since the last refresh; a trainer
+    /// changes the weights once per step, so it runs once per step.
+    pub fn refresh_plan(&mut self) {
+        for layer in &self.layers {
+            layer.refresh(&self.params);
+        }
+        self.stale = false;
     }
 
     /// The shape of one output (without the batch dimension).
@@ -316,33 +481,36 @@ impl Sequential {
     /// # Shapes
     /// `x: [N, input_shape...]` -> `[N, output_shape...]`.
     pub fn forward(&mut self, tape: &mut Tape, x: Var, mode: Mode, rng: &mut Rng) -> Var {
+        if self.stale {
+            self.refresh_plan();
+        }
         let mut h = x;
-        let mut i = 0;
-        while i < self.layers.len() {
-            let rest = &self.layers[i..];
-            match rest {
-                // Conv -> ReLU -> max-pool runs as one fused op (see `ops::conv2d_relu_maxpool`):
-                // the same function, without materialising the full-size activations.
-                [Layer { kind: Built::Conv { geom, w, b }, .. }, Layer { kind: Built::Relu, .. }, Layer { kind: Built::Pool { size, stride }, .. }, ..] =>
-                {
-                    h = ops::conv2d_relu_maxpool(tape, &self.params, h, *w, *b, *geom, *size, *stride);
-                    i += 3;
+        for step in &self.steps {
+            h = match *step {
+                Step::Layer(i) => self.layers[i].forward(tape, &mut self.params, h, mode, rng),
+                Step::ConvReluPool(i) => {
+                    self.layers[i].forward_relu_pool(tape, &self.params, h, &self.layers[i + 2])
                 }
-                // Dense reads any [N, ...] input as [N, IN], so a flatten right before it is free.
-                [Layer { kind: Built::Flatten, .. }, Layer { kind: Built::Dense { .. }, .. }, ..] => i += 1,
-                [layer, ..] => {
-                    h = layer.forward(tape, &mut self.params, h, mode, rng);
-                    i += 1;
-                }
-                [] => unreachable!(),
-            }
+                Step::Skip(_) => h,
+            };
         }
         h
     }
 
+    /// The loss of `logits` against `labels` (mean softmax cross-entropy, with optional label
+    /// smoothing), on the model's engine.
+    pub fn loss(&self, tape: &mut Tape, logits: Var, labels: &[u8], smoothing: f32) -> Var {
+        ops::softmax_cross_entropy(tape, logits, labels, smoothing, self.engine)
+    }
+
     /// The architecture as a table, like Keras's `model.summary()`.
     pub fn summary(&self) -> String {
-        let mut rows = vec![("Layer (type)".to_string(), "Output shape".to_string(), "Param #".to_string())];
+        let mut rows = vec![(
+            "Layer (type)".to_string(),
+            "Output shape".to_string(),
+            "Param #".to_string(),
+            "Runs as".to_string(),
+        )];
         for (i, layer) in self.layers.iter().enumerate() {
             let count: usize = layer.param_ids().iter().map(|&id| self.params.value(id).len()).sum();
             let desc = match &layer.config {
@@ -365,17 +533,24 @@ impl Sequential {
                 "(None, {})",
                 layer.out_shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
             );
-            rows.push((desc, shape, count.to_string()));
+            let mut runs = plan::describe(&self.steps, i);
+            if let Some(p) = layer.conv_plan() {
+                let path = format!("{} path", p.path_name());
+                runs = if runs.is_empty() { path } else { format!("{runs}, {path}") };
+            }
+            rows.push((desc, shape, count.to_string(), runs));
         }
         let w0 = rows.iter().map(|r| r.0.len()).max().unwrap_or(0).max(28);
         let w1 = rows.iter().map(|r| r.1.len()).max().unwrap_or(0).max(20);
         let w2 = rows.iter().map(|r| r.2.len()).max().unwrap_or(0).max(8);
-        let rule = |c: char| c.to_string().repeat(w0 + w1 + w2 + 4);
+        let w3 = rows.iter().map(|r| r.3.len()).max().unwrap_or(0);
+        let rule = |c: char| c.to_string().repeat(w0 + w1 + w2 + w3 + 6);
         let mut out = String::new();
         let input = self.input_shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ");
-        out += &format!("Input shape: (None, {input})\n{}\n", rule('_'));
-        for (k, (a, b, c)) in rows.iter().enumerate() {
-            out += &format!("{a:<w0$}  {b:<w1$}  {c:>w2$}\n");
+        out += &format!("Input shape: (None, {input}), {} engine\n{}\n", self.engine.name(), rule('_'));
+        for (k, (a, b, c, d)) in rows.iter().enumerate() {
+            out += format!("{a:<w0$}  {b:<w1$}  {c:>w2$}  {d}").trim_end();
+            out.push('\n');
             out += &format!("{}\n", rule(if k == 0 { '=' } else { '_' }));
         }
         let (tr, nt) = (self.params.trainable_count(), self.params.buffer_count());

@@ -57,7 +57,7 @@ pub fn to_bytes(saved: &SavedModel) -> Vec<u8> {
     meta.insert("classes".to_string(), json(&saved.classes));
     meta.insert("preset".to_string(), saved.preset.clone());
     let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = m
-        .params
+        .params()
         .iter()
         .map(|p| {
             (
@@ -125,13 +125,13 @@ pub fn from_bytes(bytes: &[u8]) -> Result<SavedModel, String> {
             classes.len()
         ));
     }
-    let expected: Vec<&str> = model.params.iter().map(|p| p.name.as_str()).collect::<Vec<_>>();
+    let expected: Vec<&str> = model.params().iter().map(|p| p.name.as_str()).collect::<Vec<_>>();
     let extra: Vec<String> =
         tensors.names().into_iter().filter(|n| !expected.contains(n)).map(String::from).collect();
     if let Some(name) = extra.first() {
         return Err(format!("tensor `{name}` does not belong to the architecture in the file"));
     }
-    for p in model.params.iter_mut() {
+    for p in model.params_mut().iter_mut() {
         let view = tensors.tensor(&p.name).map_err(|_| format!("tensor `{}` is missing", p.name))?;
         if view.dtype() != Dtype::F32 {
             return Err(format!("tensor `{}` is {:?}, expected F32", p.name, view.dtype()));

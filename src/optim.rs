@@ -3,7 +3,8 @@
 //! the step counter, skips non-trainable buffers, and leaves zeroing the gradients to the
 //! caller (an explicit step, as in PyTorch).
 
-use kernels::optim::{adam_update, sgd_update, AdamParams, SgdParams};
+use kernels::optim::{AdamParams, SgdParams};
+use kernels::Engine;
 use serde::{Deserialize, Serialize};
 
 use crate::params::Params;
@@ -61,6 +62,8 @@ pub struct Optimizer {
     pub step: u64,
     /// Per parameter: SGD's velocity, or Adam's first and second moments (empty for buffers).
     pub state: Vec<Vec<Vec<f32>>>,
+    /// Which update loops run: the reference twins or the fast kernels.
+    pub engine: Engine,
 }
 
 impl Optimizer {
@@ -73,7 +76,13 @@ impl Optimizer {
             .iter()
             .map(|p| if p.trainable { vec![vec![0.0; p.value.len()]; slots] } else { Vec::new() })
             .collect();
-        Optimizer { config, step: 0, state }
+        Optimizer { config, step: 0, state, engine: Engine::Fast }
+    }
+
+    /// The same optimizer, running its updates on `engine`.
+    pub fn on(mut self, engine: Engine) -> Self {
+        self.engine = engine;
+        self
     }
 
     /// Changes the learning rate (for schedules).
@@ -92,12 +101,12 @@ impl Optimizer {
             match self.config {
                 OptimizerConfig::Sgd { lr, momentum, weight_decay } => {
                     let h = SgdParams { lr, momentum, weight_decay };
-                    sgd_update(&h, p.value.data_mut(), p.grad.data(), &mut st[0]);
+                    self.engine.sgd_update(&h, p.value.data_mut(), p.grad.data(), &mut st[0]);
                 }
                 OptimizerConfig::Adam { lr, beta1, beta2, eps, weight_decay } => {
                     let h = AdamParams { lr, beta1, beta2, eps, weight_decay, t: self.step };
                     let (m, v) = st.split_at_mut(1);
-                    adam_update(&h, p.value.data_mut(), p.grad.data(), &mut m[0], &mut v[0]);
+                    self.engine.adam_update(&h, p.value.data_mut(), p.grad.data(), &mut m[0], &mut v[0]);
                 }
             }
         }

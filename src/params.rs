@@ -7,20 +7,8 @@
 //!
 //! Non-trainable state that must be saved with the model (batch-norm running statistics) is
 //! stored here too, marked `trainable: false`: optimizers skip it and it has no gradient.
-//!
-//! Every way to change a value goes through a `&mut` accessor here, and each of them gives
-//! the set a fresh [`Params::version`]: a layer may then keep something computed from the
-//! weights (the convolution's transposed weights) for as long as the version it was made
-//! from is current.
-
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::tensor::Tensor;
-
-/// Source of [`Params::version`]s, shared by every set, so that no two changes anywhere get
-/// the same version. Equal versions mean equal values: a clone keeps its original's version
-/// until either of them changes.
-static NEXT_VERSION: AtomicU64 = AtomicU64::new(1);
 
 /// Index of a parameter in [`Params`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -38,7 +26,6 @@ pub struct Param {
 #[derive(Clone, Debug, Default)]
 pub struct Params {
     list: Vec<Param>,
-    version: u64,
 }
 
 impl Params {
@@ -46,20 +33,8 @@ impl Params {
         Params::default()
     }
 
-    /// Changes whenever a value may have changed: every `&mut` accessor of values (and
-    /// [`add`](Self::add)) takes a new one. Gradients do not count.
-    pub fn version(&self) -> u64 {
-        self.version
-    }
-
-    /// Takes a fresh version: called by every accessor that can change a value.
-    fn touch(&mut self) {
-        self.version = NEXT_VERSION.fetch_add(1, Ordering::Relaxed);
-    }
-
     /// Registers a trainable parameter with a zero gradient.
     pub fn add(&mut self, name: impl Into<String>, value: Tensor) -> ParamId {
-        self.touch();
         let grad = Tensor::zeros(value.shape());
         self.list.push(Param { name: name.into(), value, grad, trainable: true });
         ParamId(self.list.len() - 1)
@@ -67,7 +42,6 @@ impl Params {
 
     /// Registers persistent state that is saved with the model but not trained.
     pub fn add_buffer(&mut self, name: impl Into<String>, value: Tensor) -> ParamId {
-        self.touch();
         self.list.push(Param { name: name.into(), value, grad: Tensor::default(), trainable: false });
         ParamId(self.list.len() - 1)
     }
@@ -85,7 +59,6 @@ impl Params {
     }
 
     pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut Param> {
-        self.touch();
         self.list.iter_mut()
     }
 
@@ -94,7 +67,6 @@ impl Params {
     }
 
     pub fn get_mut(&mut self, id: ParamId) -> &mut Param {
-        self.touch();
         &mut self.list[id.0]
     }
 
@@ -103,7 +75,6 @@ impl Params {
     }
 
     pub fn value_mut(&mut self, id: ParamId) -> &mut Tensor {
-        self.touch();
         &mut self.list[id.0].value
     }
 
@@ -132,47 +103,5 @@ impl Params {
     /// Number of non-trainable scalars (Keras's "Non-trainable params").
     pub fn buffer_count(&self) -> usize {
         self.list.iter().filter(|p| !p.trainable).map(|p| p.value.len()).sum()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_value_accessor_takes_a_new_version_and_reads_do_not() {
-        let mut p = Params::new();
-        let w = p.add("w", Tensor::zeros(&[2]));
-        let mut seen = vec![p.version()];
-        p.value_mut(w);
-        seen.push(p.version());
-        p.get_mut(w);
-        seen.push(p.version());
-        p.iter_mut().for_each(drop);
-        seen.push(p.version());
-        p.add_buffer("m", Tensor::zeros(&[1]));
-        seen.push(p.version());
-        let mut unique = seen.clone();
-        unique.dedup();
-        assert_eq!(unique, seen, "a version repeated: {seen:?}");
-
-        let v = p.version();
-        let _ = (p.value(w), p.get(w), p.iter().count());
-        p.grad_mut(w).data_mut()[0] = 1.0;
-        p.zero_grads();
-        assert_eq!(p.version(), v, "reads and gradients changed the version");
-    }
-
-    #[test]
-    fn a_clone_keeps_the_version_until_either_changes() {
-        let mut a = Params::new();
-        let w = a.add("w", Tensor::zeros(&[2]));
-        let mut b = a.clone();
-        assert_eq!(a.version(), b.version());
-        b.value_mut(w);
-        assert_ne!(a.version(), b.version());
-        let mut c = Params::new();
-        c.add("w", Tensor::zeros(&[2]));
-        assert_ne!(a.version(), c.version(), "two sets built apart share a version");
     }
 }

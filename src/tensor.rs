@@ -96,6 +96,12 @@ impl Tensor {
     /// `self += other`, same shape.
     pub fn add_assign(&mut self, other: &Tensor) {
         assert_eq!(self.shape, other.shape, "add_assign: {:?} += {:?}", self.shape, other.shape);
-        kernels::simd::axpy(1.0, &other.data, &mut self.data);
+        self.add_slice(&other.data);
+    }
+
+    /// `self += values`, element by element (as many values as the tensor holds).
+    pub fn add_slice(&mut self, values: &[f32]) {
+        assert_eq!(self.data.len(), values.len(), "add_slice: {:?} += {} values", self.shape, values.len());
+        self.data.iter_mut().zip(values).for_each(|(a, &b)| *a += b);
     }
 }

@@ -31,7 +31,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::augment::{self, BatchAugment, StaticAugment};
 use crate::data::Dataset;
-use crate::ops;
 use crate::optim::{Optimizer, OptimizerConfig};
 use crate::params::Params;
 use crate::tape::Tape;
@@ -405,7 +404,7 @@ impl Stepper {
         let (shuffle_rng, dropout_rng, augment_rng) = (rng.fork(), rng.fork(), rng.fork());
         Stepper {
             cfg: cfg.clone(),
-            opt: Optimizer::new(cfg.optimizer, &model.params),
+            opt: Optimizer::new(cfg.optimizer, model.params()).on(model.engine()),
             tape: Tape::new(),
             order: (0..n_train).collect(),
             cursor: n_train, // forces a shuffle before the first batch
@@ -459,12 +458,12 @@ impl Stepper {
         tape.reset();
         let x = tape.input(x);
         let logits = model.forward(tape, x, Mode::Train, &mut self.dropout_rng);
-        let loss = ops::softmax_cross_entropy(tape, logits, &labels, cfg.label_smoothing);
-        model.params.zero_grads();
-        tape.backward(loss, &mut model.params);
+        let loss = model.loss(tape, logits, &labels, cfg.label_smoothing);
+        model.zero_grads();
+        model.backward(tape, loss);
         let lr = cfg.schedule.lr_at(cfg.optimizer.lr(), self.step, self.batches_per_epoch, cfg.epochs);
         self.opt.set_lr(lr);
-        self.opt.step(&mut model.params);
+        self.opt.step(model.params_mut());
         self.step += 1;
 
         let z = tape.value(logits).data();
@@ -539,7 +538,7 @@ pub fn fit(
         if cfg.keep_best {
             if let Some(vl) = val_loss {
                 if best.as_ref().is_none_or(|(b, _, _)| vl < *b) {
-                    best = Some((vl, epoch, model.params.clone()));
+                    best = Some((vl, epoch, model.params().clone()));
                 }
             }
         }
@@ -547,7 +546,7 @@ pub fn fit(
     }
     let best_epoch = match best {
         Some((_, epoch, params)) => {
-            model.params = params;
+            *model.params_mut() = params;
             epoch
         }
         None => cfg.epochs,

@@ -506,7 +506,7 @@ fn small_model(seed: u64) -> Sequential {
 }
 
 fn all_weights(m: &Sequential) -> Vec<f32> {
-    m.params.iter().flat_map(|p| p.value.data().to_vec()).collect()
+    m.params().iter().flat_map(|p| p.value.data().to_vec()).collect()
 }
 
 #[test]

@@ -198,7 +198,7 @@ fn bad_model_files_get_one_line_errors() {
     let a = build_saved("a");
     let tensors: Vec<(String, Vec<u8>, Vec<usize>)> = a
         .model
-        .params
+        .params()
         .iter()
         .map(|p| {
             (

@@ -4,6 +4,8 @@
 use fmnist::optim::{Optimizer, OptimizerConfig};
 use fmnist::presets::{self, INPUT_SHAPE};
 use fmnist::{ops, Init, Mode, Rng, Sequential, Tape, Tensor};
+use kernels::{DensePlan, Engine};
+use std::sync::Arc;
 
 fn build(name: &str, seed: u64) -> Sequential {
     let p = presets::preset(name).expect("preset exists");
@@ -13,11 +15,11 @@ fn build(name: &str, seed: u64) -> Sequential {
 #[test]
 fn reference_models_have_the_published_parameter_counts() {
     // Write-up C1: 320 + 692,352 + 1,290.
-    assert_eq!(build("c1", 0).params.trainable_count(), 693_962);
+    assert_eq!(build("c1", 0).params().trainable_count(), 693_962);
     // Write-up E (cmasch), as Keras's summary reports it; plus 130 non-trainable (running stats).
     let e = build("cmasch", 0);
-    assert_eq!(e.params.trainable_count(), 493_772);
-    assert_eq!(e.params.buffer_count(), 2 + 128);
+    assert_eq!(e.params().trainable_count(), 493_772);
+    assert_eq!(e.params().buffer_count(), 2 + 128);
     assert_eq!(
         e.layers.iter().find(|l| l.config == fmnist::LayerConfig::Flatten).unwrap().out_shape,
         vec![1600]
@@ -61,10 +63,10 @@ fn step_on(
     tape.reset();
     let input = tape.input(x.clone());
     let logits = model.forward(tape, input, Mode::Train, rng);
-    let loss = ops::softmax_cross_entropy(tape, logits, y, 0.0);
-    model.params.zero_grads();
-    tape.backward(loss, &mut model.params);
-    opt.step(&mut model.params);
+    let loss = model.loss(tape, logits, y, 0.0);
+    model.zero_grads();
+    model.backward(tape, loss);
+    opt.step(model.params_mut());
     tape.value(loss).data()[0]
 }
 
@@ -74,7 +76,7 @@ fn a_model_memorises_a_fixed_batch_of_64() {
     // backward and optimizer together can drive the loss to zero.
     let (x, y) = batch(64, 1);
     let mut model = build("c1", 2);
-    let mut opt = Optimizer::new(OptimizerConfig::adam(1e-3), &model.params);
+    let mut opt = Optimizer::new(OptimizerConfig::adam(1e-3), model.params());
     let mut rng = Rng::new(3);
     let first = step(&mut model, &mut opt, &x, &y, &mut rng);
     let mut last = first;
@@ -92,7 +94,7 @@ fn a_model_memorises_a_fixed_batch_of_64() {
 fn cmasch_with_dropout_and_batch_norm_also_memorises() {
     let (x, y) = batch(64, 4);
     let mut model = build("cmasch", 5);
-    let mut opt = Optimizer::new(OptimizerConfig::adam(1e-3), &model.params);
+    let mut opt = Optimizer::new(OptimizerConfig::adam(1e-3), model.params());
     let mut rng = Rng::new(6);
     let mut last = f32::INFINITY;
     for _ in 0..400 {
@@ -110,12 +112,12 @@ fn train_with_threads(preset: &str, threads: usize, opt: OptimizerConfig) -> Vec
     pool.install(|| {
         let (x, y) = batch(40, 7);
         let mut model = build(preset, 8);
-        let mut o = Optimizer::new(opt, &model.params);
+        let mut o = Optimizer::new(opt, model.params());
         let mut rng = Rng::new(9);
         for _ in 0..3 {
             step(&mut model, &mut o, &x, &y, &mut rng);
         }
-        model.params.iter().map(|p| p.value.data().to_vec()).collect()
+        model.params().iter().map(|p| p.value.data().to_vec()).collect()
     })
 }
 
@@ -142,7 +144,7 @@ fn a_reused_tape_holds_the_same_buffers_from_step_to_step() {
     // the pool must stay bounded (it once grew by one buffer a step: 130 MB an epoch).
     let (x, y) = batch(8, 9);
     let mut model = build("ours", 10);
-    let mut opt = Optimizer::new(OptimizerConfig::adam(1e-3), &model.params);
+    let mut opt = Optimizer::new(OptimizerConfig::adam(1e-3), model.params());
     let mut rng = Rng::new(11);
     let mut tape = Tape::new();
     let mut held = Vec::new();
@@ -177,7 +179,9 @@ fn one_image_dense_split_between_threads_equals_one_thread() {
             let bi = params.add("b", Tensor::from_vec(&[fout], b.clone()));
             let mut t = Tape::no_grad();
             let xv = t.input(Tensor::from_vec(&[1, fin], x.clone()));
-            let y = ops::dense(&mut t, &params, xv, wi, bi);
+            let plan = Arc::new(DensePlan::new(Engine::Fast, fin, fout));
+            plan.refresh(params.value(wi).data());
+            let y = ops::dense(&mut t, &params, xv, wi, bi, &plan);
             t.value(y).data().to_vec()
         })
     };

@@ -6,13 +6,19 @@
 //! where f32 still resolves the difference. Inputs are kept away from ReLU kinks
 //! (|x| >= 0.1) and from pooling ties (distinct values at least 0.05 apart), and the checks
 //! assert that the perturbations did not cross one.
+//!
+//! Every check runs on both engines: the reference twins and the fast kernels.
 
 use fmnist::model::Padding;
 use fmnist::ops::{self, BatchNormState};
-use fmnist::{LayerConfig, Mode, ParamId, Params, Rng, Sequential, Tape, Tensor, Var};
+use fmnist::{Engine, LayerConfig, Mode, ParamId, Params, Rng, Sequential, Tape, Tensor, Var};
 use kernels::im2col::ConvGeom;
+use kernels::{ConvPlan, DensePlan};
 
 use std::cell::RefCell;
+use std::sync::Arc;
+
+const ENGINES: [Engine; 2] = [Engine::Reference, Engine::Fast];
 
 const EPS: f32 = 1e-2;
 
@@ -143,11 +149,18 @@ fn conv_case(g: ConvGeom, oc: usize, seed: u64) {
     let w = params.add("w", random(&[oc, g.c, g.kh, g.kw], &mut rng, 0.5));
     let b = params.add("b", random(&[oc], &mut rng, 0.5));
     let x = random(&[2, g.c, g.h, g.w], &mut rng, 1.0);
-    let f = move |t: &mut Tape, p: &mut Params, x: Var| ops::conv2d(t, p, x, w, b, g);
-    let name = format!("conv2d {g:?} oc={oc}");
-    check(&name, &x, &mut params, Wrt::Input, &f);
-    check(&name, &x, &mut params, Wrt::Param(w), &f);
-    check(&name, &x, &mut params, Wrt::Param(b), &f);
+    for engine in ENGINES {
+        let plan = Arc::new(ConvPlan::new(engine, g, oc));
+        // The checks change the weights between passes: the plan is refreshed before each.
+        let f = move |t: &mut Tape, p: &mut Params, x: Var| {
+            plan.refresh(p.value(w).data());
+            ops::conv2d(t, p, x, w, b, &plan)
+        };
+        let name = format!("conv2d {g:?} oc={oc} {engine:?}");
+        check(&name, &x, &mut params, Wrt::Input, &f);
+        check(&name, &x, &mut params, Wrt::Param(w), &f);
+        check(&name, &x, &mut params, Wrt::Param(b), &f);
+    }
 }
 
 #[test]
@@ -185,10 +198,17 @@ fn check_dense(name: &str, x_shape: &[usize], fout: usize, w_scale: f32, seed: u
     let w = params.add("w", random(&[fin, fout], &mut rng, w_scale));
     let b = params.add("b", random(&[fout], &mut rng, 0.5));
     let x = random(x_shape, &mut rng, 1.0);
-    let f = move |t: &mut Tape, p: &mut Params, x: Var| ops::dense(t, p, x, w, b);
-    check(name, &x, &mut params, Wrt::Input, &f);
-    check(name, &x, &mut params, Wrt::Param(w), &f);
-    check(name, &x, &mut params, Wrt::Param(b), &f);
+    for engine in ENGINES {
+        let plan = Arc::new(DensePlan::new(engine, fin, fout));
+        let f = move |t: &mut Tape, p: &mut Params, x: Var| {
+            plan.refresh(p.value(w).data());
+            ops::dense(t, p, x, w, b, &plan)
+        };
+        let name = format!("{name} {engine:?}");
+        check(&name, &x, &mut params, Wrt::Input, &f);
+        check(&name, &x, &mut params, Wrt::Param(w), &f);
+        check(&name, &x, &mut params, Wrt::Param(b), &f);
+    }
 }
 
 #[test]
@@ -215,17 +235,23 @@ fn dense_layer_with_more_rows_than_a_task_block() {
 fn relu_away_from_the_kink() {
     let mut rng = Rng::new(9);
     let x = away_from_zero(&[2, 3, 4, 5], &mut rng);
-    check("relu", &x, &mut Params::new(), Wrt::Input, &|t, _, x| ops::relu(t, x));
+    for e in ENGINES {
+        check(&format!("relu {e:?}"), &x, &mut Params::new(), Wrt::Input, &|t, _, x| ops::relu(t, x, e));
+    }
 }
 
 #[test]
 fn max_pool_without_ties() {
     let mut rng = Rng::new(10);
     let x = distinct(&[2, 2, 6, 7], &mut rng);
-    check("maxpool 2/2", &x, &mut Params::new(), Wrt::Input, &|t, _, x| ops::max_pool2d(t, x, 2, 2));
-    check("maxpool 3/2 (overlapping)", &x, &mut Params::new(), Wrt::Input, &|t, _, x| {
-        ops::max_pool2d(t, x, 3, 2)
-    });
+    for e in ENGINES {
+        check(&format!("maxpool 2/2 {e:?}"), &x, &mut Params::new(), Wrt::Input, &|t, _, x| {
+            ops::max_pool2d(t, x, 2, 2, e)
+        });
+        check(&format!("maxpool 3/2 (overlapping) {e:?}"), &x, &mut Params::new(), Wrt::Input, &|t, _, x| {
+            ops::max_pool2d(t, x, 3, 2, e)
+        });
+    }
 }
 
 #[test]
@@ -234,9 +260,11 @@ fn dropout_with_a_fixed_mask() {
     let x = random(&[3, 10], &mut rng, 1.0);
     let mut mask = vec![0.0; 30];
     kernels::dropout::dropout_mask(0.4, rng.next_u64(), 0, &mut mask);
-    check("dropout", &x, &mut Params::new(), Wrt::Input, &|t, _, x| {
-        ops::dropout_with_mask(t, x, mask.clone())
-    });
+    for e in ENGINES {
+        check(&format!("dropout {e:?}"), &x, &mut Params::new(), Wrt::Input, &|t, _, x| {
+            ops::dropout_with_mask(t, x, mask.clone(), e)
+        });
+    }
 }
 
 #[test]
@@ -246,7 +274,7 @@ fn flatten_passes_gradient_through() {
     check("flatten", &x, &mut Params::new(), Wrt::Input, &|t, _, x| ops::flatten(t, x));
 }
 
-fn bn_params(c: usize, rng: &mut Rng) -> (Params, BatchNormState) {
+fn bn_params(c: usize, rng: &mut Rng, engine: Engine) -> (Params, BatchNormState) {
     let mut params = Params::new();
     let st = BatchNormState {
         gamma: params.add("gamma", random(&[c], rng, 1.0)),
@@ -255,23 +283,25 @@ fn bn_params(c: usize, rng: &mut Rng) -> (Params, BatchNormState) {
         running_var: params.add_buffer("var", Tensor::full(&[c], 1.5)),
         momentum: 0.9,
         eps: 1e-3,
+        engine,
     };
     (params, st)
 }
 
 #[test]
 fn batch_norm_over_image_channels_and_vector_features() {
-    for (shape, mode) in [
+    let cases = [
         (vec![4, 3, 2, 3], Mode::Train),
         (vec![6, 5], Mode::Train),
         (vec![4, 3, 2, 3], Mode::Eval),
         (vec![6, 5], Mode::Eval),
-    ] {
+    ];
+    for ((shape, mode), engine) in cases.into_iter().flat_map(|c| ENGINES.map(|e| (c.clone(), e))) {
         let mut rng = Rng::new(13);
-        let (mut params, st) = bn_params(shape[1], &mut rng);
+        let (mut params, st) = bn_params(shape[1], &mut rng, engine);
         let x = random(&shape, &mut rng, 2.0);
         let f = move |t: &mut Tape, p: &mut Params, x: Var| ops::batch_norm(t, p, x, &st, mode);
-        let name = format!("batch_norm {shape:?} {mode:?}");
+        let name = format!("batch_norm {shape:?} {mode:?} {engine:?}");
         check(&name, &x, &mut params, Wrt::Input, &f);
         check(&name, &x, &mut params, Wrt::Param(st.gamma), &f);
         check(&name, &x, &mut params, Wrt::Param(st.beta), &f);
@@ -283,10 +313,11 @@ fn softmax_cross_entropy_with_and_without_smoothing() {
     let mut rng = Rng::new(14);
     let x = random(&[5, 4], &mut rng, 3.0);
     let labels = [0u8, 3, 1, 1, 2];
-    for smoothing in [0.0, 0.1] {
-        let f =
-            move |t: &mut Tape, _: &mut Params, x: Var| ops::softmax_cross_entropy(t, x, &labels, smoothing);
-        check(&format!("softmax_xent smoothing {smoothing}"), &x, &mut Params::new(), Wrt::Input, &f);
+    for (smoothing, e) in [0.0, 0.1].into_iter().flat_map(|s| ENGINES.map(|e| (s, e))) {
+        let f = move |t: &mut Tape, _: &mut Params, x: Var| {
+            ops::softmax_cross_entropy(t, x, &labels, smoothing, e)
+        };
+        check(&format!("softmax_xent smoothing {smoothing} {e:?}"), &x, &mut Params::new(), Wrt::Input, &f);
     }
 }
 
@@ -298,15 +329,20 @@ fn a_value_used_twice_accumulates_both_gradients() {
     let mut params = Params::new();
     let w = params.add("w", random(&[6, 6], &mut rng, 0.5));
     let b = params.add("b", random(&[6], &mut rng, 0.5));
-    let f = move |t: &mut Tape, p: &mut Params, x: Var| {
-        let a = ops::dense(t, p, x, w, b);
-        let c = ops::dense(t, p, x, w, b);
-        let rc = ops::relu(t, c);
-        ops::add(t, a, rc)
-    };
-    check("reuse", &x, &mut params, Wrt::Input, &f);
-    check("reuse", &x, &mut params, Wrt::Param(w), &f);
-    check("reuse", &x, &mut params, Wrt::Param(b), &f);
+    for e in ENGINES {
+        let plan = Arc::new(DensePlan::new(e, 6, 6));
+        let f = move |t: &mut Tape, p: &mut Params, x: Var| {
+            plan.refresh(p.value(w).data());
+            let a = ops::dense(t, p, x, w, b, &plan);
+            let c = ops::dense(t, p, x, w, b, &plan);
+            let rc = ops::relu(t, c, e);
+            ops::add(t, a, rc)
+        };
+        let name = format!("reuse {e:?}");
+        check(&name, &x, &mut params, Wrt::Input, &f);
+        check(&name, &x, &mut params, Wrt::Param(w), &f);
+        check(&name, &x, &mut params, Wrt::Param(b), &f);
+    }
 }
 
 /// Appends what decides the piecewise-linear branch of `layer` on input `x`: the sign of
@@ -340,11 +376,13 @@ fn whole_small_model() {
     // farther from its kink than the perturbation reaches (the check asserts it); about a
     // third of seeds do not, and the guard reports them instead of a false mismatch.
     for seed in [21, 23, 24, 26, 27] {
-        whole_small_model_case(seed);
+        for engine in ENGINES {
+            whole_small_model_case(seed, engine);
+        }
     }
 }
 
-fn whole_small_model_case(seed: u64) {
+fn whole_small_model_case(seed: u64, engine: Engine) {
     let mut rng = Rng::new(seed);
     let configs = [
         LayerConfig::batch_norm(),
@@ -357,13 +395,14 @@ fn whole_small_model_case(seed: u64) {
         LayerConfig::batch_norm(),
         LayerConfig::Dense { units: 3 },
     ];
-    let model = Sequential::new(&[1, 5, 5], &configs, fmnist::Init::GlorotUniform, &mut rng).unwrap();
+    let mut model = Sequential::new(&[1, 5, 5], &configs, fmnist::Init::GlorotUniform, &mut rng).unwrap();
+    model.set_engine(engine);
     let x = random(&[4, 1, 5, 5], &mut rng, 1.0);
     let labels = [0u8, 1, 2, 1];
     let mut mask = vec![0.0; 4 * 2 * 2 * 2];
     kernels::dropout::dropout_mask(0.3, rng.next_u64(), 0, &mut mask);
-    let layers = model.layers.clone();
-    let mut params = model.params.clone();
+    let layers = &model.layers;
+    let mut params = model.params().clone();
     // Pre-activation and pooling-input values of the unperturbed pass, to detect kinks.
     let f = |t: &mut Tape, p: &mut Params, x: Var| -> Var {
         let mut h = x;
@@ -371,13 +410,14 @@ fn whole_small_model_case(seed: u64) {
         let mut pat = Vec::new();
         for (i, layer) in layers.iter().enumerate() {
             record_kinks(&layer.config, t.value(h), &mut pat);
+            layer.refresh(p); // the checks change the weights between passes
             h = layer.forward(t, p, h, Mode::Train, &mut drng);
             if i == 3 {
-                h = ops::dropout_with_mask(t, h, mask.clone());
+                h = ops::dropout_with_mask(t, h, mask.clone(), engine);
             }
         }
         PATTERN.with(|p| *p.borrow_mut() = pat);
-        ops::softmax_cross_entropy(t, h, &labels, 0.0)
+        ops::softmax_cross_entropy(t, h, &labels, 0.0, engine)
     };
     // Running statistics change in Train mode; they do not affect the training-mode output,
     // so the repeated forwards of the check see the same function.
@@ -389,7 +429,7 @@ fn whole_small_model_case(seed: u64) {
     for id in ids {
         let name = params.get(id).name.clone();
         check_eps(
-            &format!("seed {seed}: model param {name}"),
+            &format!("seed {seed} {engine:?}: model param {name}"),
             &x,
             &mut params,
             Wrt::Param(id),
@@ -397,7 +437,7 @@ fn whole_small_model_case(seed: u64) {
             MODEL_EPS,
         );
     }
-    check_eps(&format!("seed {seed}: model input"), &x, &mut params, Wrt::Input, &f, MODEL_EPS);
+    check_eps(&format!("seed {seed} {engine:?}: model input"), &x, &mut params, Wrt::Input, &f, MODEL_EPS);
 }
 
 /// The fused conv -> ReLU -> max-pool op against the three separate ops: the same output and
@@ -405,9 +445,16 @@ fn whole_small_model_case(seed: u64) {
 /// convolution paths (direct, implicit GEMM, im2col), with padding, an odd pooled size and overlapping windows.
 /// Direct-path layers with stride 1 and a 2x2/2 pool (here the one-channel cases) run the
 /// fused kernel `conv_forward_relu_pool2`, with argmaxes in training and without on a no-grad
-/// tape; both are checked here against the separate ops.
+/// tape; both are checked here against the separate ops. On the reference engine the fused op
+/// is the three twins in sequence: the same check holds there too.
 #[test]
 fn fused_conv_relu_pool_equals_the_separate_ops() {
+    for engine in ENGINES {
+        fused_equals_separate(engine);
+    }
+}
+
+fn fused_equals_separate(engine: Engine) {
     let cases = [
         (ConvGeom::new(1, 12, 12, 3, 3, (1, 1), (0, 0, 0, 0)), 4, 2, 2),
         (ConvGeom::new(1, 10, 10, 4, 4, (1, 1), (1, 1, 2, 2)), 3, 2, 2),
@@ -422,16 +469,18 @@ fn fused_conv_relu_pool_equals_the_separate_ops() {
         let w = params.add("w", random(&[oc, g.c, g.kh, g.kw], &mut rng, 0.5));
         let b = params.add("b", random(&[oc], &mut rng, 0.2));
         let x = random(&[3, g.c, g.h, g.w], &mut rng, 1.0);
+        let plan = Arc::new(ConvPlan::new(engine, g, oc));
+        plan.refresh(params.value(w).data());
         let run = |params: &mut Params, fused: bool| {
             params.zero_grads();
             let mut t = Tape::new();
             let xv = t.leaf(x.clone());
             let y = if fused {
-                ops::conv2d_relu_maxpool(&mut t, params, xv, w, b, g, k, s)
+                ops::conv2d_relu_maxpool(&mut t, params, xv, (w, b), &plan, (k, s))
             } else {
-                let c = ops::conv2d(&mut t, params, xv, w, b, g);
-                let r = ops::relu(&mut t, c);
-                ops::max_pool2d(&mut t, r, k, s)
+                let c = ops::conv2d(&mut t, params, xv, w, b, &plan);
+                let r = ops::relu(&mut t, c, engine);
+                ops::max_pool2d(&mut t, r, k, s, engine)
             };
             let r = random(t.value(y).shape(), &mut Rng::new(7), 1.0);
             let l = ops::weighted_sum(&mut t, y, r);
@@ -450,51 +499,53 @@ fn fused_conv_relu_pool_equals_the_separate_ops() {
         // On a no-grad tape (inference) the fused op keeps no argmaxes: the same output.
         let mut t = Tape::no_grad();
         let xv = t.input(x.clone());
-        let y = ops::conv2d_relu_maxpool(&mut t, &params, xv, w, b, g, k, s);
+        let y = ops::conv2d_relu_maxpool(&mut t, &params, xv, (w, b), &plan, (k, s));
         assert_eq!(t.value(y).data(), &fused.0[..], "case {seed}: no-grad output");
         // And so does the separate max-pool, which keeps none there either.
         let mut t = Tape::no_grad();
         let xv = t.input(x.clone());
-        let c = ops::conv2d(&mut t, &params, xv, w, b, g);
-        let r = ops::relu(&mut t, c);
-        let y = ops::max_pool2d(&mut t, r, k, s);
+        let c = ops::conv2d(&mut t, &params, xv, w, b, &plan);
+        let r = ops::relu(&mut t, c, engine);
+        let y = ops::max_pool2d(&mut t, r, k, s, engine);
         assert_eq!(t.value(y).data(), &fused.0[..], "case {seed}: no-grad separate output");
     }
 }
 
-/// The implicit path keeps its transposed weights while the parameters' version stands
-/// (`Conv::prepare`): a change to the weights must reach the next forward pass, and a set with
-/// other weights must not be served another's.
+/// The fast engine keeps its transposed weights in the layer's plan (`ConvPlan::refresh`): a
+/// change to the weights through `params_mut` must reach the next forward pass, and a clone
+/// with other weights must not be served the original's.
 #[test]
 fn conv2d_implicit_path_sees_weights_changed_between_calls() {
-    let g = ConvGeom::new(3, 9, 8, 3, 3, (1, 1), (1, 1, 1, 1)); // implicit path
-    let mut rng = Rng::new(60);
-    let mut params = Params::new();
-    let w = params.add("w", random(&[5, g.c, g.kh, g.kw], &mut rng, 0.5));
-    let b = params.add("b", random(&[5], &mut rng, 0.2));
-    let x = random(&[2, g.c, g.h, g.w], &mut rng, 1.0);
-    let forward = |params: &Params| {
+    let configs = [LayerConfig::conv(5, 3, Padding::Same)]; // 3 channels of 9x8: implicit path
+    let mut model =
+        Sequential::new(&[3, 9, 8], &configs, fmnist::Init::GlorotUniform, &mut Rng::new(60)).unwrap();
+    assert_eq!(model.layers[0].conv_plan().unwrap().path_name(), "implicit GEMM");
+    let w = model.layers[0].param_ids()[0];
+    let b = model.layers[0].param_ids()[1];
+    model.params_mut().value_mut(b).data_mut().iter_mut().enumerate().for_each(|(i, v)| *v = 0.1 * i as f32);
+    let x = random(&[2, 3, 9, 8], &mut Rng::new(61), 1.0);
+    let forward = |model: &mut Sequential| {
         let mut t = Tape::no_grad();
         let xv = t.input(x.clone());
-        let y = ops::conv2d(&mut t, params, xv, w, b, g);
+        let y = model.forward(&mut t, xv, Mode::Eval, &mut Rng::new(0));
         t.value(y).data().to_vec()
     };
-    let before = forward(&params);
-    assert_eq!(forward(&params), before, "the same weights twice");
+    let before = forward(&mut model);
+    assert_eq!(forward(&mut model), before, "the same weights twice");
     // Negate the weights in place: the output minus the bias changes sign.
-    params.value_mut(w).data_mut().iter_mut().for_each(|v| *v = -*v);
-    let after = forward(&params);
-    let bias = params.value(b).data().to_vec();
-    let plane = g.oh * g.ow;
+    model.params_mut().value_mut(w).data_mut().iter_mut().for_each(|v| *v = -*v);
+    let after = forward(&mut model);
+    let bias = model.params().value(b).data().to_vec();
+    let plane = 9 * 8;
     for (i, (a, z)) in after.iter().zip(&before).enumerate() {
         let bo = bias[(i / plane) % 5];
         assert!(((a - bo) + (z - bo)).abs() <= 1e-5, "value {i}: {a} after negating, {z} before");
     }
     // A clone that is then changed, used alternately with the original.
-    let mut other = params.clone();
-    other.value_mut(w).data_mut().iter_mut().for_each(|v| *v *= 2.0);
-    assert_eq!(forward(&params), after, "the original after its clone changed");
-    assert_ne!(forward(&other), after, "the changed clone was served the original's weights");
+    let mut other = model.clone();
+    other.params_mut().value_mut(w).data_mut().iter_mut().for_each(|v| *v *= 2.0);
+    assert_eq!(forward(&mut model), after, "the original after its clone changed");
+    assert_ne!(forward(&mut other), after, "the changed clone was served the original's weights");
 }
 
 #[test]
@@ -505,16 +556,9 @@ fn backward_on_a_no_grad_tape_panics() {
     let b = params.add("b", random(&[1], &mut Rng::new(2), 0.5));
     let mut t = Tape::no_grad();
     let xv = t.input(random(&[1, 1, 4, 4], &mut Rng::new(3), 1.0));
-    let y = ops::conv2d_relu_maxpool(
-        &mut t,
-        &params,
-        xv,
-        w,
-        b,
-        ConvGeom::new(1, 4, 4, 2, 2, (1, 1), (0, 0, 0, 0)),
-        2,
-        1,
-    );
+    let plan = Arc::new(ConvPlan::new(Engine::Fast, ConvGeom::new(1, 4, 4, 2, 2, (1, 1), (0, 0, 0, 0)), 1));
+    plan.refresh(params.value(w).data());
+    let y = ops::conv2d_relu_maxpool(&mut t, &params, xv, (w, b), &plan, (2, 1));
     let l = ops::weighted_sum(&mut t, y, random(&[1, 1, 2, 2], &mut Rng::new(4), 1.0));
     t.backward(l, &mut params);
 }
@@ -529,8 +573,10 @@ fn sequential_fusions_change_nothing() {
         Sequential::new(&[1, 28, 28], &preset.layers, fmnist::Init::GlorotUniform, &mut rng).unwrap();
     let x = random(&[4, 1, 28, 28], &mut rng, 1.0);
     let labels = [1u8, 2, 3, 4];
+    assert!(model.steps().iter().any(|s| matches!(s, fmnist::plan::Step::ConvReluPool(_))), "nothing fused");
     let run = |model: &mut Sequential, fused: bool| {
-        model.params.zero_grads();
+        let mut params = model.params().clone();
+        params.zero_grads();
         let mut t = Tape::new();
         let xv = t.input(x.clone());
         let mut drng = Rng::new(5);
@@ -539,14 +585,20 @@ fn sequential_fusions_change_nothing() {
         } else {
             let mut h = xv;
             for layer in &model.layers {
-                h = layer.forward(&mut t, &mut model.params, h, Mode::Train, &mut drng);
+                h = layer.forward(&mut t, &mut params, h, Mode::Train, &mut drng);
             }
             h
         };
-        let l = ops::softmax_cross_entropy(&mut t, logits, &labels, 0.0);
-        t.backward(l, &mut model.params);
+        let l = ops::softmax_cross_entropy(&mut t, logits, &labels, 0.0, Engine::Fast);
+        if fused {
+            model.zero_grads();
+            model.backward(&mut t, l);
+            params = model.params().clone();
+        } else {
+            t.backward(l, &mut params);
+        }
         let grads: Vec<Vec<f32>> =
-            model.params.iter().filter(|p| p.trainable).map(|p| p.grad.data().to_vec()).collect();
+            params.iter().filter(|p| p.trainable).map(|p| p.grad.data().to_vec()).collect();
         (t.value(logits).data().to_vec(), grads)
     };
     let separate = run(&mut model, false);
@@ -564,12 +616,14 @@ fn dense_small_batches_agree_with_large_ones() {
     let w = params.add("w", random(&[300, 37], &mut rng, 0.5));
     let b = params.add("b", random(&[37], &mut rng, 0.5));
     let x = random(&[40, 300], &mut rng, 1.0);
+    let plan = Arc::new(DensePlan::new(Engine::Fast, 300, 37));
+    plan.refresh(params.value(w).data());
     let mut t = Tape::new();
     let xv = t.input(x.clone());
-    let big = ops::dense(&mut t, &params, xv, w, b);
+    let big = ops::dense(&mut t, &params, xv, w, b, &plan);
     let small_x = Tensor::from_vec(&[3, 300], x.data()[..900].to_vec());
     let xs = t.input(small_x);
-    let small = ops::dense(&mut t, &params, xs, w, b);
+    let small = ops::dense(&mut t, &params, xs, w, b, &plan);
     for (i, (&a, &c)) in t.value(small).data().iter().zip(t.value(big).data()).enumerate() {
         assert!((a - c).abs() <= 1e-4 * (1.0 + c.abs()), "element {i}: {a} vs {c}");
     }

@@ -27,7 +27,10 @@ pub mod batchnorm;
 pub mod bias;
 pub mod conv_direct;
 pub mod conv_implicit;
+pub mod conv_plan;
+pub mod dense_plan;
 pub mod dropout;
+pub mod engine;
 pub mod gemm;
 pub mod gemv;
 pub mod im2col;
@@ -37,4 +40,5 @@ pub mod rng;
 pub mod simd;
 pub mod softmax;
 
+pub use engine::{ConvGrad, ConvPlan, DensePlan, Engine};
 pub use rng::Rng;

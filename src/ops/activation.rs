@@ -1,10 +1,8 @@
-//! ReLU (`kernels::activation`). Backward reads the op's own output: the gradient passes
-//! where `y > 0` (the derivative at exactly 0 is taken as 0).
+//! ReLU, `y = max(x, 0)`. Its derivative is 1 where `x > 0` and 0 elsewhere (at exactly 0 it is
+//! taken as 0), so backward passes the gradient where the op's own output `y > 0`.
 
-use kernels::activation::{relu_backward, relu_forward};
-use rayon::prelude::*;
+use kernels::Engine;
 
-use super::ELEMS_PER_TASK;
 use crate::tape::{Backward, Grads, Tape, Var};
 use crate::tensor::Tensor;
 
@@ -12,29 +10,22 @@ use crate::tensor::Tensor;
 ///
 /// # Shapes
 /// Any shape; the output has the input's shape.
-pub fn relu(tape: &mut Tape, x: Var) -> Var {
+pub fn relu(tape: &mut Tape, x: Var, engine: Engine) -> Var {
     let shape = tape.value(x).shape().to_vec();
     let mut y = tape.scratch(&shape);
-    let xv = tape.value(x);
-    y.data_mut()
-        .par_chunks_mut(ELEMS_PER_TASK)
-        .zip(xv.data().par_chunks(ELEMS_PER_TASK))
-        .for_each(|(yc, xc)| relu_forward(xc, yc));
+    engine.relu_forward(tape.value(x).data(), y.data_mut());
     let needs = tape.needs_grad(x);
-    tape.push(y, needs, Box::new(ReluBackward { x }))
+    tape.push(y, needs, Box::new(ReluBackward { x, engine }))
 }
 
 struct ReluBackward {
     x: Var,
+    engine: Engine,
 }
 
 impl Backward for ReluBackward {
     fn backward(&self, out: &Tensor, dout: &Tensor, grads: &mut Grads) {
         let dx = grads.nodes.grad_mut(self.x);
-        dx.data_mut()
-            .par_chunks_mut(ELEMS_PER_TASK)
-            .zip(out.data().par_chunks(ELEMS_PER_TASK))
-            .zip(dout.data().par_chunks(ELEMS_PER_TASK))
-            .for_each(|((dxc, yc), dyc)| relu_backward(yc, dyc, dxc));
+        self.engine.relu_backward(out.data(), dout.data(), dx.data_mut());
     }
 }

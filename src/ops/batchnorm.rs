@@ -1,5 +1,14 @@
-//! Batch normalisation (`kernels::batchnorm`) over the channels of `[N, C, H, W]` or the
-//! features of `[N, F]`.
+//! Batch normalisation over the channels of `[N, C, H, W]` or the features of `[N, F]`.
+//!
+//! # The math
+//! Per channel, over its `M = N*H*W` values: `mean`, the biased variance `var`,
+//! `xhat = (x - mean) / sqrt(var + eps)` and `y = gamma * xhat + beta`. Backward (Ioffe &
+//! Szegedy 2015, section 3): `dbeta = sum dy`, `dgamma = sum dy * xhat`, and, since `mean` and
+//! `var` depend on every `x` of the channel,
+//! `dx = gamma / sqrt(var + eps) / M * (M * dy - sum dy - xhat * sum(dy * xhat))`.
+//! With the running statistics (evaluation) the layer is a fixed per-channel affine map and
+//! `dx = dy * gamma / sqrt(var + eps)`. `kernels::batchnorm` derives each step; its `_ref`
+//! twins are the reference engine.
 //!
 //! Conventions, written down because the frameworks differ:
 //! - `momentum` follows **Keras**: `running = momentum * running + (1 - momentum) * batch`,
@@ -13,7 +22,7 @@
 //! In training the batch statistics normalise and the running statistics are updated; in
 //! evaluation the running statistics normalise and nothing changes.
 
-use kernels::batchnorm::{batchnorm_backward, batchnorm_normalize, batchnorm_stats};
+use kernels::Engine;
 
 use crate::params::{ParamId, Params};
 use crate::tape::{Backward, Grads, Tape, Var};
@@ -29,6 +38,7 @@ pub struct BatchNormState {
     pub running_var: ParamId,
     pub momentum: f32,
     pub eps: f32,
+    pub engine: Engine,
 }
 
 /// `[N, C, S]` view of a `[N, C, ...]` tensor.
@@ -55,7 +65,7 @@ pub fn batch_norm(tape: &mut Tape, params: &mut Params, x: Var, st: &BatchNormSt
     let (mean, var) = match mode {
         Mode::Train => {
             let (mut mean, mut var) = (vec![0.0; c], vec![0.0; c]);
-            batchnorm_stats(xv.data(), n, c, s, &mut mean, &mut var);
+            st.engine.batchnorm_stats(xv.data(), n, c, s, &mut mean, &mut var);
             let m = st.momentum;
             for (r, b) in params.value_mut(st.running_mean).data_mut().iter_mut().zip(&mean) {
                 *r = m * *r + (1.0 - m) * b;
@@ -71,7 +81,7 @@ pub fn batch_norm(tape: &mut Tape, params: &mut Params, x: Var, st: &BatchNormSt
     };
     let inv_std: Vec<f32> = var.iter().map(|v| 1.0 / (v + st.eps).sqrt()).collect();
     let (gamma, beta) = (params.value(st.gamma).data(), params.value(st.beta).data());
-    batchnorm_normalize(xv.data(), n, c, s, &mean, &inv_std, gamma, beta, y.data_mut());
+    st.engine.batchnorm_normalize(xv.data(), (n, c, s), &mean, &inv_std, gamma, beta, y.data_mut());
     let op = BatchNormBackward {
         x,
         gamma: st.gamma,
@@ -79,6 +89,7 @@ pub fn batch_norm(tape: &mut Tape, params: &mut Params, x: Var, st: &BatchNormSt
         mean,
         inv_std,
         batch_stats: mode == Mode::Train,
+        engine: st.engine,
     };
     tape.push(y, true, Box::new(op))
 }
@@ -93,6 +104,7 @@ struct BatchNormBackward {
     /// With batch statistics the mean and variance depend on `x` and backward must go
     /// through them; with running statistics the layer is a per-channel affine map.
     batch_stats: bool,
+    engine: Engine,
 }
 
 impl Backward for BatchNormBackward {
@@ -115,12 +127,10 @@ impl Backward for BatchNormBackward {
         let (n, c, s) = ncs(x.shape());
         if self.batch_stats {
             let (mean, inv_std) = (&self.mean, &self.inv_std);
-            batchnorm_backward(
+            self.engine.batchnorm_backward(
                 x.data(),
                 dout.data(),
-                n,
-                c,
-                s,
+                (n, c, s),
                 mean,
                 inv_std,
                 &gamma,
@@ -142,7 +152,7 @@ impl Backward for BatchNormBackward {
                 }
             }
         }
-        kernels::simd::axpy(1.0, &dgamma, grads.params.grad_mut(self.gamma).data_mut());
-        kernels::simd::axpy(1.0, &dbeta, grads.params.grad_mut(self.beta).data_mut());
+        grads.params.grad_mut(self.gamma).add_slice(&dgamma);
+        grads.params.grad_mut(self.beta).add_slice(&dbeta);
     }
 }

@@ -1,8 +1,10 @@
-//! Softmax cross-entropy loss, fused (`kernels::softmax`): the mean over the batch of
-//! `-sum_k t_k log softmax(z)_k`, with optional label smoothing. Forward keeps the
-//! probabilities; backward is `(p - t) / N` times the upstream gradient.
+//! Softmax cross-entropy loss, fused: the mean over the batch of `-sum_k t_k log p_k` with
+//! `p = softmax(z)` and targets `t` (one-hot, or smoothed: `t_k = s/K + (1 - s) [k = label]`).
+//! Computed as `log p_k = z_k - max(z) - log sum_j exp(z_j - max(z))`, which cannot overflow.
+//! Its gradient is `dz = (p - t) / N`: the softmax's Jacobian and the log's derivative cancel
+//! to that when `sum_k t_k = 1`. Forward keeps `p` for backward.
 
-use kernels::softmax::{softmax_xent_backward, softmax_xent_forward};
+use kernels::Engine;
 
 use crate::tape::{Backward, Grads, Tape, Var};
 use crate::tensor::Tensor;
@@ -11,14 +13,20 @@ use crate::tensor::Tensor;
 ///
 /// # Shapes
 /// `logits: [N, K]`, `labels: N` values below K -> `[1]`.
-pub fn softmax_cross_entropy(tape: &mut Tape, logits: Var, labels: &[u8], smoothing: f32) -> Var {
+pub fn softmax_cross_entropy(
+    tape: &mut Tape,
+    logits: Var,
+    labels: &[u8],
+    smoothing: f32,
+    engine: Engine,
+) -> Var {
     let z = tape.value(logits);
     let &[n, k] = z.shape() else { panic!("softmax_cross_entropy: logits {:?} are not [N, K]", z.shape()) };
     let mut probs = vec![0.0; n * k];
-    let total = softmax_xent_forward(z.data(), labels, n, k, smoothing, &mut probs);
+    let total = engine.softmax_xent_forward(z.data(), labels, (n, k), smoothing, &mut probs);
     let mean = if n > 0 { total / n as f64 } else { 0.0 };
     let needs = tape.needs_grad(logits);
-    let op = SoftmaxXentBackward { logits, labels: labels.to_vec(), probs, n, k, smoothing };
+    let op = SoftmaxXentBackward { logits, labels: labels.to_vec(), probs, n, k, smoothing, engine };
     tape.push(Tensor::scalar(mean as f32), needs, Box::new(op))
 }
 
@@ -29,6 +37,7 @@ struct SoftmaxXentBackward {
     n: usize,
     k: usize,
     smoothing: f32,
+    engine: Engine,
 }
 
 impl Backward for SoftmaxXentBackward {
@@ -38,14 +47,7 @@ impl Backward for SoftmaxXentBackward {
         }
         let scale = dout.data()[0] / self.n as f32;
         let dz = grads.nodes.grad_mut(self.logits);
-        softmax_xent_backward(
-            &self.probs,
-            &self.labels,
-            self.n,
-            self.k,
-            self.smoothing,
-            scale,
-            dz.data_mut(),
-        );
+        let (nk, s) = ((self.n, self.k), self.smoothing);
+        self.engine.softmax_xent_backward(&self.probs, &self.labels, nk, s, scale, dz.data_mut());
     }
 }

@@ -1,9 +1,14 @@
-//! Max-pooling (`kernels::pool`): forward keeps the argmax of every window (except on a
-//! no-grad tape), backward scatters the gradient to it. Ties: the first maximum in row-major
-//! order wins.
+//! Max-pooling over `k x k` windows with stride `stride`, no padding (Keras's `MaxPooling2D`
+//! with 'valid': a last partial window is dropped).
+//!
+//! `y[n, c, oh, ow] = max_{kh, kw} x[n, c, oh*S + kh, ow*S + kw]`. The maximum is a selection,
+//! so its derivative is 1 for the selected input and 0 for the others: backward adds each
+//! window's gradient to the input that won it. Ties: the first maximum in row-major window
+//! order wins, and only it receives gradient. Forward keeps each window's winner (its argmax)
+//! for backward, except on a no-grad tape.
 
-use kernels::pool::{maxpool_backward, maxpool_forward, PoolGeom};
-use rayon::prelude::*;
+use kernels::pool::PoolGeom;
+use kernels::Engine;
 
 use crate::tape::{Backward, Grads, Tape, Var};
 use crate::tensor::Tensor;
@@ -12,30 +17,16 @@ use crate::tensor::Tensor;
 ///
 /// # Shapes
 /// `x: [N, C, H, W]` -> `[N, C, OH, OW]`, `OH = (H - k) / stride + 1`.
-pub fn max_pool2d(tape: &mut Tape, x: Var, k: usize, stride: usize) -> Var {
+pub fn max_pool2d(tape: &mut Tape, x: Var, k: usize, stride: usize, engine: Engine) -> Var {
     let shape = tape.value(x).shape().to_vec();
     let &[n, c, h, w] = &shape[..] else { panic!("max_pool2d: input {shape:?} is not [N, C, H, W]") };
     let g = PoolGeom::new(h, w, k, stride);
-    let (in_img, out_img) = (c * h * w, c * g.oh * g.ow);
     let mut y = tape.scratch(&[n, c, g.oh, g.ow]);
-    let xv = tape.value(x);
-    // The argmaxes are kept for backward; a no-grad tape (inference) needs each image's only
-    // while it is pooled, in a buffer reused from image to image.
-    let record = tape.records_grad();
-    let mut argmax = if record { vec![0u32; n * out_img] } else { Vec::new() };
-    if n > 0 && out_img > 0 {
-        let (ys, xs) = (y.data_mut().par_chunks_mut(out_img), xv.data().par_chunks(in_img));
-        if record {
-            ys.zip(argmax.par_chunks_mut(out_img))
-                .zip(xs)
-                .for_each(|((yi, ai), xi)| maxpool_forward(&g, c, xi, yi, ai));
-        } else {
-            ys.zip(xs)
-                .for_each_init(|| vec![0u32; out_img], |ai, (yi, xi)| maxpool_forward(&g, c, xi, yi, ai));
-        }
-    }
+    let mut argmax = if tape.records_grad() { vec![0u32; y.len()] } else { Vec::new() };
+    let args = tape.records_grad().then_some(&mut argmax[..]);
+    engine.maxpool_forward(&g, n, c, tape.value(x).data(), y.data_mut(), args);
     let needs = tape.needs_grad(x);
-    tape.push(y, needs, Box::new(MaxPoolBackward { x, g, c, argmax }))
+    tape.push(y, needs, Box::new(MaxPoolBackward { x, g, c, argmax, engine }))
 }
 
 struct MaxPoolBackward {
@@ -44,20 +35,13 @@ struct MaxPoolBackward {
     c: usize,
     /// `[N, C, OH, OW]`: index of each window's maximum within its `H x W` plane.
     argmax: Vec<u32>,
+    engine: Engine,
 }
 
 impl Backward for MaxPoolBackward {
     fn backward(&self, _out: &Tensor, dout: &Tensor, grads: &mut Grads) {
-        let (g, c) = (self.g, self.c);
-        let (in_img, out_img) = (c * g.h * g.w, c * g.oh * g.ow);
-        if out_img == 0 || in_img == 0 {
-            return;
-        }
-        let dx = grads.nodes.grad_mut(self.x);
-        dx.data_mut()
-            .par_chunks_mut(in_img)
-            .zip(dout.data().par_chunks(out_img))
-            .zip(self.argmax.par_chunks(out_img))
-            .for_each(|((dxi, dyi), ai)| maxpool_backward(&g, c, dyi, ai, dxi));
+        let (x, dx) = grads.nodes.value_and_grad(self.x);
+        let n = x.dim(0);
+        self.engine.maxpool_backward(&self.g, n, self.c, x.data(), dout.data(), &self.argmax, dx.data_mut());
     }
 }

@@ -23,7 +23,7 @@ struct FlattenBackward {
 impl Backward for FlattenBackward {
     fn backward(&self, _out: &Tensor, dout: &Tensor, grads: &mut Grads) {
         let dx = grads.nodes.grad_mut(self.x);
-        kernels::simd::axpy(1.0, dout.data(), dx.data_mut());
+        dx.add_slice(dout.data());
     }
 }
 
@@ -47,6 +47,7 @@ struct WeightedSumBackward {
 impl Backward for WeightedSumBackward {
     fn backward(&self, _out: &Tensor, dout: &Tensor, grads: &mut Grads) {
         let dx = grads.nodes.grad_mut(self.x);
-        kernels::simd::axpy(dout.data()[0], self.r.data(), dx.data_mut());
+        let scale = dout.data()[0];
+        dx.data_mut().iter_mut().zip(self.r.data()).for_each(|(d, &r)| *d += scale * r);
     }
 }

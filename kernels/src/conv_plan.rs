@@ -1,0 +1,592 @@
+//! One convolution layer's plan: how its forward and backward passes run on an [`Engine`].
+//!
+//! The math is the main crate's (`ops::conv`); this is where the speed lives. A plan is
+//! built once per layer and owns everything the fast engine keeps: the path, the weights
+//! prepared for it ([`ConvPlan::refresh`], called after every change of the weights), and
+//! scratch buffers (a small pool, one taken per parallel task).
+//!
+//! On [`Engine::Reference`] every pass is a loop over images calling the plain twins
+//! ([`conv_forward_ref`], [`conv_backward_weights_ref`], [`conv_backward_input_ref`]).
+//!
+//! On [`Engine::Fast`] one of three paths computes the convolution:
+//! - **direct** (`conv_direct`) when the input has one channel (the GEMM's inner dimension
+//!   would be only `KH*KW`, too thin for a GEMM to pay for the column matrix), and for
+//!   stride-1 layers with large output planes ([`DIRECT_MIN_PLANE`]). Its weight gradient
+//!   takes a group of images per call; its input gradient is a convolution with transposed
+//!   weights, except with one input channel, where `w^T dy` by GEMM, then col2im, is faster;
+//! - **implicit GEMM** (`conv_implicit`) for the other layers with kernels up to 5 wide: the
+//!   GEMM of im2col computed straight from the padded images, output channels along the SIMD
+//!   lanes, so no column matrix is built or packed. The input gradient of a stride-1 layer is
+//!   again a convolution (with another stride it is `w^T dy` by GEMM, then col2im);
+//! - **im2col + GEMM** otherwise, per group of images: `y[OC, G*OH*OW] = w[OC, C*KH*KW] * col`.
+//!   Backward: `dw += dy * col^T`, `dcol = w^T * dy`, then `col2im(dcol)` into `dx`. The
+//!   column matrix is rebuilt in backward rather than stored.
+//!
+//! **Fusion.** [`ConvPlan::forward_relu_pool`] computes conv -> ReLU -> max-pool without
+//! storing the full-size convolution output: ReLU commutes with max
+//! (`max(relu(a), relu(b)) = relu(max(a, b))`), so it pools the raw convolution, keeps each
+//! window's argmax, and applies ReLU to the pooled value. On the direct path with stride 1
+//! and a 2x2/2 pool one kernel does all of it (`conv_direct::conv_forward_relu_pool2`). The
+//! backward ([`ConvGrad::Pooled`]) rebuilds each image's convolution gradient from the pooled
+//! gradient and runs the convolution's own backward. The result equals the three separate
+//! ops, bit for bit (tested).
+//!
+//! Parallelism: forward splits the batch into groups of images; backward sums the weight and
+//! bias gradients over fixed chunks of [`IMAGES_PER_CHUNK`] images, added in chunk order.
+
+use rayon::prelude::*;
+use std::sync::{Arc, Mutex};
+
+use crate::bias::{bias_add, bias_add_ref, channel_sums, channel_sums_ref};
+use crate::conv_direct::{
+    conv_backward_input_ref, conv_backward_weights, conv_backward_weights_ref, conv_forward,
+    conv_forward_ref, conv_forward_relu_pool2, InputGrad,
+};
+use crate::conv_implicit::{self, ImplicitConv, ImplicitInputGrad, ImplicitScratch, WeightGrad};
+use crate::engine::{sum_into, Engine, IMAGES_PER_CHUNK};
+use crate::gemm::matmul;
+use crate::im2col::{col2im_ld, im2col_ld, ConvGeom};
+use crate::pool::{maxpool_forward, maxpool_forward_ref, PoolGeom};
+
+/// Values in a group's column matrix that the im2col path aims for (1 MiB of `f32`): enough
+/// images per GEMM that packing the weights is amortised, few enough that the column matrix
+/// stays near the core's cache.
+const GROUP_VALUES: usize = 1 << 18;
+
+/// The smallest output plane (`OH*OW`) for which a stride-1 convolution with several input
+/// channels takes the direct path: on large planes building and packing a column matrix costs
+/// as much memory traffic as the GEMM reads, while on small planes im2col + GEMM puts several
+/// images into one GEMM.
+const DIRECT_MIN_PLANE: usize = 24 * 24;
+
+/// The fast engine's three ways to compute a convolution (module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Path {
+    Direct,
+    Implicit,
+    Im2col,
+}
+
+/// One convolution layer's plan (module docs).
+pub struct ConvPlan {
+    g: ConvGeom,
+    oc: usize,
+    fast: Option<Fast>,
+}
+
+/// What the fast engine keeps for one layer.
+struct Fast {
+    path: Path,
+    /// The weights in the kernels' forms, made by [`ConvPlan::refresh`].
+    prepared: Mutex<Option<Arc<Prepared>>>,
+    /// Free scratch buffers; each parallel task takes one and gives it back.
+    scratch: Mutex<Vec<Scratch>>,
+}
+
+/// The current weights, prepared for the fast kernels.
+struct Prepared {
+    /// Transposed for the implicit GEMM's forward.
+    implicit: Option<ImplicitConv>,
+    /// How the input gradient is computed, with its transposed weights.
+    input_grad: InputGradOf,
+}
+
+/// How the fast engine computes a layer's input gradient.
+enum InputGradOf {
+    /// A convolution of `dy` with the transposed weights, by the direct kernel.
+    Direct(InputGrad),
+    /// The same by the implicit GEMM (stride 1).
+    Implicit(ImplicitInputGrad),
+    /// `w^T dy` by GEMM, then col2im.
+    Gemm,
+}
+
+/// Buffers of one task, kept from call to call so that a step allocates no column matrices
+/// or padded images after the first.
+#[derive(Default)]
+struct Scratch {
+    /// The group's column matrix, the direct path's padded input, or an input gradient's
+    /// column matrix `w^T dy` before col2im.
+    col: Vec<f32>,
+    /// The group's output or output gradient in `[OC, G*OH*OW]` layout.
+    out: Vec<f32>,
+    /// A group's rebuilt output gradient (fused op).
+    dy: Vec<f32>,
+    implicit: ImplicitScratch,
+    /// The fused op's full-size convolution output of a group, and its argmaxes in inference.
+    conv_out: Vec<f32>,
+    argmax: Vec<u32>,
+}
+
+/// Where a convolution's output gradient comes from.
+pub enum ConvGrad<'a> {
+    /// The upstream gradient of the convolution itself, `[N, OC, OH, OW]`.
+    Direct(&'a [f32]),
+    /// The upstream gradient `dy` of the fused op's pooled output `y`, with the window
+    /// argmaxes: the convolution gradient is `dy` placed at each argmax whose pooled value
+    /// passed the ReLU, zero elsewhere.
+    Pooled { dy: &'a [f32], y: &'a [f32], argmax: &'a [u32], pool: PoolGeom },
+}
+
+impl ConvPlan {
+    /// A plan for a layer of geometry `g` with `oc` filters. Call [`ConvPlan::refresh`] with
+    /// the weights before the first pass.
+    pub fn new(engine: Engine, g: ConvGeom, oc: usize) -> Self {
+        let fast = (engine == Engine::Fast).then(|| {
+            let path = if g.c == 1 || (g.unit_stride() && g.out_plane() >= DIRECT_MIN_PLANE) {
+                Path::Direct
+            } else if conv_implicit::supports(&g) {
+                Path::Implicit
+            } else {
+                Path::Im2col
+            };
+            Fast { path, prepared: Mutex::new(None), scratch: Mutex::new(Vec::new()) }
+        });
+        ConvPlan { g, oc, fast }
+    }
+
+    pub fn geom(&self) -> &ConvGeom {
+        &self.g
+    }
+
+    /// The path that runs this layer: "reference", "direct", "implicit GEMM" or "im2col".
+    pub fn path_name(&self) -> &'static str {
+        match self.fast.as_ref().map(|f| f.path) {
+            None => "reference",
+            Some(Path::Direct) => "direct",
+            Some(Path::Implicit) => "implicit GEMM",
+            Some(Path::Im2col) => "im2col",
+        }
+    }
+
+    /// Whether [`ConvPlan::forward_relu_pool`] gains over the separate ops for this pool:
+    /// on the fast engine always (no full-size output is stored); on the reference, never
+    /// used.
+    pub fn fuses(&self) -> bool {
+        self.fast.is_some()
+    }
+
+    /// Prepares the weights `w[OC, C, KH, KW]` for the kernels. Call it after building the
+    /// plan and after every change of the weights; it does nothing on the reference engine.
+    pub fn refresh(&self, w: &[f32]) {
+        let Some(fast) = &self.fast else { return };
+        assert_eq!(w.len(), self.oc * self.g.col_rows(), "ConvPlan::refresh: weights of another layer");
+        let (g, oc) = (&self.g, self.oc);
+        let implicit = (fast.path == Path::Implicit).then(|| ImplicitConv::new(g, oc, w));
+        let input_grad = match fast.path {
+            // With one input channel the direct input gradient is a convolution with one
+            // output channel, whose every input load feeds a single multiply-add.
+            Path::Direct if g.c == 1 => InputGradOf::Gemm,
+            Path::Direct => InputGradOf::Direct(InputGrad::new(g, oc, w)),
+            // A stride other than 1 has no implicit input gradient.
+            Path::Implicit => {
+                ImplicitInputGrad::new(g, oc, w).map_or(InputGradOf::Gemm, InputGradOf::Implicit)
+            }
+            Path::Im2col => InputGradOf::Gemm,
+        };
+        *fast.prepared.lock().expect("prepared weights") = Some(Arc::new(Prepared { implicit, input_grad }));
+    }
+
+    fn in_len(&self) -> usize {
+        self.g.in_len()
+    }
+
+    fn out_len(&self) -> usize {
+        self.oc * self.g.out_plane()
+    }
+
+    /// `ys[N, OC, OH, OW] = w (*) xs + b` for the images `xs[N, C, H, W]`.
+    pub fn forward(&self, xs: &[f32], w: &[f32], b: &[f32], ys: &mut [f32]) {
+        let (g, oc, in_len, out_len) = (&self.g, self.oc, self.in_len(), self.out_len());
+        if ys.is_empty() || in_len == 0 {
+            ys.fill(0.0); // no images, or an empty sum plus... nothing to convolve
+            if in_len == 0 && !ys.is_empty() {
+                bias_add_ref(ys, b, ys.len() / out_len, oc, g.out_plane());
+            }
+            return;
+        }
+        let Some(fast) = &self.fast else {
+            // Reference: image by image, the definition as loops.
+            ys.par_chunks_mut(out_len).zip(xs.par_chunks(in_len)).for_each(|(y, x)| {
+                conv_forward_ref(g, oc, x, w, y);
+                bias_add_ref(y, b, 1, oc, g.out_plane());
+            });
+            return;
+        };
+        let prepared = fast.prepared();
+        let group = self.group(fast.path);
+        ys.par_chunks_mut(group * out_len).zip(xs.par_chunks(group * in_len)).for_each(|(ys, xs)| {
+            fast.with_scratch(|s| self.forward_group(fast.path, &prepared, xs, w, b, ys, s))
+        });
+    }
+
+    /// Conv -> ReLU -> max-pool: `ys[N, OC, PH, PW]` for the images `xs[N, C, H, W]`, with
+    /// each window's argmax within its `OH x OW` plane in `argmax` when given (training).
+    /// Equal to [`ConvPlan::forward`], ReLU and max-pool in sequence.
+    pub fn forward_relu_pool(
+        &self,
+        pg: &PoolGeom,
+        xs: &[f32],
+        w: &[f32],
+        b: &[f32],
+        ys: &mut [f32],
+        argmax: Option<&mut [u32]>,
+    ) {
+        let (g, oc, in_len) = (&self.g, self.oc, self.in_len());
+        let per_image = oc * pg.oh * pg.ow;
+        let n = ys.len() / per_image.max(1);
+        if n == 0 || per_image == 0 {
+            return;
+        }
+        let Some(fast) = &self.fast else {
+            // Reference: the three ops in sequence.
+            let mut conv = vec![0.0; n * self.out_len()];
+            self.forward(xs, w, b, &mut conv);
+            let mut throwaway = Vec::new();
+            let argmax = argmax.unwrap_or_else(|| {
+                throwaway.resize(ys.len(), 0);
+                &mut throwaway
+            });
+            maxpool_forward_ref(pg, n * oc, &conv, ys, argmax);
+            ys.iter_mut().for_each(|v| *v = v.max(0.0));
+            return;
+        };
+        let prepared = fast.prepared();
+        let group = self.group(fast.path);
+        // On the direct path with the common pool, each image's convolution is pooled straight
+        // from the kernel's buffer (`conv_forward_relu_pool2`, equal to the steps below).
+        let pool_direct = fast.path == Path::Direct && g.unit_stride() && pg.k == 2 && pg.stride == 2;
+        let pool_group = |ys: &mut [f32], args: Option<&mut [u32]>, xs: &[f32]| {
+            fast.with_scratch(|s| {
+                if pool_direct {
+                    let mut args = args.map(|a| a.chunks_exact_mut(per_image));
+                    for (xi, yi) in xs.chunks_exact(in_len).zip(ys.chunks_exact_mut(per_image)) {
+                        let ai = args.as_mut().and_then(Iterator::next);
+                        conv_forward_relu_pool2(g, oc, xi, w, b, yi, ai, &mut s.col);
+                    }
+                    return;
+                }
+                let count = xs.len() / in_len;
+                let mut conv_out = std::mem::take(&mut s.conv_out);
+                conv_out.resize(count * self.out_len(), 0.0);
+                self.forward_group(fast.path, &prepared, xs, w, b, &mut conv_out, s);
+                let args = match args {
+                    Some(a) => a,
+                    None => {
+                        s.argmax.resize(ys.len(), 0);
+                        &mut s.argmax[..]
+                    }
+                };
+                maxpool_forward(pg, count * oc, &conv_out, ys, args);
+                ys.iter_mut().for_each(|v| *v = v.max(0.0));
+                s.conv_out = conv_out;
+            })
+        };
+        let ys = ys.par_chunks_mut(group * per_image);
+        let xs = xs.par_chunks(group * in_len);
+        match argmax {
+            Some(argmax) => {
+                let args = argmax.par_chunks_mut(group * per_image);
+                ys.zip(args).zip(xs).for_each(|((ys, args), xs)| pool_group(ys, Some(args), xs));
+            }
+            None => ys.zip(xs).for_each(|(ys, xs)| pool_group(ys, None, xs)),
+        }
+    }
+
+    /// Adds the gradients of the images `xs[N, C, H, W]` whose output gradients come from
+    /// `src`: into `dw[OC, C, KH, KW]`, `db[OC]`, and `dxs[N, C, H, W]` when given.
+    pub fn backward(
+        &self,
+        src: &ConvGrad,
+        xs: &[f32],
+        w: &[f32],
+        dw: &mut [f32],
+        db: &mut [f32],
+        dxs: Option<&mut [f32]>,
+    ) {
+        let (g, oc, in_len, out_len) = (&self.g, self.oc, self.in_len(), self.out_len());
+        if in_len == 0 || out_len == 0 || xs.is_empty() {
+            return;
+        }
+        let n = xs.len() / in_len;
+        let Some(fast) = &self.fast else {
+            // Reference: image by image; the sums over images run in image order.
+            let mut dy = Vec::new();
+            for (i, x) in xs.chunks_exact(in_len).enumerate() {
+                let dy_i = src.images(i, 1, self, &mut dy);
+                conv_backward_weights_ref(g, oc, x, dy_i, dw);
+                channel_sums_ref(dy_i, 1, oc, g.out_plane(), db);
+            }
+            if let Some(dxs) = dxs {
+                dxs.par_chunks_mut(in_len).enumerate().for_each_init(Vec::new, |dy, (i, dx)| {
+                    conv_backward_input_ref(g, oc, w, src.images(i, 1, self, dy), dx)
+                });
+            }
+            return;
+        };
+        let prepared = fast.prepared();
+        let group = self.group(fast.path);
+        let work = |chunk: usize, mut dx_chunk: Option<&mut [f32]>| {
+            let (mut dw, mut db) = (vec![0.0f32; oc * g.col_rows()], vec![0.0f32; oc]);
+            let start = chunk * IMAGES_PER_CHUNK;
+            let end = (start + IMAGES_PER_CHUNK).min(n);
+            fast.with_scratch(|s| {
+                let mut sums = (fast.path == Path::Implicit).then(|| WeightGrad::new(g, oc));
+                for g0 in (start..end).step_by(group) {
+                    let g1 = (g0 + group).min(end);
+                    let dxs =
+                        dx_chunk.as_deref_mut().map(|d| &mut d[(g0 - start) * in_len..(g1 - start) * in_len]);
+                    let xs = &xs[g0 * in_len..g1 * in_len];
+                    let mut dy_buf = std::mem::take(&mut s.dy);
+                    let dys = src.images(g0, g1 - g0, self, &mut dy_buf);
+                    self.backward_group(
+                        fast.path,
+                        &prepared,
+                        sums.as_mut(),
+                        xs,
+                        dys,
+                        w,
+                        &mut dw,
+                        &mut db,
+                        dxs,
+                        s,
+                    );
+                    s.dy = dy_buf;
+                }
+                if let Some(sums) = sums.as_mut() {
+                    sums.finish(&mut dw);
+                }
+            });
+            (dw, db)
+        };
+        let partials: Vec<(Vec<f32>, Vec<f32>)> = match dxs {
+            Some(dx) => dx
+                .par_chunks_mut(IMAGES_PER_CHUNK * in_len)
+                .enumerate()
+                .map(|(chunk, dxc)| work(chunk, Some(dxc)))
+                .collect(),
+            None => {
+                (0..n.div_ceil(IMAGES_PER_CHUNK)).into_par_iter().map(|chunk| work(chunk, None)).collect()
+            }
+        };
+        let (dws, dbs): (Vec<_>, Vec<_>) = partials.into_iter().unzip();
+        sum_into(dw, dws);
+        sum_into(db, dbs);
+    }
+
+    /// Images per group: 1 on the direct path's forward; enough for the weight gradient's
+    /// long sums or, on the GEMM paths, as many as fit [`GROUP_VALUES`]; at most a chunk.
+    /// Depends only on the geometry, never on threads.
+    fn group(&self, path: Path) -> usize {
+        let per_image = match path {
+            Path::Direct => self.g.in_len(),
+            Path::Im2col | Path::Implicit => self.g.col_rows() * self.g.out_plane(),
+        };
+        (GROUP_VALUES / per_image.max(1)).clamp(1, IMAGES_PER_CHUNK)
+    }
+
+    /// The fast forward of one group of images `xs[G, C, H, W]` into `ys[G, OC, OH*OW]`.
+    #[allow(clippy::too_many_arguments)]
+    fn forward_group(
+        &self,
+        path: Path,
+        prepared: &Prepared,
+        xs: &[f32],
+        w: &[f32],
+        b: &[f32],
+        ys: &mut [f32],
+        s: &mut Scratch,
+    ) {
+        let (g, oc, plane, ckk) = (&self.g, self.oc, self.g.out_plane(), self.g.col_rows());
+        let count = xs.len() / g.in_len();
+        match path {
+            Path::Implicit => {
+                let implicit = prepared.implicit.as_ref().expect("implicit weights prepared by refresh");
+                implicit.forward(xs, b, ys, &mut s.implicit);
+                return; // the bias included
+            }
+            Path::Direct => {
+                for (xi, yi) in xs.chunks_exact(g.in_len()).zip(ys.chunks_exact_mut(self.out_len())) {
+                    conv_forward(g, oc, xi, w, yi, &mut s.col);
+                }
+            }
+            Path::Im2col => {
+                // col[CKK, G*OH*OW], image j in columns j*OH*OW.., then one GEMM for the group:
+                // out[OC, G*OH*OW] = w[OC, CKK] * col, scattered back to [G, OC, OH*OW].
+                let ld = count * plane;
+                s.col.resize(ckk * ld, 0.0);
+                for (j, xi) in xs.chunks_exact(g.in_len()).enumerate() {
+                    im2col_ld(g, xi, &mut s.col[j * plane..], ld);
+                }
+                s.out.resize(oc * ld, 0.0);
+                matmul(false, false, oc, ckk, ld, w, &s.col, &mut s.out, false);
+                for (j, yi) in ys.chunks_exact_mut(self.out_len()).enumerate() {
+                    for (o, yo) in yi.chunks_exact_mut(plane).enumerate() {
+                        yo.copy_from_slice(&s.out[o * ld + j * plane..][..plane]);
+                    }
+                }
+            }
+        }
+        bias_add(ys, b, count, oc, plane);
+    }
+
+    /// The fast backward of one group: adds to `dw` (or the implicit path's `sums`), `db`,
+    /// and `dxs` when given.
+    #[allow(clippy::too_many_arguments)]
+    fn backward_group(
+        &self,
+        path: Path,
+        prepared: &Prepared,
+        sums: Option<&mut WeightGrad>,
+        xs: &[f32],
+        dys: &[f32],
+        w: &[f32],
+        dw: &mut [f32],
+        db: &mut [f32],
+        dxs: Option<&mut [f32]>,
+        s: &mut Scratch,
+    ) {
+        let (g, oc, plane, ckk) = (&self.g, self.oc, self.g.out_plane(), self.g.col_rows());
+        let count = xs.len() / g.in_len();
+        match path {
+            Path::Direct | Path::Implicit => {
+                match sums {
+                    Some(sums) => sums.add(xs, dys, &mut s.implicit),
+                    None => conv_backward_weights(g, oc, xs, dys, dw, &mut s.col),
+                }
+                channel_sums(dys, count, oc, plane, db);
+                if let Some(dxs) = dxs {
+                    self.input_grad(&prepared.input_grad, w, dys, dxs, s);
+                }
+            }
+            Path::Im2col => {
+                let ld = count * plane;
+                // dy[OC, G*OH*OW], gathered from the images' [OC, OH*OW] gradients.
+                self.gather_dy(dys, &mut s.out);
+                s.col.resize(ckk * ld, 0.0);
+                for (j, xi) in xs.chunks_exact(g.in_len()).enumerate() {
+                    im2col_ld(g, xi, &mut s.col[j * plane..], ld);
+                }
+                // dw[OC, CKK] += dy[OC, G*OH*OW] * col^T[G*OH*OW, CKK]
+                matmul(false, true, oc, ld, ckk, &s.out, &s.col, dw, true);
+                channel_sums(&s.out, 1, oc, ld, db);
+                if let Some(dxs) = dxs {
+                    self.input_grad_by_gemm(w, &s.out, dxs, &mut s.col);
+                }
+            }
+        }
+    }
+
+    /// `dxs[G, C, H, W] +=` the input gradient of a group with output gradients `dys`.
+    fn input_grad(&self, how: &InputGradOf, w: &[f32], dys: &[f32], dxs: &mut [f32], s: &mut Scratch) {
+        match how {
+            InputGradOf::Direct(input_grad) => {
+                for (dyi, dxi) in dys.chunks_exact(self.out_len()).zip(dxs.chunks_exact_mut(self.in_len())) {
+                    input_grad.accumulate(dyi, dxi, &mut s.col);
+                }
+            }
+            InputGradOf::Implicit(input_grad) => input_grad.accumulate(dys, dxs, &mut s.implicit),
+            InputGradOf::Gemm => {
+                self.gather_dy(dys, &mut s.out);
+                self.input_grad_by_gemm(w, &s.out, dxs, &mut s.col);
+            }
+        }
+    }
+
+    /// `out[OC, G*OH*OW]` gathered from a group's gradients `dys[G, OC, OH*OW]`.
+    fn gather_dy(&self, dys: &[f32], out: &mut Vec<f32>) {
+        let plane = self.g.out_plane();
+        let ld = dys.len() / self.oc;
+        out.resize(self.oc * ld, 0.0);
+        for (j, dyi) in dys.chunks_exact(self.out_len()).enumerate() {
+            for (o, dyo) in dyi.chunks_exact(plane).enumerate() {
+                out[o * ld + j * plane..][..plane].copy_from_slice(dyo);
+            }
+        }
+    }
+
+    /// `dxs[G, C, H, W] += col2im(dcol)` with `dcol[CKK, G*OH*OW] = w^T[CKK, OC] * dy[OC,
+    /// G*OH*OW]` (`dy` as [`ConvPlan::gather_dy`] lays it out), built in `dcol`'s buffer.
+    fn input_grad_by_gemm(&self, w: &[f32], dy: &[f32], dxs: &mut [f32], dcol: &mut Vec<f32>) {
+        let (g, plane, ckk) = (&self.g, self.g.out_plane(), self.g.col_rows());
+        let ld = dy.len() / self.oc;
+        dcol.resize(ckk * ld, 0.0);
+        matmul(true, false, ckk, self.oc, ld, w, dy, dcol, false);
+        for (j, dxi) in dxs.chunks_exact_mut(g.in_len()).enumerate() {
+            col2im_ld(g, &dcol[j * plane..], ld, dxi);
+        }
+    }
+}
+
+impl Fast {
+    /// The prepared weights.
+    ///
+    /// # Panics
+    /// If [`ConvPlan::refresh`] was never called.
+    fn prepared(&self) -> Arc<Prepared> {
+        let prepared = self.prepared.lock().expect("prepared weights");
+        Arc::clone(prepared.as_ref().expect("ConvPlan: call refresh(weights) before the first pass"))
+    }
+
+    /// Runs `f` with a scratch buffer from the pool, and returns it to the pool.
+    fn with_scratch<R>(&self, f: impl FnOnce(&mut Scratch) -> R) -> R {
+        let mut s = self.scratch.lock().expect("scratch pool").pop().unwrap_or_default();
+        let r = f(&mut s);
+        self.scratch.lock().expect("scratch pool").push(s);
+        r
+    }
+}
+
+impl ConvGrad<'_> {
+    /// The convolution gradients `[count, OC, OH*OW]` of images `first..first + count`,
+    /// rebuilt into `buf` when pooled.
+    fn images<'b>(&'b self, first: usize, count: usize, plan: &ConvPlan, buf: &'b mut Vec<f32>) -> &'b [f32] {
+        let len = plan.out_len();
+        match *self {
+            ConvGrad::Direct(d) => &d[first * len..(first + count) * len],
+            ConvGrad::Pooled { dy, y, argmax, pool } => {
+                buf.clear();
+                buf.resize(count * len, 0.0);
+                let (plane, pooled_plane) = (plan.g.out_plane(), pool.oh * pool.ow);
+                let range = first * plan.oc * pooled_plane..(first + count) * plan.oc * pooled_plane;
+                // Pooled plane `q` of the group (an image and a channel) pools convolution
+                // plane `q`; a window's gradient goes to its argmax if it passed the ReLU.
+                let pooled = dy[range.clone()]
+                    .chunks_exact(pooled_plane)
+                    .zip(y[range.clone()].chunks_exact(pooled_plane))
+                    .zip(argmax[range].chunks_exact(pooled_plane));
+                for (((dq, yq), aq), out) in pooled.zip(buf.chunks_exact_mut(plane)) {
+                    for ((&d, &v), &a) in dq.iter().zip(yq).zip(aq) {
+                        // Branch-free: whether a value passed the ReLU is a coin toss.
+                        out[a as usize] += if v > 0.0 { d } else { 0.0 };
+                    }
+                }
+                buf
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The paths of the reference models' layers.
+    #[test]
+    fn paths_of_the_reference_layers() {
+        let valid = (0, 0, 0, 0);
+        let same = (1, 1, 1, 1);
+        let cases = [
+            (ConvGeom::new(1, 28, 28, 3, 3, (1, 1), valid), "direct"), // C1, A/B
+            (ConvGeom::new(1, 28, 28, 4, 4, (1, 1), (1, 1, 2, 2)), "direct"), // E conv1
+            (ConvGeom::new(64, 14, 14, 4, 4, (1, 1), valid), "implicit GEMM"), // E conv2
+            (ConvGeom::new(32, 28, 28, 3, 3, (1, 1), same), "direct"), // `ours` conv2
+            (ConvGeom::new(32, 14, 14, 3, 3, (1, 1), same), "implicit GEMM"), // `ours` conv3
+            (ConvGeom::new(2, 10, 10, 6, 6, (1, 1), valid), "im2col"), // kernels over 5 wide
+        ];
+        for (g, want) in cases {
+            assert_eq!(ConvPlan::new(Engine::Fast, g, 1).path_name(), want, "{g:?}");
+            assert_eq!(ConvPlan::new(Engine::Reference, g, 1).path_name(), "reference");
+        }
+    }
+}
