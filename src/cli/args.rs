@@ -1,0 +1,206 @@
+//! The command line's grammar: the clap structs and enums of `fmnist`'s four commands and
+//! their flags, with their help texts. Parsing only: what a flag means for a run is resolved
+//! in `recipe.rs`, and the commands themselves run in their own files.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::data::DatasetKind;
+use crate::presets;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "fmnist",
+    version,
+    about = "Train, evaluate and use small CNNs on Fashion-MNIST, on the CPU, from scratch"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+// Parsed once per process: the size of `TrainArgs` costs nothing worth a `Box`.
+#[allow(clippy::large_enum_variant)]
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Train a model and write it, its history and its metrics to a run folder.
+    Train(TrainArgs),
+    /// Test loss and accuracy, confusion matrix and per-class report of a saved model.
+    Eval(EvalArgs),
+    /// Top-3 classes for images (PNG or PGM files) or test-set images (`test:INDEX`).
+    Predict(PredictArgs),
+    /// Print a model's architecture table.
+    Summary(SummaryArgs),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OptimizerKind {
+    Adam,
+    Sgd,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DatasetArg {
+    /// Fashion-MNIST (Zalando's clothing images).
+    Fashion,
+    /// The original MNIST digits.
+    Mnist,
+}
+
+/// The learning-rate schedule's shape (see [`train::ScheduleKind`](crate::train::ScheduleKind)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ScheduleArg {
+    /// The same rate throughout.
+    Constant,
+    /// Cosine decay from the rate to ~0 over all steps after the warm-up.
+    Cosine,
+    /// Multiply the rate by --step-gamma every --step-epochs epochs.
+    Step,
+}
+
+impl DatasetArg {
+    pub(super) fn kind(self) -> DatasetKind {
+        match self {
+            DatasetArg::Fashion => DatasetKind::Fashion,
+            DatasetArg::Mnist => DatasetKind::Digits,
+        }
+    }
+}
+
+/// Where the data comes from (shared by the commands that read it).
+#[derive(clap::Args, Debug, Clone)]
+pub struct DataArgs {
+    /// Folder with the four IDX .gz files or the two Kaggle CSV files [default: search
+    /// $FASHION_MNIST_DIR, ./data/fashion-mnist, /usr/share/datasets/fashion-mnist, then download]
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Never try to download the data.
+    #[arg(long)]
+    pub no_download: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct TrainArgs {
+    /// Model and recipe: c1 (write-up C model 1), a and b (write-ups A and B), c2, c3, cmasch (write-up E), ours.
+    #[arg(long, default_value = "c1", value_parser = clap::builder::PossibleValuesParser::new(presets::NAMES))]
+    pub model: String,
+    /// Epochs [default: the preset's]
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Images per batch [default: the preset's]
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Learning rate [default: the preset's, 1e-3 for Adam]
+    #[arg(long)]
+    pub lr: Option<f32>,
+    /// Optimizer [default: the preset's (adam); sgd means lr 0.01 and momentum 0.9 unless --lr]
+    #[arg(long, value_enum)]
+    pub optimizer: Option<OptimizerKind>,
+    /// Seed of every random stream (split, initialisation, shuffling, dropout, augmentation); with --runs N, run k uses seed + k - 1.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Train N models with seeds seed, seed+1, ... (each its own split), each in run-K/ of the run folder; report each, their mean and sample std, and their ensemble (mean softmax) in summary.json.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub runs: usize,
+    /// Learning-rate schedule [default: the preset's; constant, ours: cosine]
+    #[arg(long, value_enum)]
+    pub schedule: Option<ScheduleArg>,
+    /// Epochs of linear warm-up before the schedule's decay [default: the preset's, 0]
+    #[arg(long, value_name = "N")]
+    pub warmup_epochs: Option<usize>,
+    /// With --schedule step: epochs between two decays [default: a third of the epochs]
+    #[arg(long, value_name = "N")]
+    pub step_epochs: Option<usize>,
+    /// With --schedule step: factor of each decay [default: 0.1]
+    #[arg(long, value_name = "X")]
+    pub step_gamma: Option<f32>,
+    /// Label smoothing of the training loss, in [0, 1) [default: the preset's; ours: 0.1]
+    #[arg(long, value_name = "X")]
+    pub label_smoothing: Option<f32>,
+    /// L2 weight decay added to every trainable parameter's gradient (Adam and SGD, coupled as in PyTorch) [default: the preset's, 0]
+    #[arg(long, value_name = "X")]
+    pub weight_decay: Option<f32>,
+    /// On-the-fly random shifts of up to +-N pixels per axis, zero fill (0: off) [default: the preset's, 0]
+    #[arg(long, value_name = "N")]
+    pub shift: Option<usize>,
+    /// On-the-fly horizontal flips with probability P (0: off) [default: the preset's, 0]
+    #[arg(long, value_name = "P")]
+    pub flip: Option<f32>,
+    /// On-the-fly cutout: an NxN square at a random centre set to 0, after the shift (0: off) [default: the preset's]
+    #[arg(long, value_name = "N")]
+    pub cutout: Option<usize>,
+    /// Rotated/flipped copies of each training image made once before training (0: off) [default: the preset's; cmasch: 2]
+    #[arg(long, value_name = "N")]
+    pub static_copies: Option<usize>,
+    /// Largest rotation of those copies, in degrees [default: the preset's; cmasch: 10]
+    #[arg(long, value_name = "DEG")]
+    pub static_rotation: Option<f32>,
+    /// No augmentation at all: --shift 0 --flip 0 --cutout 0 --static-copies 0.
+    #[arg(long, conflicts_with_all = ["shift", "flip", "cutout", "static_copies", "static_rotation"])]
+    pub no_augment: bool,
+    /// Remove every batch-norm layer from the preset's network (ablation).
+    #[arg(long)]
+    pub no_batch_norm: bool,
+    /// Remove every dropout layer from the preset's network (ablation).
+    #[arg(long)]
+    pub no_dropout: bool,
+    /// Worker threads [default: all cores]
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Fraction of the training images held out for validation [default: the preset's, 0.2]
+    #[arg(long)]
+    pub val_split: Option<f32>,
+    /// Use only the first N training images (quick runs).
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+    /// Run folder [default: runs/<timestamp>-<model>]
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Dataset.
+    #[arg(long, value_enum, default_value = "fashion")]
+    pub dataset: DatasetArg,
+    #[command(flatten)]
+    pub data: DataArgs,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct EvalArgs {
+    /// A model file written by `train` (model.safetensors).
+    #[arg(long, value_name = "FILE")]
+    pub model_file: PathBuf,
+    /// Images per batch.
+    #[arg(long, default_value_t = 1000)]
+    pub batch_size: usize,
+    /// Worker threads [default: all cores]
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Test-time augmentation: average each image's prediction with its mirror image's
+    #[arg(long)]
+    pub tta: bool,
+    #[command(flatten)]
+    pub data: DataArgs,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct PredictArgs {
+    /// A model file written by `train` (model.safetensors).
+    #[arg(long, value_name = "FILE")]
+    pub model_file: PathBuf,
+    /// PNG or PGM files (any size, colour or grey), or test:INDEX for an image of the test set.
+    #[arg(required = true, value_name = "INPUT")]
+    pub inputs: Vec<String>,
+    #[command(flatten)]
+    pub data: DataArgs,
+}
+
+#[derive(clap::Args, Debug)]
+#[group(required = true, multiple = false)]
+pub struct SummaryArgs {
+    /// A preset's architecture.
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(presets::NAMES))]
+    pub model: Option<String>,
+    /// The architecture stored in a model file.
+    #[arg(long, value_name = "FILE")]
+    pub model_file: Option<PathBuf>,
+}

@@ -1,0 +1,41 @@
+//! The `eval` command: a saved model's test loss and accuracy (optionally with flip
+//! test-time augmentation), confusion matrix, per-class report and most confused pairs. It
+//! prints only; the tables are [`crate::report`]'s and the evaluation [`crate::train`]'s.
+
+use super::load::{dataset_kind_of, load_data, load_model};
+use super::{set_threads, CliResult, EvalArgs};
+use crate::report;
+use crate::train;
+
+pub(super) fn run_eval(a: EvalArgs) -> CliResult<()> {
+    set_threads(a.threads)?;
+    if a.batch_size == 0 {
+        return Err("--batch-size must be at least 1".into());
+    }
+    let mut saved = load_model(&a.model_file)?;
+    let kind = dataset_kind_of(&saved)?;
+    let (_, test, source) = load_data(kind, &a.data)?;
+    println!("Model: {} ({})", a.model_file.display(), saved.preset);
+    println!("Data: {} test set from {source}", kind.name());
+    let eval = if a.tta {
+        train::evaluate_flip_tta(&mut saved.model, &saved.normalization, &test, a.batch_size)
+    } else {
+        train::evaluate(&mut saved.model, &saved.normalization, &test, a.batch_size)
+    };
+    println!(
+        "Test loss {:.4}, test accuracy {:.2}% ({} images{})\n",
+        eval.loss,
+        100.0 * eval.accuracy,
+        test.len(),
+        if a.tta { ", each averaged with its mirror image" } else { "" }
+    );
+    let m = report::confusion_matrix(&test.labels, &eval.predictions, saved.classes.len());
+    println!("Confusion matrix (rows: true class, columns: predicted class)");
+    println!("{}", report::confusion_table(&m, &saved.classes));
+    println!("{}", report::classification_report(&m, &saved.classes));
+    println!("Most confused pairs (both directions):");
+    for (x, y, n) in report::most_confused(&m, 5) {
+        println!("  {:>4}  {} <-> {}", n, saved.classes[x], saved.classes[y]);
+    }
+    Ok(())
+}

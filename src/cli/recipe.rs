@@ -1,0 +1,145 @@
+//! `train`'s flags resolved against the preset's recipe into a [`TrainPlan`] (the layers and
+//! the [`TrainConfig`]), before any data is read; and the recipe's extras as the "Training
+//! ..." line shows them. No I/O: reading the data and running the plan are `train.rs`'s.
+
+use std::fmt::Write as _;
+
+use super::{CliResult, OptimizerKind, ScheduleArg, TrainArgs};
+use crate::model::LayerConfig;
+use crate::optim::OptimizerConfig;
+use crate::presets::{self, Preset};
+use crate::train::{self, ScheduleKind, TrainConfig};
+
+/// What `train` will do, resolved from the flags and the preset before any data is read.
+#[derive(Clone, Debug)]
+pub struct TrainPlan {
+    pub preset: Preset,
+    /// The preset's layers, less the batch-norm layers with `--no-batch-norm` and the dropout
+    /// layers with `--no-dropout`.
+    pub layers: Vec<LayerConfig>,
+    pub cfg: TrainConfig,
+    pub val_split: f32,
+}
+
+/// Resolves the flags against the preset's recipe: a flag given wins, the recipe fills the
+/// rest. Checks every knob; the error names the flag or the knob.
+pub fn plan_training(a: &TrainArgs) -> CliResult<TrainPlan> {
+    let preset = presets::preset(&a.model).ok_or_else(|| format!("unknown model `{}`", a.model))?;
+    let recipe = &preset.recipe;
+    // The preset's optimizer unless another kind is asked for; then that kind's Keras defaults
+    // (Adam 1e-3; SGD 0.01), SGD with momentum 0.9.
+    let mut optimizer = match (a.optimizer, recipe.optimizer) {
+        (None, o)
+        | (Some(OptimizerKind::Adam), o @ OptimizerConfig::Adam { .. })
+        | (Some(OptimizerKind::Sgd), o @ OptimizerConfig::Sgd { .. }) => o,
+        (Some(OptimizerKind::Adam), _) => OptimizerConfig::adam(1e-3),
+        (Some(OptimizerKind::Sgd), _) => OptimizerConfig::sgd(0.01, 0.9),
+    };
+    if let Some(lr) = a.lr {
+        optimizer = optimizer.with_lr(lr);
+    }
+    if let Some(wd) = a.weight_decay {
+        optimizer = train::with_weight_decay(optimizer, wd);
+    }
+    let mut cfg = recipe.train_config();
+    cfg.optimizer = optimizer;
+    cfg.epochs = a.epochs.unwrap_or(recipe.epochs);
+    cfg.batch_size = a.batch_size.unwrap_or(recipe.batch_size);
+    cfg.label_smoothing = a.label_smoothing.unwrap_or(recipe.label_smoothing);
+
+    let kind = match (a.schedule, recipe.schedule.kind) {
+        (None, k) | (Some(ScheduleArg::Step), k @ ScheduleKind::Step { .. }) => k,
+        (Some(ScheduleArg::Constant), _) => ScheduleKind::Constant,
+        (Some(ScheduleArg::Cosine), _) => ScheduleKind::Cosine,
+        (Some(ScheduleArg::Step), _) => {
+            ScheduleKind::Step { every_epochs: cfg.epochs.div_ceil(3), gamma: 0.1 }
+        }
+    };
+    cfg.schedule.kind = match kind {
+        ScheduleKind::Step { every_epochs, gamma } => ScheduleKind::Step {
+            every_epochs: a.step_epochs.unwrap_or(every_epochs),
+            gamma: a.step_gamma.unwrap_or(gamma),
+        },
+        other => {
+            if a.step_epochs.is_some() || a.step_gamma.is_some() {
+                return Err("--step-epochs and --step-gamma apply only to --schedule step".into());
+            }
+            other
+        }
+    };
+    cfg.schedule.warmup_epochs = a.warmup_epochs.unwrap_or(recipe.schedule.warmup_epochs);
+
+    if a.no_augment {
+        cfg.augment = Default::default();
+        cfg.static_augment = Default::default();
+    }
+    if let Some(m) = a.shift {
+        cfg.augment.max_shift = m;
+    }
+    if let Some(p) = a.flip {
+        cfg.augment.flip_prob = p;
+    }
+    if let Some(c) = a.cutout {
+        cfg.augment.cutout = c;
+    }
+    if let Some(c) = a.static_copies {
+        cfg.static_augment.copies = c;
+        if c > 0 && recipe.static_augment.copies == 0 {
+            // Switched on for a preset without copies: write-up E's transform.
+            let e = crate::augment::StaticAugment::cmasch();
+            cfg.static_augment.max_degrees = e.max_degrees;
+            cfg.static_augment.flip_prob = e.flip_prob;
+        }
+    }
+    if let Some(d) = a.static_rotation {
+        cfg.static_augment.max_degrees = d;
+    }
+    cfg.validate()?;
+
+    let val_split = a.val_split.unwrap_or(recipe.val_split);
+    if !(0.0..1.0).contains(&val_split) {
+        return Err(format!("--val-split {val_split} is not in [0, 1)"));
+    }
+    if a.limit == Some(0) {
+        return Err("--limit must be at least 1".into());
+    }
+    if a.runs == 0 {
+        return Err("--runs must be at least 1".into());
+    }
+    let mut layers = preset.layers.clone();
+    layers.retain(|l| match l {
+        LayerConfig::BatchNorm { .. } => !a.no_batch_norm,
+        LayerConfig::Dropout { .. } => !a.no_dropout,
+        _ => true,
+    });
+    Ok(TrainPlan { preset, layers, cfg, val_split })
+}
+
+/// The parts of the "Training ..." line beyond epochs, batch and optimizer; empty for the
+/// write-ups' plain recipes, so their line reads as it always has.
+pub(super) fn recipe_extras(cfg: &TrainConfig) -> String {
+    let mut s = String::new();
+    match cfg.schedule.kind {
+        ScheduleKind::Constant => {}
+        ScheduleKind::Cosine => s.push_str(", cosine schedule"),
+        ScheduleKind::Step { every_epochs, gamma } => {
+            let _ = write!(s, ", step schedule (x{gamma} every {every_epochs} epochs)");
+        }
+    }
+    if cfg.schedule.warmup_epochs > 0 {
+        let _ = write!(s, ", {} warm-up epochs", cfg.schedule.warmup_epochs);
+    }
+    if cfg.label_smoothing > 0.0 {
+        let _ = write!(s, ", label smoothing {}", cfg.label_smoothing);
+    }
+    if cfg.augment.max_shift > 0 {
+        let _ = write!(s, ", shifts +-{} px", cfg.augment.max_shift);
+    }
+    if cfg.augment.flip_prob > 0.0 {
+        let _ = write!(s, ", flips p={}", cfg.augment.flip_prob);
+    }
+    if cfg.augment.cutout > 0 {
+        let _ = write!(s, ", cutout {}x{}", cfg.augment.cutout, cfg.augment.cutout);
+    }
+    s
+}

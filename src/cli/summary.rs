@@ -1,0 +1,29 @@
+//! The `summary` command: the architecture table of a preset or of a saved model. It builds
+//! or loads the model only to print it; no data is read and no training runs. (The summary of
+//! several training runs is `multi_run.rs`'s.)
+
+use kernels::Rng;
+
+use super::load::load_model;
+use super::{CliResult, SummaryArgs};
+use crate::presets::{self, INPUT_SHAPE};
+use crate::{Init, Sequential};
+
+pub(super) fn run_summary(a: SummaryArgs) -> CliResult<()> {
+    let model = match (a.model, a.model_file) {
+        (Some(name), _) => {
+            let p = presets::preset(&name).expect("clap checked the name");
+            println!("Model: {} - {}", p.name, p.description);
+            Sequential::new(&INPUT_SHAPE, &p.layers, Init::GlorotUniform, &mut Rng::new(0))
+                .map_err(|e| e.to_string())?
+        }
+        (None, Some(path)) => {
+            let saved = load_model(&path)?;
+            println!("Model file: {} ({}, {})", path.display(), saved.preset, saved.dataset);
+            saved.model
+        }
+        (None, None) => unreachable!("clap requires one of the two"),
+    };
+    print!("{}", model.summary());
+    Ok(())
+}
