@@ -37,7 +37,7 @@ fn train_steps(c: &mut Criterion) {
         let preset = presets::preset(name).expect("a preset name");
         let batch = preset.recipe.batch_size;
         let (train, mut rng) = step::split(&full, preset.recipe.val_split, 0);
-        let mut stepper = step::Stepper::new(&preset, batch, train.len(), &mut rng);
+        let mut stepper = step::Stepper::new(&preset, batch, train.len(), &mut rng, fmnist::Engine::Fast);
         g.throughput(Throughput::Elements(batch as u64));
         g.bench_function(format!("{name}_batch{batch}"), |b| b.iter(|| stepper.step(&train)));
     }

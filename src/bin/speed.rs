@@ -71,6 +71,9 @@ struct Args {
     /// Folder with the Fashion-MNIST files; default: searched as `fmnist train` does
     #[arg(long)]
     data_dir: Option<std::path::PathBuf>,
+    /// Run on the reference engine (the plain nested-loop twins)
+    #[arg(long)]
+    reference: bool,
 }
 
 /// Inference batch size, as the peers use.
@@ -190,12 +193,14 @@ fn run(a: &Args) -> Result<(), String> {
     eprintln!("Data: {source}");
     let (train, mut rng) = split(&full_train, preset.recipe.val_split, a.seed);
     drop(full_train);
-    let mut stepper = Stepper::new(&preset, batch, train.len(), &mut rng);
+    let engine = if a.reference { fmnist::Engine::Reference } else { fmnist::Engine::Fast };
+    let mut stepper = Stepper::new(&preset, batch, train.len(), &mut rng, engine);
     let steps = a.steps.unwrap_or(train.len().div_ceil(batch));
     eprintln!(
-        "Model {} ({}), batch {batch}, {threads} threads, SIMD {}; {} training images",
+        "Model {} ({}), batch {batch}, {threads} threads, {} engine, SIMD {}; {} training images",
         preset.name,
         preset.description,
+        engine.name(),
         kernels::simd::describe(),
         train.len()
     );
@@ -319,6 +324,7 @@ fn run(a: &Args) -> Result<(), String> {
         "threads": threads,
         "batch_size": batch,
         "simd": kernels::simd::describe(),
+        "engine": engine.name(),
         "train": train_json,
         "inference": infer_json,
         "latency": latency_json,

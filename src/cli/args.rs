@@ -160,6 +160,10 @@ pub struct TrainArgs {
     /// Dataset.
     #[arg(long, value_enum, default_value = "fashion")]
     pub dataset: DatasetArg,
+    /// Run on the reference engine: every op on its plain nested-loop twin (slow; see README,
+    /// "How it works")
+    #[arg(long)]
+    pub reference: bool,
     #[command(flatten)]
     pub data: DataArgs,
 }
@@ -178,6 +182,13 @@ pub struct EvalArgs {
     /// Test-time augmentation: average each image's prediction with its mirror image's
     #[arg(long)]
     pub tta: bool,
+    /// Also write each test image's true and predicted class (CSV: index,label,predicted)
+    #[arg(long, value_name = "FILE")]
+    pub predictions: Option<PathBuf>,
+    /// Run on the reference engine: every op on its plain nested-loop twin (slow; see README,
+    /// "How it works")
+    #[arg(long)]
+    pub reference: bool,
     #[command(flatten)]
     pub data: DataArgs,
 }
@@ -190,6 +201,10 @@ pub struct PredictArgs {
     /// PNG or PGM files (any size, colour or grey), or test:INDEX for an image of the test set.
     #[arg(required = true, value_name = "INPUT")]
     pub inputs: Vec<String>,
+    /// Run on the reference engine: every op on its plain nested-loop twin (slow; see README,
+    /// "How it works")
+    #[arg(long)]
+    pub reference: bool,
     #[command(flatten)]
     pub data: DataArgs,
 }

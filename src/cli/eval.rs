@@ -4,6 +4,7 @@
 
 use super::load::{dataset_kind_of, load_data, load_model};
 use super::{set_threads, CliResult, EvalArgs};
+use crate::files::write_atomic;
 use crate::report;
 use crate::train;
 
@@ -13,10 +14,11 @@ pub(super) fn run_eval(a: EvalArgs) -> CliResult<()> {
         return Err("--batch-size must be at least 1".into());
     }
     let mut saved = load_model(&a.model_file)?;
+    saved.model.set_engine(super::engine(a.reference));
     let kind = dataset_kind_of(&saved)?;
     let (_, test, source) = load_data(kind, &a.data)?;
     println!("Model: {} ({})", a.model_file.display(), saved.preset);
-    println!("Data: {} test set from {source}", kind.name());
+    println!("Data: {} test set from {source}; engine: {}", kind.name(), saved.model.engine().name());
     let eval = if a.tta {
         train::evaluate_flip_tta(&mut saved.model, &saved.normalization, &test, a.batch_size)
     } else {
@@ -29,6 +31,14 @@ pub(super) fn run_eval(a: EvalArgs) -> CliResult<()> {
         test.len(),
         if a.tta { ", each averaged with its mirror image" } else { "" }
     );
+    if let Some(path) = &a.predictions {
+        let mut csv = String::from("index,label,predicted\n");
+        for (i, (label, predicted)) in test.labels.iter().zip(&eval.predictions).enumerate() {
+            csv += &format!("{i},{label},{predicted}\n");
+        }
+        write_atomic(path, csv.as_bytes()).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        println!("Predictions written to {}", path.display());
+    }
     let m = report::confusion_matrix(&test.labels, &eval.predictions, saved.classes.len());
     println!("Confusion matrix (rows: true class, columns: predicted class)");
     println!("{}", report::confusion_table(&m, &saved.classes));

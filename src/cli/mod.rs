@@ -60,6 +60,15 @@ pub fn main() -> i32 {
 /// The commands' error type: a one-line message for the user.
 type CliResult<T> = Result<T, String>;
 
+/// The engine a `--reference` flag asks for.
+fn engine(reference: bool) -> crate::Engine {
+    if reference {
+        crate::Engine::Reference
+    } else {
+        crate::Engine::Fast
+    }
+}
+
 /// Sizes rayon's global pool (`None`: rayon's default, `RAYON_NUM_THREADS` or one thread per
 /// core) and makes the calling thread its first worker; returns the thread count.
 ///

@@ -10,6 +10,7 @@ use crate::train;
 
 pub(super) fn run_predict(a: PredictArgs) -> CliResult<()> {
     let mut saved = load_model(&a.model_file)?;
+    saved.model.set_engine(super::engine(a.reference));
     let mut test: Option<Dataset> = None;
     let mut images: Vec<u8> = Vec::new();
     let mut truths: Vec<Option<u8>> = Vec::new();

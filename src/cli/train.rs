@@ -90,15 +90,17 @@ fn train_one(ctx: &TrainContext, seed: u64, out: &Path, wall: Instant) -> CliRes
         format!("{} train", train_set.len())
     };
     println!(
-        "Images: {train_desc}, {} validation, {} test; SIMD: {}; threads: {}",
+        "Images: {train_desc}, {} validation, {} test; engine: {}; SIMD: {}; threads: {}",
         val_set.len(),
         test.len(),
+        super::engine(ctx.args.reference).name(),
         kernels::simd::describe(),
         ctx.threads
     );
 
     let mut model = Sequential::new(&INPUT_SHAPE, &plan.layers, Init::GlorotUniform, &mut streams.init)
         .map_err(|e| e.to_string())?;
+    model.set_engine(super::engine(ctx.args.reference));
     if ctx.run.is_none_or(|(k, _)| k == 1) {
         println!("Model: {} - {}", plan.preset.name, plan.preset.description);
         print!("{}", model.summary());
@@ -111,6 +113,7 @@ fn train_one(ctx: &TrainContext, seed: u64, out: &Path, wall: Instant) -> CliRes
         "seed": seed,
         "threads": ctx.threads,
         "simd": kernels::simd::describe(),
+        "engine": super::engine(ctx.args.reference).name(),
         "val_split": plan.val_split,
         "limit": ctx.args.limit,
         "train_images": train_set.len(),

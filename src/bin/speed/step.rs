@@ -6,7 +6,7 @@
 use fmnist::data::{train_val_split, Dataset};
 use fmnist::presets::{Preset, INPUT_SHAPE};
 use fmnist::train::Stepper as TrainStepper;
-use fmnist::{Init, Rng, Sequential};
+use fmnist::{Engine, Init, Rng, Sequential};
 
 /// The training part of the `val_split` split for `seed`, and the generator left after the
 /// split's fork (as `fmnist train` has it).
@@ -27,12 +27,14 @@ pub struct Stepper {
 }
 
 impl Stepper {
-    /// Forks the initialisation stream, then the training streams, from `rng` (as `fmnist train`).
-    pub fn new(preset: &Preset, batch_size: usize, n_train: usize, rng: &mut Rng) -> Stepper {
+    /// Forks the initialisation stream, then the training streams, from `rng` (as `fmnist train`),
+    /// for a model on `engine`.
+    pub fn new(preset: &Preset, batch_size: usize, n_train: usize, rng: &mut Rng, engine: Engine) -> Stepper {
         assert!(batch_size > 0 && n_train > 0, "Stepper: batch {batch_size}, {n_train} images");
         let mut init_rng = rng.fork();
-        let model = Sequential::new(&INPUT_SHAPE, &preset.layers, Init::GlorotUniform, &mut init_rng)
+        let mut model = Sequential::new(&INPUT_SHAPE, &preset.layers, Init::GlorotUniform, &mut init_rng)
             .unwrap_or_else(|e| panic!("preset {}: {e}", preset.name));
+        model.set_engine(engine);
         let mut cfg = preset.recipe.train_config();
         cfg.batch_size = batch_size;
         let mut fit_rng = rng.fork();
