@@ -41,26 +41,23 @@ pub struct DensePlan {
     fin: usize,
     fout: usize,
     engine: Engine,
-    /// Fast engine: `w^T[OUT, IN]`, made by [`DensePlan::refresh`], for the input gradient.
-    transposed: Mutex<Vec<f32>>,
+    /// Fast engine: `w^T[OUT, IN]` for the input gradient, made by the first backward pass
+    /// after each [`DensePlan::refresh`] (`None` until then: inference never needs it).
+    transposed: Mutex<Option<Vec<f32>>>,
 }
 
 impl DensePlan {
     /// A plan for a layer with `fin` inputs and `fout` outputs. Call [`DensePlan::refresh`]
     /// with the weights before the first backward pass.
     pub fn new(engine: Engine, fin: usize, fout: usize) -> Self {
-        DensePlan { fin, fout, engine, transposed: Mutex::new(Vec::new()) }
+        DensePlan { fin, fout, engine, transposed: Mutex::new(None) }
     }
 
-    /// Prepares the weights `w[IN, OUT]` for the kernels. Call it after every change of the
-    /// weights; it does nothing on the reference engine.
+    /// Forgets what was prepared from the weights `w[IN, OUT]`. Call it after every change of
+    /// the weights; the next backward pass prepares them again.
     pub fn refresh(&self, w: &[f32]) {
         assert_eq!(w.len(), self.fin * self.fout, "DensePlan::refresh: weights of another layer");
-        if self.engine == Engine::Fast && self.fin.is_multiple_of(LANES) {
-            let mut wt = self.transposed.lock().expect("transposed weights");
-            wt.resize(self.fin * self.fout, 0.0);
-            transpose(w, self.fin, self.fout, &mut wt, self.fin);
-        }
+        *self.transposed.lock().expect("transposed weights") = None;
     }
 
     /// `y[N, OUT] = x[N, IN] w + b`.
@@ -166,12 +163,18 @@ impl DensePlan {
         // dx[N, IN] += dy w^T, per block of rows.
         let block = batch_rows_per_task(n);
         if fin.is_multiple_of(LANES) {
-            // Without packing: `rowsmat` on the transposed weights `[OUT, IN]`.
-            let wt = self.transposed.lock().expect("transposed weights");
-            assert_eq!(wt.len(), fin * fout, "DensePlan: call refresh(weights) before backward");
+            // Without packing: `rowsmat` on the transposed weights `[OUT, IN]`, made once per
+            // refresh.
+            let mut prepared = self.transposed.lock().expect("transposed weights");
+            let wt = prepared.get_or_insert_with(|| {
+                let mut wt = vec![0.0; fin * fout];
+                transpose(w, fin, fout, &mut wt, fin);
+                wt
+            });
+            let wt = &*wt;
             dx.par_chunks_mut(block * fin).enumerate().for_each(|(blk, dxb)| {
                 let dyb = &dy[blk * block * fout..][..dxb.len() / fin * fout];
-                rowsmat(dyb, &wt, fout, fin, dxb);
+                rowsmat(dyb, wt, fout, fin, dxb);
             });
             return;
         }
