@@ -2,7 +2,7 @@
 //!
 //! The data flows through the modules in this order:
 //! `data` (IDX / CSV bytes) -> [`tensor`] -> [`tape`] (one node per op) -> [`ops`]
-//! (forward/backward pairs over the `kernels` crate) -> [`layers`] and [`model`] -> [`optim`]
+//! (forward/backward pairs over the `kernels` crate) -> [`model`] (layers) and [`plan`] -> [`optim`]
 //! -> `train` -> metrics and report -> the CLI in `main.rs`.
 #![forbid(unsafe_code)]
 

@@ -6,11 +6,11 @@
 //! Per image: `y[OC, OH, OW] = sum_{c,kh,kw} w[OC, C, KH, KW] * xpad[c, oh*SH + kh, ow*SW + kw]`
 //! where `xpad` is `x` surrounded by the geometry's zero padding. No bias: the layer adds it.
 //! With stride 1 every kernel tap becomes one long contiguous vector operation (see
-//! [`Wide`] for the "wide rows" layout); other strides take a scalar path. The three passes:
-//! - forward: [`OC_BLOCK`] output channels x [`BLOCK`] vectors of accumulators, each input
+//! `Wide` for the "wide rows" layout); other strides take a scalar path. The three passes:
+//! - forward: `OC_BLOCK` output channels x `BLOCK` vectors of accumulators, each input
 //!   vector loaded feeding every channel; [`conv_forward_relu_pool2`] adds the bias, ReLU and
 //!   a 2x2 max-pool to it, straight from the accumulators' wide rows;
-//! - weight gradient: [`DW_OC`] channels x up to 12 taps of accumulators, summed over a whole
+//! - weight gradient: `DW_OC` channels x up to 12 taps of accumulators, summed over a whole
 //!   group of images before the one horizontal sum;
 //! - input gradient: the forward kernel again, on transposed weights ([`InputGrad`]).
 //!

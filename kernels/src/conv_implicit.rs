@@ -39,7 +39,7 @@ const MAX_NV: usize = 4;
 /// The widest kernel row the specialised loops handle; [`supports`] says which layers qualify.
 const MAX_KW: usize = 5;
 
-/// Whether [`ImplicitConv`] handles this geometry: kernel rows of at most [`MAX_KW`] taps.
+/// Whether [`ImplicitConv`] handles this geometry: kernel rows of at most `MAX_KW` (5) taps.
 pub fn supports(g: &ConvGeom) -> bool {
     (1..=MAX_KW).contains(&g.kw)
 }

@@ -11,7 +11,7 @@
 //! On [`Engine::Fast`] one of three paths computes the convolution:
 //! - **direct** (`conv_direct`) when the input has one channel (the GEMM's inner dimension
 //!   would be only `KH*KW`, too thin for a GEMM to pay for the column matrix), and for
-//!   stride-1 layers with large output planes ([`DIRECT_MIN_PLANE`]). Its weight gradient
+//!   stride-1 layers with large output planes (`DIRECT_MIN_PLANE`). Its weight gradient
 //!   takes a group of images per call; its input gradient is a convolution with transposed
 //!   weights, except with one input channel, where `w^T dy` by GEMM, then col2im, is faster;
 //! - **implicit GEMM** (`conv_implicit`) for the other layers with kernels up to 5 wide: the

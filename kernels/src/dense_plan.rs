@@ -8,7 +8,7 @@
 //! - forward and the input gradient split the batch into one block of rows per thread. A
 //!   block is [`rowsmat`] (no packing) when the product's rows are whole SIMD vectors, else a
 //!   GEMM. A few rows (one image) take [`vecmat`], their columns split between the threads
-//!   when the weights are large ([`GEMV_SPLIT_VALUES`]);
+//!   when the weights are large (`GEMV_SPLIT_VALUES`);
 //! - the input gradient runs `rowsmat` on the weights transposed once per refresh (kept here);
 //! - the weight gradient `dw = x^T dy` splits the *rows of dw* (blocks of input features),
 //!   so each element of `dw` is one GEMM's full sum over the batch and no partial sums across

@@ -135,8 +135,8 @@ const V: usize = 4;
 ///
 /// A general GEMM first copies both operands into packed panels; here `w`'s rows already are
 /// what the SIMD loop wants (consecutive outputs), and `x` is read one value at a time, so
-/// nothing is copied. `w` is taken [`KC`] rows at a time, a block that stays in L2 while every
-/// row of `x` runs over it; a tile of [`R`] rows of `x` by [`V`] vectors of columns keeps its
+/// nothing is copied. `w` is taken `KC` rows at a time, a block that stays in L2 while every
+/// row of `x` runs over it; a tile of `R` rows of `x` by `V` vectors of columns keeps its
 /// outputs in registers over the block's rows, and the tile's strip of `x` (R x KC values)
 /// stays in L1 while the tiles move across the columns.
 ///

@@ -154,7 +154,7 @@ pub struct TrainArgs {
     /// Use only the first N training images (quick runs).
     #[arg(long, value_name = "N")]
     pub limit: Option<usize>,
-    /// Run folder [default: runs/<timestamp>-<model>]
+    /// Run folder (default: `runs/<timestamp>-<model>`)
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
     /// Dataset.
