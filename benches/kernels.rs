@@ -1,4 +1,5 @@
-//! Kernel benchmarks at the reference models' real shapes (STYLE.md habit 14).
+//! Kernel benchmarks at the reference models' real shapes (the write-ups of
+//! `fmnist::presets`).
 //!
 //! Units: compute-bound kernels (GEMM, convolution) report `Throughput::Elements(flops)`, so
 //! the "elements/s" criterion prints *is* FLOP/s (one multiply-add counts as 2 FLOP). Memory-

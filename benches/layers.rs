@@ -1,5 +1,5 @@
 //! Every layer's forward and backward, timed separately, at the reference models' real shapes
-//! (STYLE.md habit 14): write-up C's first model (`c1`) at batch 512, the A/B network (`b`) at
+//! (the write-ups of `fmnist::presets`): write-up C's first model (`c1`) at batch 512, the A/B network (`b`) at
 //! batch 512, and write-up E (`cmasch`) at batch 250, plus the loss after each and the whole
 //! network as a check.
 //!
@@ -45,8 +45,7 @@
 //! # The table at the end
 //! Median time of each case (criterion's calls; bwd net of the seed), its rate, and its share of
 //! peak: FLOP/s against the machine's FMA peak, an **assumption** printed first: 240 GFLOP/s a
-//! core (AVX-512: 2 FMA units x 16 lanes x 2 FLOP x ~3.9 GHz, less a little;
-//! `../shared/peers/README.md`) times the threads in rayon's pool; bytes/s against a parallel copy
+//! core (AVX-512: 2 FMA units x 16 lanes x 2 FLOP x ~3.9 GHz, less a little) times the threads in rayon's pool; bytes/s against a parallel copy
 //! of 64 MiB measured at start (STREAM-copy style: read + write bytes; on this shared machine it
 //! varies from run to run). The last column is the case's share of the model's summed case
 //! time, fwd + net bwd: where a training step goes, the optimizer and batch assembly aside

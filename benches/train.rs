@@ -1,5 +1,4 @@
-//! One full training step per preset, on the real Fashion-MNIST images, in images/s
-//! (STYLE.md habit 14).
+//! One full training step per preset, on the real Fashion-MNIST images, in images/s.
 //!
 //! A step is the one `fmnist::train::fit` takes (batch assembly, forward, loss, backward, Adam):
 //! the code is `src/bin/speed/step.rs`, shared with `fmnist-speed` so that both time the same

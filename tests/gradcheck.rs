@@ -368,8 +368,10 @@ fn record_kinks(layer: &LayerConfig, x: &Tensor, pat: &mut Vec<u32>) {
     }
 }
 
-/// The whole small model of the issue: batch-norm on the input, conv, ReLU, max-pool,
-/// dropout with a fixed mask, flatten, dense, ReLU, batch-norm, dense, softmax cross-entropy.
+/// A whole small model with write-up E's (`cmasch`) layer kinds in its order: batch-norm on the
+/// input, conv, ReLU, max-pool, dropout with a fixed mask, flatten, dense, ReLU, batch-norm,
+/// dense, softmax cross-entropy. Checked end to end, so an error in how the ops hand gradients
+/// to each other shows even where every op passes alone.
 #[test]
 fn whole_small_model() {
     // Five models and batches. These seeds leave every pre-activation and pooling window

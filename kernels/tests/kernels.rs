@@ -1,7 +1,7 @@
 //! Every fast kernel against its plain nested-loop twin (`*_ref`), plus adjoint identities,
 //! hand-computed cases, the reference models' real shapes, and the wrappers' loud failures.
 //!
-//! Conventions (STYLE.md habit 7):
+//! Conventions, each there so that a class of bug shows:
 //! - sizes are drawn from [`AWKWARD`] (0, 1, and both sides of the 8- and 16-lane SIMD
 //!   widths), strides 1 and 2, padding up to the kernel size on each side independently;
 //! - outputs a kernel overwrites start as NaN, so a missed element shows; outputs it

@@ -1,6 +1,6 @@
 //! `fmnist-speed`: how fast a preset trains and predicts on this machine, measured the way the
-//! peer scripts (`../shared/peers/`) measure PyTorch and Keras, so the figures can be put side
-//! by side (`scripts/compare.py` does).
+//! peer scripts (`../shared/peers/`, training scripts kept outside this repository) measure
+//! PyTorch and Keras, so the figures can be put side by side (`scripts/compare.py` does).
 //!
 //! On the real Fashion-MNIST images (found as `fmnist train` finds them), for one preset:
 //! - **training**: images/s of full training steps (forward + backward + optimizer step, batch
@@ -23,7 +23,8 @@
 //! `--latency-runs 0` skip a phase.
 //!
 //! Run: `cargo run --release --bin fmnist-speed -- --model c1 --threads 2`; on a shared machine
-//! through `python3 ../shared/peers/guard.py -- target/release/fmnist-speed ...`.
+//! through `python3 ../shared/peers/guard.py -- target/release/fmnist-speed ...` (the peers'
+//! wrapper that waits for a quiet machine and reports the CPU time other processes took).
 
 #[path = "speed/step.rs"]
 mod step;
@@ -82,7 +83,8 @@ const INFER_BATCH: usize = 1000;
 const LATENCY_WARMUP: usize = 20;
 
 /// CPU time counters: the whole machine's busy time and this process's own, to tell how much of
-/// the machine other processes took during a phase (the method of `../shared/peers/cpuload.py`).
+/// the machine other processes took during a phase (the method of `../shared/peers/cpuload.py`,
+/// the peers' load meter: the machine's busy time less this process's own).
 struct CpuClock {
     wall: Instant,
     busy: f64,
