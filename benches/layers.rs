@@ -45,11 +45,11 @@
 //! # The table at the end
 //! Median time of each case (criterion's calls; bwd net of the seed), its rate, and its share of
 //! peak: FLOP/s against the machine's FMA peak, an **assumption** printed first: 240 GFLOP/s a
-//! core (AVX-512: 2 FMA units x 16 lanes x 2 FLOP x ~3.9 GHz, less a little) times the threads in rayon's pool; bytes/s against a parallel copy
-//! of 64 MiB measured at start (STREAM-copy style: read + write bytes; on this shared machine it
-//! varies from run to run). The last column is the case's share of the model's summed case
-//! time, fwd + net bwd: where a training step goes, the optimizer and batch assembly aside
-//! (`benches/train.rs` times whole steps).
+//! core (AVX-512: 2 FMA units x 16 lanes x 2 FLOP x ~3.9 GHz, less a little) times the threads
+//! in rayon's pool; bytes/s against a parallel copy of 64 MiB measured at start (STREAM-copy
+//! style: read + write bytes; on this shared machine it varies from run to run). The last
+//! column is the case's share of the model's summed case time, fwd + net bwd: where a training
+//! step goes, the optimizer and batch assembly aside (`benches/train.rs` times whole steps).
 //!
 //! Threads: rayon's global pool, all cores unless `RAYON_NUM_THREADS` says otherwise.
 //!

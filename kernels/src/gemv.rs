@@ -118,8 +118,8 @@ fn partial(x: &[f32], rows: &[u32], w: &[f32], w_cols: usize, y: &mut [f32]) {
 }
 
 /// Rows of `w` per pass in [`rowsmat`]: 512 rows of up to 256 columns stay in a core's L2
-/// (512 KB of its 1 MiB), and each row of `x` is read 2 KB at a time. Measured on the dense
-/// layers' shapes: 256 and 1024 were 5-30% slower.
+/// (512 KB of its 1 MiB), and each row of `x` is read 2 KB at a time. On the dense layers'
+/// shapes both half and twice this block are slower.
 const KC: usize = 512;
 /// At most this many rows of `w` ([`rowsmat`]'s K): one pass over the columns instead of
 /// passes over blocks of rows.

@@ -74,8 +74,8 @@ fn engine(reference: bool) -> crate::Engine {
 ///
 /// As a worker, the main thread runs the parallel loops it starts itself, next to `n - 1`
 /// pool threads. Otherwise it would hand every parallel op to the pool and sleep until a
-/// worker finished it, two thread wake-ups per op: C1 trained at 18.6-19.8k img/s that way
-/// at 1 thread, and at 20.0-20.3k img/s with the main thread working (alternating runs).
+/// worker finished it: two thread wake-ups per op, each tens of microseconds (as long as a
+/// small op's whole work), and at one thread no parallel work to pay for them.
 ///
 /// A caution for later code: rayon does not run a job that *another* thread hands the pool on
 /// the main thread unless the main thread is inside rayon at the time, and with `--threads 1`
