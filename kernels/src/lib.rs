@@ -1,9 +1,15 @@
 //! Slice-level numerical kernels for the `fmnist` engine.
 //!
-//! This crate knows nothing of tensors, tapes or layers: every function takes flat `f32`
-//! slices plus the dimensions that give them meaning, and writes into caller-owned outputs.
-//! Every fast kernel has a plain nested-loop twin named `*_ref` in the same module; the tests
-//! compare the two, and the twin is the place to read first.
+//! This crate knows nothing of tensors or tapes: every function takes flat `f32` slices plus
+//! the dimensions that give them meaning, and writes into caller-owned outputs. Every fast
+//! kernel has a plain nested-loop twin named `*_ref` in the same module; the tests compare the
+//! two, and the twin is the place to read first.
+//!
+//! The main crate enters through one door, [`engine`]: an [`Engine`] says whether ops run on
+//! the reference twins or on the fast kernels, and carries the stateless ops as methods; each
+//! layer with weights gets a plan, [`ConvPlan`] or [`DensePlan`], that owns its path, its
+//! prepared weights and its scratch buffers. The other modules are the kernels behind that
+//! door, each usable on its own (the tests and benches call them directly).
 //!
 //! Dimension letters used throughout (the same legend as in the main crate):
 //!
