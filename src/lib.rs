@@ -6,9 +6,11 @@
 //! -> `train` -> metrics and report -> the CLI in `main.rs`.
 #![forbid(unsafe_code)]
 
+pub mod arch;
 pub mod augment;
 pub mod cli;
 pub mod data;
+pub mod export;
 pub mod files;
 pub mod image;
 pub mod model;

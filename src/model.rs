@@ -7,6 +7,14 @@
 //!
 //! Shapes in this module exclude the batch dimension: `[C, H, W]` for images, `[F]` for
 //! vectors.
+//!
+//! A layer may be a residual block: a list of layers (its body) whose output is added to the
+//! block's input, through an optional 1x1 convolution (the projection) when the shapes differ.
+//! The body's layers are named `3.1` (layer 1 of block 3), the projection's `3.proj`.
+//!
+//! Sizes are bounded before anything is allocated ([`MAX_TENSOR_VALUES`],
+//! [`MAX_MODEL_VALUES`], [`MAX_ACTIVATION_VALUES`]): a file that declares a layer of 2^40
+//! units is refused with a message, not an allocation failure.
 
 use kernels::im2col::ConvGeom;
 use kernels::{ConvPlan, DensePlan, Engine, Rng};
@@ -22,10 +30,11 @@ use crate::tensor::Tensor;
 use crate::Mode;
 
 /// Convolution padding, as Keras names it, or explicit per side.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Padding {
     /// No padding: `OH = (H - KH) / S + 1`.
+    #[default]
     Valid,
     /// TensorFlow's 'same': `OH = ceil(H / S)`, with the total padding split so that the
     /// smaller half goes *before* (4x4 kernel, stride 1: 1 before, 2 after).
@@ -34,20 +43,33 @@ pub enum Padding {
     Explicit { top: usize, left: usize, bottom: usize, right: usize },
 }
 
-/// One layer of a sequential model, as configured (no weights).
+/// One layer of a sequential model, as configured (no weights): what an architecture file's
+/// `[[layers]]` entry and a model file's metadata hold. Unknown keys are refused.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum LayerConfig {
+    /// `kernel` is `3` or `[3, 3]`; `stride` defaults to 1, `padding` to `"valid"`.
     Conv2d {
         filters: usize,
+        #[serde(deserialize_with = "kernel_size")]
         kernel: [usize; 2],
+        #[serde(default = "one")]
         stride: usize,
+        #[serde(default)]
         padding: Padding,
     },
+    #[serde(alias = "max_pool")]
     MaxPool2d {
         size: usize,
         stride: usize,
     },
+    #[serde(alias = "avg_pool2d")]
+    AvgPool {
+        size: usize,
+        stride: usize,
+    },
+    /// The mean of each channel: `[C, H, W]` -> `[C]`.
+    GlobalAvgPool,
     Relu,
     Flatten,
     /// Inverted dropout; `rate` is the probability of dropping a value.
@@ -58,11 +80,67 @@ pub enum LayerConfig {
         units: usize,
     },
     /// Batch-norm over channels (images) or features (vectors); Keras momentum convention.
+    /// Defaults: Keras's momentum 0.99 and eps 1e-3.
     BatchNorm {
+        #[serde(default = "keras_momentum")]
         momentum: f32,
+        #[serde(default = "keras_eps")]
         eps: f32,
     },
+    /// `layers` applied in order, their output added to the block's input (through
+    /// `projection` when given).
+    Residual {
+        layers: Vec<LayerConfig>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        projection: Option<Projection>,
+    },
 }
+
+/// A residual block's shortcut when the body changes the shape: a 1x1 convolution with the
+/// body's output channels and this stride, optionally followed by batch-norm (as in He et al.
+/// 2016, option B).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Projection {
+    #[serde(default = "one")]
+    pub stride: usize,
+    #[serde(default)]
+    pub batch_norm: bool,
+}
+
+fn one() -> usize {
+    1
+}
+fn keras_momentum() -> f32 {
+    0.99
+}
+fn keras_eps() -> f32 {
+    1e-3
+}
+
+/// A kernel size written as `3` or `[3, 3]`.
+fn kernel_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<[usize; 2], D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Size {
+        Square(usize),
+        Rect([usize; 2]),
+    }
+    Ok(match Size::deserialize(d)? {
+        Size::Square(k) => [k, k],
+        Size::Rect(k) => k,
+    })
+}
+
+/// The most values one weight tensor may hold (2^24, 64 MiB of `f32`). The largest layer of
+/// the presets has 692,224 (C1's first dense layer); a bound well above any network that fits
+/// 28x28 images, well below what would exhaust memory.
+pub const MAX_TENSOR_VALUES: usize = 1 << 24;
+/// The most values all the parameters may hold together (2^26, 256 MiB of `f32`).
+pub const MAX_MODEL_VALUES: usize = 1 << 26;
+/// The most values one layer's output may hold for one image (2^20, 4 MiB of `f32`; a batch
+/// of 512 then needs at most 2 GiB per activation).
+pub const MAX_ACTIVATION_VALUES: usize = 1 << 20;
 
 impl LayerConfig {
     /// A conv layer with a square kernel and stride 1.
@@ -73,15 +151,19 @@ impl LayerConfig {
     pub fn batch_norm() -> Self {
         LayerConfig::BatchNorm { momentum: 0.99, eps: 1e-3 }
     }
-    fn kind(&self) -> &'static str {
+    /// The layer's type as files write it.
+    pub fn kind(&self) -> &'static str {
         match self {
             LayerConfig::Conv2d { .. } => "conv2d",
             LayerConfig::MaxPool2d { .. } => "max_pool2d",
+            LayerConfig::AvgPool { .. } => "avg_pool",
+            LayerConfig::GlobalAvgPool => "global_avg_pool",
             LayerConfig::Relu => "relu",
             LayerConfig::Flatten => "flatten",
             LayerConfig::Dropout { .. } => "dropout",
             LayerConfig::Dense { .. } => "dense",
             LayerConfig::BatchNorm { .. } => "batch_norm",
+            LayerConfig::Residual { .. } => "residual",
         }
     }
 }
@@ -127,6 +209,9 @@ pub struct Layer {
 enum Built {
     Conv { w: ParamId, b: ParamId, plan: Arc<ConvPlan> },
     Pool { size: usize, stride: usize },
+    AvgPool { size: usize, stride: usize },
+    GlobalAvgPool,
+    Residual { body: Vec<Layer>, shortcut: Vec<Layer> },
     Relu,
     Flatten,
     Dropout { rate: f32 },
@@ -167,9 +252,12 @@ impl Layer {
         }
     }
 
+    /// Builds the layer `config` (named `label` in messages: `4`, or `3.1` inside block 3) for
+    /// `in_shape`, adding its parameters to `params` under `prefix` (`4.dense`).
     #[allow(clippy::too_many_arguments)]
     fn build(
-        index: usize,
+        label: &str,
+        prefix: &str,
         config: &LayerConfig,
         in_shape: &[usize],
         params: &mut Params,
@@ -177,14 +265,34 @@ impl Layer {
         rng: &mut Rng,
         engine: Engine,
     ) -> Result<Layer, ModelError> {
-        let name = |what: &str| format!("{index}.{}.{what}", config.kind());
-        let err = |why: String| ModelError(format!("layer {index} ({}): {why}", config.kind()));
+        let kind_name = config.kind();
+        let err = |why: String| ModelError(format!("layer {label} ({kind_name}): {why}"));
+        let shape_text = |shape: &[usize]| {
+            let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+            format!("[N, {}]", dims.join(", "))
+        };
         let image = |shape: &[usize]| match *shape {
             [c, h, w] => Ok((c, h, w)),
-            _ => Err(err(format!("needs an image input [C, H, W], got {shape:?}"))),
+            _ => Err(err(format!(
+                "its input is {}; it needs images [N, C, H, W]: remove the flatten or dense layer before it",
+                shape_text(shape)
+            ))),
         };
-        let (kind, out_shape) = match *config {
-            LayerConfig::Conv2d { filters, kernel: [kh, kw], stride, padding } => {
+        // A new tensor of `shape`, checked against the size bounds before it is allocated.
+        let tensor = |params: &mut Params, shape: &[usize]| -> Result<Tensor, ModelError> {
+            let n = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+            let n = n.filter(|&n| n <= MAX_TENSOR_VALUES).ok_or_else(|| {
+                err(format!("a weight tensor of shape {shape:?} is larger than the limit of {MAX_TENSOR_VALUES} values"))
+            })?;
+            let total = params.trainable_count() + params.buffer_count() + n;
+            if total > MAX_MODEL_VALUES {
+                return Err(err(format!("the model would exceed the limit of {MAX_MODEL_VALUES} parameters")));
+            }
+            Ok(Tensor::zeros(shape))
+        };
+        let name = |what: &str| format!("{prefix}.{what}");
+        let (kind, out_shape) = match config {
+            &LayerConfig::Conv2d { filters, kernel: [kh, kw], stride, padding } => {
                 let (c, h, w) = image(in_shape)?;
                 if filters == 0 || kh == 0 || kw == 0 || stride == 0 {
                     return Err(err("filters, kernel and stride must be positive".into()));
@@ -198,68 +306,146 @@ impl Layer {
                     }
                     Padding::Explicit { top, left, bottom, right } => (top, bottom, left, right),
                 };
+                let mut wt = tensor(params, &[filters, c, kh, kw])?;
+                let too_wide = [pt, pb, pl, pr].iter().any(|&p| p >= kh.max(kw));
+                if too_wide {
+                    return Err(err(format!("padding {pt},{pl},{pb},{pr} must be smaller than the {kh}x{kw} kernel")));
+                }
                 if h + pt + pb < kh || w + pl + pr < kw {
-                    return Err(err(format!("{kh}x{kw} kernel is larger than the padded {h}x{w} input")));
+                    return Err(err(format!(
+                        "its input is {}: the {kh}x{kw} kernel is larger than the padded {h}x{w} image; use a smaller kernel or 'same' padding",
+                        shape_text(in_shape)
+                    )));
                 }
                 let geom = ConvGeom::new(c, h, w, kh, kw, (stride, stride), (pt, pl, pb, pr));
-                let mut wt = Tensor::zeros(&[filters, c, kh, kw]);
                 init.fill(c * kh * kw, filters * kh * kw, rng, &mut wt);
                 let w_id = params.add(name("weight"), wt);
-                let b_id = params.add(name("bias"), Tensor::zeros(&[filters]));
+                let bias = tensor(params, &[filters])?;
+                let b_id = params.add(name("bias"), bias);
                 let plan = Arc::new(ConvPlan::new(engine, geom, filters));
                 (Built::Conv { w: w_id, b: b_id, plan }, vec![filters, geom.oh, geom.ow])
             }
-            LayerConfig::MaxPool2d { size, stride } => {
+            &LayerConfig::MaxPool2d { size, stride } | &LayerConfig::AvgPool { size, stride } => {
                 let (c, h, w) = image(in_shape)?;
                 if size == 0 || stride == 0 {
                     return Err(err("size and stride must be positive".into()));
                 }
                 if h < size || w < size {
-                    return Err(err(format!("{size}x{size} window is larger than the {h}x{w} input")));
+                    return Err(err(format!(
+                        "its input is {}: the {size}x{size} window is larger than the {h}x{w} image",
+                        shape_text(in_shape)
+                    )));
                 }
-                (Built::Pool { size, stride }, vec![c, (h - size) / stride + 1, (w - size) / stride + 1])
+                let out = vec![c, (h - size) / stride + 1, (w - size) / stride + 1];
+                let kind = match config {
+                    LayerConfig::MaxPool2d { .. } => Built::Pool { size, stride },
+                    _ => Built::AvgPool { size, stride },
+                };
+                (kind, out)
+            }
+            LayerConfig::GlobalAvgPool => {
+                let (c, _, _) = image(in_shape)?;
+                (Built::GlobalAvgPool, vec![c])
             }
             LayerConfig::Relu => (Built::Relu, in_shape.to_vec()),
             LayerConfig::Flatten => (Built::Flatten, vec![in_shape.iter().product()]),
-            LayerConfig::Dropout { rate } => {
+            &LayerConfig::Dropout { rate } => {
                 if !(0.0..1.0).contains(&rate) {
                     return Err(err(format!("rate {rate} is not in [0, 1)")));
                 }
                 (Built::Dropout { rate }, in_shape.to_vec())
             }
-            LayerConfig::Dense { units } => {
+            &LayerConfig::Dense { units } => {
                 let [fin] = *in_shape else {
                     return Err(err(format!(
-                        "needs a vector input [F] (add a flatten layer), got {in_shape:?}"
+                        "its input is {}; put a flatten (or global_avg_pool) before it",
+                        shape_text(in_shape)
                     )));
                 };
                 if units == 0 {
                     return Err(err("units must be positive".into()));
                 }
-                let mut wt = Tensor::zeros(&[fin, units]);
+                let mut wt = tensor(params, &[fin, units])?;
                 init.fill(fin, units, rng, &mut wt);
                 let w = params.add(name("weight"), wt);
-                let b = params.add(name("bias"), Tensor::zeros(&[units]));
+                let bias = tensor(params, &[units])?;
+                let b = params.add(name("bias"), bias);
                 let plan = Arc::new(DensePlan::new(engine, fin, units));
                 (Built::Dense { w, b, plan }, vec![units])
             }
-            LayerConfig::BatchNorm { momentum, eps } => {
-                if !(0.0..=1.0).contains(&momentum) || eps <= 0.0 {
+            &LayerConfig::BatchNorm { momentum, eps } => {
+                if !(0.0..=1.0).contains(&momentum) || !(eps > 0.0 && eps.is_finite()) {
                     return Err(err(format!("momentum {momentum} must be in [0, 1] and eps {eps} positive")));
                 }
-                let c = in_shape[0];
+                let Some(&c) = in_shape.first() else {
+                    return Err(err("its input has no channels".into()));
+                };
+                let mut stats = || tensor(params, &[c]);
+                let (ones, zeros, mean, var) = (stats()?, stats()?, stats()?, stats()?);
+                let mut ones = ones;
+                ones.data_mut().fill(1.0);
+                let mut var = var;
+                var.data_mut().fill(1.0);
                 let st = BatchNormState {
-                    gamma: params.add(name("gamma"), Tensor::full(&[c], 1.0)),
-                    beta: params.add(name("beta"), Tensor::zeros(&[c])),
-                    running_mean: params.add_buffer(name("running_mean"), Tensor::zeros(&[c])),
-                    running_var: params.add_buffer(name("running_var"), Tensor::full(&[c], 1.0)),
+                    gamma: params.add(name("gamma"), ones),
+                    beta: params.add(name("beta"), zeros),
+                    running_mean: params.add_buffer(name("running_mean"), mean),
+                    running_var: params.add_buffer(name("running_var"), var),
                     momentum,
                     eps,
                     engine,
                 };
                 (Built::BatchNorm(st), in_shape.to_vec())
             }
+            LayerConfig::Residual { layers, projection } => {
+                let mut body = Vec::with_capacity(layers.len());
+                let mut shape = in_shape.to_vec();
+                for (j, cfg) in layers.iter().enumerate() {
+                    let sub = format!("{prefix}.{j}.{}", cfg.kind());
+                    let layer = Layer::build(&format!("{label}.{j}"), &sub, cfg, &shape, params, init, rng, engine)?;
+                    shape = layer.out_shape.clone();
+                    body.push(layer);
+                }
+                let mut shortcut = Vec::new();
+                if let Some(p) = projection {
+                    let (Some(&filters), Some(_)) = (shape.first(), in_shape.first()) else {
+                        return Err(err("a projection needs image input and output".into()));
+                    };
+                    let conv = LayerConfig::Conv2d { filters, kernel: [1, 1], stride: p.stride, padding: Padding::Valid };
+                    let proj_label = format!("{label}.proj");
+                    let layer =
+                        Layer::build(&proj_label, &format!("{prefix}.proj.conv2d"), &conv, in_shape, params, init, rng, engine)?;
+                    let out = layer.out_shape.clone();
+                    shortcut.push(layer);
+                    if p.batch_norm {
+                        let bn = LayerConfig::batch_norm();
+                        let prefix = format!("{prefix}.proj.batch_norm");
+                        shortcut.push(Layer::build(&proj_label, &prefix, &bn, &out, params, init, rng, engine)?);
+                    }
+                }
+                let short_shape = shortcut.last().map_or(in_shape, |l| &l.out_shape[..]);
+                if short_shape != &shape[..] {
+                    let fix = match projection {
+                        None => "add `projection = { stride = S }` to project the input",
+                        Some(_) => "the projection's stride must make the same height and width as the body",
+                    };
+                    return Err(err(format!(
+                        "its body turns {} into {}, which cannot be added to {}; {fix}",
+                        shape_text(in_shape),
+                        shape_text(&shape),
+                        shape_text(short_shape)
+                    )));
+                }
+                (Built::Residual { body, shortcut }, shape)
+            }
         };
+        let per_image = out_shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+        if per_image.is_none_or(|n| n > MAX_ACTIVATION_VALUES) {
+            return Err(err(format!(
+                "its output {} is larger than the limit of {MAX_ACTIVATION_VALUES} values per image",
+                shape_text(&out_shape)
+            )));
+        }
         Ok(Layer { config: config.clone(), in_shape: in_shape.to_vec(), out_shape, kind, engine })
     }
 
@@ -276,6 +462,12 @@ impl Layer {
                 Built::Dense { w: *w, b: *b, plan: Arc::new(DensePlan::new(engine, fin, self.out_shape[0])) }
             }
             Built::Pool { size, stride } => Built::Pool { size: *size, stride: *stride },
+            Built::AvgPool { size, stride } => Built::AvgPool { size: *size, stride: *stride },
+            Built::GlobalAvgPool => Built::GlobalAvgPool,
+            Built::Residual { body, shortcut } => Built::Residual {
+                body: body.iter().map(|l| l.on_engine(engine)).collect(),
+                shortcut: shortcut.iter().map(|l| l.on_engine(engine)).collect(),
+            },
             Built::Relu => Built::Relu,
             Built::Flatten => Built::Flatten,
             Built::Dropout { rate } => Built::Dropout { rate: *rate },
@@ -296,6 +488,7 @@ impl Layer {
         match &self.kind {
             Built::Conv { w, plan, .. } => plan.refresh(params.value(*w).data()),
             Built::Dense { w, plan, .. } => plan.refresh(params.value(*w).data()),
+            Built::Residual { body, shortcut } => body.iter().chain(shortcut).for_each(|l| l.refresh(params)),
             _ => {}
         }
     }
@@ -308,6 +501,21 @@ impl Layer {
         match &self.kind {
             Built::Conv { w, b, plan } => ops::conv2d(tape, params, x, *w, *b, plan),
             Built::Pool { size, stride } => ops::max_pool2d(tape, x, *size, *stride, self.engine),
+            Built::AvgPool { size, stride } => ops::avg_pool2d(tape, x, *size, *stride, self.engine),
+            Built::GlobalAvgPool => ops::global_avg_pool(tape, x, self.engine),
+            Built::Residual { body, shortcut } => {
+                // y = body(x) + shortcut(x): the tape's add hands the gradient to both branches,
+                // and x, used by both, receives the sum of the two (gradients accumulate).
+                let mut h = x;
+                for layer in body {
+                    h = layer.forward(tape, params, h, mode, rng);
+                }
+                let mut s = x;
+                for layer in shortcut {
+                    s = layer.forward(tape, params, s, mode, rng);
+                }
+                ops::add(tape, h, s)
+            }
             Built::Relu => ops::relu(tape, x, self.engine),
             Built::Flatten => ops::flatten(tape, x),
             Built::Dropout { rate } => ops::dropout(tape, x, *rate, mode, rng, self.engine),
@@ -333,11 +541,58 @@ impl Layer {
         }
     }
 
+    /// This layer's row of the summary table (label, output shape, parameters, how it runs),
+    /// then a residual block's body and projection, indented.
+    fn summary_rows(&self, label: &str, indent: &str, params: &Params, runs: String, rows: &mut Vec<[String; 4]>) {
+        let count: usize = self.param_ids().iter().map(|&id| params.value(id).len()).sum();
+        let desc = match &self.config {
+            LayerConfig::Conv2d { filters, kernel, stride, padding } => {
+                let pad = match padding {
+                    Padding::Valid => "valid".to_string(),
+                    Padding::Same => "same".to_string(),
+                    Padding::Explicit { top, left, bottom, right } => format!("pad {top},{left},{bottom},{right}"),
+                };
+                format!("conv2d {filters}@{}x{} s{stride} {pad}", kernel[0], kernel[1])
+            }
+            LayerConfig::MaxPool2d { size, stride } => format!("max_pool2d {size}x{size} s{stride}"),
+            LayerConfig::AvgPool { size, stride } => format!("avg_pool {size}x{size} s{stride}"),
+            LayerConfig::Dropout { rate } => format!("dropout {rate}"),
+            LayerConfig::Dense { units } => format!("dense {units}"),
+            LayerConfig::Residual { projection: Some(p), .. } => format!("residual (projection s{})", p.stride),
+            other => other.kind().to_string(),
+        };
+        let dims: Vec<String> = self.out_shape.iter().map(|d| d.to_string()).collect();
+        let runs = match (runs.is_empty(), self.conv_plan()) {
+            (true, Some(p)) => format!("{} path", p.path_name()),
+            _ => runs,
+        };
+        rows.push([format!("{indent}{label} {desc}"), format!("(None, {})", dims.join(", ")), count.to_string(), runs]);
+        if let Built::Residual { body, shortcut } = &self.kind {
+            let inner = format!("{indent}  ");
+            for (j, layer) in body.iter().enumerate() {
+                layer.summary_rows(&format!("{label}.{j}"), &inner, params, String::new(), rows);
+            }
+            for layer in shortcut {
+                layer.summary_rows(&format!("{label}.proj"), &inner, params, String::new(), rows);
+            }
+        }
+    }
+
+    /// A residual block's body and shortcut layers (the projection, or none); empty for the
+    /// other layers.
+    pub fn children(&self) -> (&[Layer], &[Layer]) {
+        match &self.kind {
+            Built::Residual { body, shortcut } => (body, shortcut),
+            _ => (&[], &[]),
+        }
+    }
+
     /// The ids of this layer's parameters and buffers, in creation order.
     pub fn param_ids(&self) -> Vec<ParamId> {
         match &self.kind {
             Built::Conv { w, b, .. } | Built::Dense { w, b, .. } => vec![*w, *b],
             Built::BatchNorm(st) => vec![st.gamma, st.beta, st.running_mean, st.running_var],
+            Built::Residual { body, shortcut } => body.iter().chain(shortcut).flat_map(|l| l.param_ids()).collect(),
             _ => vec![],
         }
     }
@@ -402,7 +657,8 @@ impl Sequential {
         let mut layers = Vec::with_capacity(configs.len());
         let mut shape = input_shape.to_vec();
         for (i, cfg) in configs.iter().enumerate() {
-            let layer = Layer::build(i, cfg, &shape, &mut params, init, rng, engine)?;
+            let (label, prefix) = (i.to_string(), format!("{i}.{}", cfg.kind()));
+            let layer = Layer::build(&label, &prefix, cfg, &shape, &mut params, init, rng, engine)?;
             shape = layer.out_shape.clone();
             layers.push(layer);
         }
@@ -505,50 +761,27 @@ impl Sequential {
 
     /// The architecture as a table, like Keras's `model.summary()`.
     pub fn summary(&self) -> String {
-        let mut rows = vec![(
+        let mut rows = vec![[
             "Layer (type)".to_string(),
             "Output shape".to_string(),
             "Param #".to_string(),
             "Runs as".to_string(),
-        )];
+        ]];
         for (i, layer) in self.layers.iter().enumerate() {
-            let count: usize = layer.param_ids().iter().map(|&id| self.params.value(id).len()).sum();
-            let desc = match &layer.config {
-                LayerConfig::Conv2d { filters, kernel, stride, padding } => {
-                    let pad = match padding {
-                        Padding::Valid => "valid".to_string(),
-                        Padding::Same => "same".to_string(),
-                        Padding::Explicit { top, left, bottom, right } => {
-                            format!("pad {top},{left},{bottom},{right}")
-                        }
-                    };
-                    format!("{i} conv2d {filters}@{}x{} s{stride} {pad}", kernel[0], kernel[1])
-                }
-                LayerConfig::MaxPool2d { size, stride } => format!("{i} max_pool2d {size}x{size} s{stride}"),
-                LayerConfig::Dropout { rate } => format!("{i} dropout {rate}"),
-                LayerConfig::Dense { units } => format!("{i} dense {units}"),
-                other => format!("{i} {}", other.kind()),
-            };
-            let shape = format!(
-                "(None, {})",
-                layer.out_shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
-            );
             let mut runs = plan::describe(&self.steps, i);
             if let Some(p) = layer.conv_plan() {
                 let path = format!("{} path", p.path_name());
                 runs = if runs.is_empty() { path } else { format!("{runs}, {path}") };
             }
-            rows.push((desc, shape, count.to_string(), runs));
+            layer.summary_rows(&i.to_string(), "", &self.params, runs, &mut rows);
         }
-        let w0 = rows.iter().map(|r| r.0.len()).max().unwrap_or(0).max(28);
-        let w1 = rows.iter().map(|r| r.1.len()).max().unwrap_or(0).max(20);
-        let w2 = rows.iter().map(|r| r.2.len()).max().unwrap_or(0).max(8);
-        let w3 = rows.iter().map(|r| r.3.len()).max().unwrap_or(0);
+        let width = |k: usize, min: usize| rows.iter().map(|r| r[k].len()).max().unwrap_or(0).max(min);
+        let (w0, w1, w2, w3) = (width(0, 28), width(1, 20), width(2, 8), width(3, 0));
         let rule = |c: char| c.to_string().repeat(w0 + w1 + w2 + w3 + 6);
         let mut out = String::new();
         let input = self.input_shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ");
         out += &format!("Input shape: (None, {input}), {} engine\n{}\n", self.engine.name(), rule('_'));
-        for (k, (a, b, c, d)) in rows.iter().enumerate() {
+        for (k, [a, b, c, d]) in rows.iter().enumerate() {
             out += format!("{a:<w0$}  {b:<w1$}  {c:>w2$}  {d}").trim_end();
             out.push('\n');
             out += &format!("{}\n", rule(if k == 0 { '=' } else { '_' }));

@@ -48,7 +48,7 @@
 //! being fused into the loss.
 
 use crate::augment::{BatchAugment, StaticAugment};
-use crate::model::{LayerConfig as L, Padding};
+use crate::model::LayerConfig;
 use crate::optim::OptimizerConfig;
 use crate::train::{LrSchedule, Normalization, TrainConfig};
 
@@ -91,12 +91,12 @@ impl Recipe {
     }
 }
 
-/// A named model with its recipe.
+/// A named model with its recipe: an architecture file ([`crate::arch`]).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Preset {
-    pub name: &'static str,
-    pub description: &'static str,
-    pub layers: Vec<L>,
+    pub name: String,
+    pub description: String,
+    pub layers: Vec<LayerConfig>,
     pub recipe: Recipe,
 }
 
@@ -106,151 +106,24 @@ pub const INPUT_SHAPE: [usize; 3] = [1, 28, 28];
 /// The names `preset` accepts.
 pub const NAMES: [&str; 7] = ["c1", "a", "b", "c2", "c3", "cmasch", "ours"];
 
-fn recipe(epochs: usize, batch_size: usize) -> Recipe {
-    Recipe {
-        epochs,
-        batch_size,
-        optimizer: OptimizerConfig::adam(1e-3),
-        steps_per_epoch: None,
-        val_split: 0.2,
-        schedule: LrSchedule::constant(),
-        label_smoothing: 0.0,
-        augment: BatchAugment::default(),
-        static_augment: StaticAugment::default(),
-    }
-}
-
-fn conv_relu(filters: usize, k: usize, stride: usize, padding: Padding) -> [L; 2] {
-    [L::Conv2d { filters, kernel: [k, k], stride, padding }, L::Relu]
-}
-
-/// A 3x3 'same' convolution, batch-norm, ReLU (the conv's bias is redundant before
-/// batch-norm, which subtracts the mean; it is kept so the layer stays the plain one).
-fn conv_bn_relu(filters: usize) -> [L; 3] {
-    [L::conv(filters, 3, Padding::Same), L::batch_norm(), L::Relu]
-}
-
-fn dense_relu(units: usize) -> [L; 2] {
-    [L::Dense { units }, L::Relu]
-}
-
-const POOL: L = L::MaxPool2d { size: 2, stride: 2 };
-
-fn ab_layers() -> Vec<L> {
-    [
-        &conv_relu(64, 3, 1, Padding::Valid)[..],
-        &[POOL, L::Dropout { rate: 0.25 }, L::Flatten],
-        &dense_relu(32),
-        &[L::Dense { units: 10 }],
-    ]
-    .concat()
-}
+/// The presets' architecture files (`models/*.toml`), built into the binary so that `--model
+/// c1` works from anywhere, and read by the same parser as a user's `--arch` file.
+const FILES: [(&str, &str); 7] = [
+    ("c1", include_str!("../models/c1.toml")),
+    ("a", include_str!("../models/a.toml")),
+    ("b", include_str!("../models/b.toml")),
+    ("c2", include_str!("../models/c2.toml")),
+    ("c3", include_str!("../models/c3.toml")),
+    ("cmasch", include_str!("../models/cmasch.toml")),
+    ("ours", include_str!("../models/ours.toml")),
+];
 
 /// Looks a preset up by name; `None` for an unknown name.
+///
+/// # Panics
+/// If a built-in file does not parse (a programmer error, caught by the tests).
 pub fn preset(name: &str) -> Option<Preset> {
-    let p = match name {
-        "c1" => Preset {
-            name: "c1",
-            description: "write-up C, model 1: conv 32@3x3, max-pool, dense 128 (Adam 1e-3, batch 512, 10 epochs)",
-            layers: [&conv_relu(32, 3, 1, Padding::Valid)[..], &[POOL, L::Flatten], &dense_relu(128), &[L::Dense { units: 10 }]]
-                .concat(),
-            recipe: recipe(10, 512),
-        },
-        "a" => Preset {
-            name: "a",
-            description: "write-up A: conv 64@3x3, max-pool, dropout .25, dense 32 (Adam 1e-3, batch 32, 100 steps x 50 epochs)",
-            layers: ab_layers(),
-            recipe: Recipe { steps_per_epoch: Some(100), ..recipe(50, 32) },
-        },
-        "b" => Preset {
-            name: "b",
-            description: "write-up B: the network of A trained with batch 512 for 50 epochs",
-            layers: ab_layers(),
-            recipe: recipe(50, 512),
-        },
-        "c2" => Preset {
-            name: "c2",
-            description: "write-up C, model 2: two convolutions (the second stride 2 'same'), three dense layers with dropout (20 epochs)",
-            layers: [
-                &conv_relu(32, 3, 1, Padding::Valid)[..],
-                &[POOL],
-                &conv_relu(64, 3, 2, Padding::Same),
-                &[POOL, L::Flatten],
-                &dense_relu(128),
-                &[L::Dropout { rate: 0.25 }],
-                &dense_relu(256),
-                &[L::Dropout { rate: 0.25 }],
-                &dense_relu(128),
-                &[L::Dense { units: 10 }],
-            ]
-            .concat(),
-            recipe: recipe(20, 512),
-        },
-        "c3" => Preset {
-            name: "c3",
-            description: "write-up C, model 3: three convolutions, four dense layers with dropout (50 epochs)",
-            layers: [
-                &conv_relu(64, 3, 1, Padding::Valid)[..],
-                &[POOL],
-                &conv_relu(128, 3, 2, Padding::Same),
-                &[POOL],
-                &conv_relu(64, 3, 2, Padding::Same),
-                &[POOL, L::Flatten],
-                &dense_relu(128),
-                &[L::Dropout { rate: 0.25 }],
-                &dense_relu(256),
-                &[L::Dropout { rate: 0.5 }],
-                &dense_relu(256),
-                &[L::Dropout { rate: 0.25 }],
-                &dense_relu(128),
-                &[L::Dropout { rate: 0.1 }],
-                &[L::Dense { units: 10 }],
-            ]
-            .concat(),
-            recipe: recipe(50, 512),
-        },
-        "cmasch" => Preset {
-            name: "cmasch",
-            description: "write-up E (cmasch): input batch-norm, conv 64@4x4 same, conv 64@4x4, dropout, dense 256/64, batch-norm (batch 250, 80 epochs)",
-            layers: [
-                &[L::batch_norm()][..],
-                &conv_relu(64, 4, 1, Padding::Same),
-                &[POOL, L::Dropout { rate: 0.1 }],
-                &conv_relu(64, 4, 1, Padding::Valid),
-                &[POOL, L::Dropout { rate: 0.3 }, L::Flatten],
-                &dense_relu(256),
-                &[L::Dropout { rate: 0.5 }],
-                &dense_relu(64),
-                &[L::batch_norm(), L::Dense { units: 10 }],
-            ]
-            .concat(),
-            recipe: Recipe { static_augment: StaticAugment::cmasch(), ..recipe(80, 250) },
-        },
-        "ours" => Preset {
-            name: "ours",
-            description: "ours: 2x conv 32@3x3 same-BN-ReLU, pool, dropout, 2x conv 64@3x3 same-BN-ReLU, pool, dropout, dense 256-BN (Adam 1e-3 cosine, batch 128, smoothing .1, 22 epochs, 10% validation)",
-            layers: [
-                &conv_bn_relu(32)[..],
-                &conv_bn_relu(32),
-                &[POOL, L::Dropout { rate: 0.25 }],
-                &conv_bn_relu(64),
-                &conv_bn_relu(64),
-                &[POOL, L::Dropout { rate: 0.25 }, L::Flatten],
-                &[L::Dense { units: 256 }, L::batch_norm(), L::Relu, L::Dropout { rate: 0.5 }],
-                &[L::Dense { units: 10 }],
-            ]
-            .concat(),
-            recipe: Recipe {
-                schedule: LrSchedule::cosine(0),
-                label_smoothing: 0.1,
-                // No augmentation: within 22 epochs shifts and flips cost accuracy (93.35%
-                // with them, 94.17% without; README). 10% validation: more training images;
-                // 22 epochs fit the 20-minute budget.
-                val_split: 0.1,
-                ..recipe(22, 128)
-            },
-        },
-        _ => return None,
-    };
-    Some(p)
+    let (_, text) = FILES.iter().find(|(n, _)| *n == name)?;
+    let origin = format!("models/{name}.toml");
+    Some(crate::arch::parse(text, &origin, name).unwrap_or_else(|e| panic!("built-in preset: {e}")))
 }

@@ -133,6 +133,65 @@ impl Engine {
         }
     }
 
+    /// Average-pools `n` images of `c` planes each: `y[N, C, OH, OW]` from `x[N, C, H, W]`.
+    pub fn avgpool_forward(self, g: &PoolGeom, n: usize, c: usize, x: &[f32], y: &mut [f32]) {
+        let (in_img, out_img) = (c * g.h * g.w, c * g.oh * g.ow);
+        if n == 0 || out_img == 0 {
+            return;
+        }
+        match self {
+            Engine::Reference => pool::avgpool_forward_ref(g, n * c, x, y),
+            Engine::Fast => y
+                .par_chunks_mut(out_img)
+                .zip(x.par_chunks(in_img))
+                .for_each(|(yi, xi)| pool::avgpool_forward(g, c, xi, yi)),
+        }
+    }
+
+    /// `dx += ` each window's gradient shared equally among its inputs.
+    pub fn avgpool_backward(self, g: &PoolGeom, n: usize, c: usize, dy: &[f32], dx: &mut [f32]) {
+        let (in_img, out_img) = (c * g.h * g.w, c * g.oh * g.ow);
+        if n == 0 || out_img == 0 || in_img == 0 {
+            return;
+        }
+        match self {
+            Engine::Reference => pool::avgpool_backward_ref(g, n * c, dy, dx),
+            Engine::Fast => dx
+                .par_chunks_mut(in_img)
+                .zip(dy.par_chunks(out_img))
+                .for_each(|(dxi, dyi)| pool::avgpool_backward(g, c, dyi, dxi)),
+        }
+    }
+
+    /// Global average pooling of `n` images of `c` planes of `s` values: `y[N, C]`.
+    pub fn global_avgpool_forward(self, n: usize, c: usize, s: usize, x: &[f32], y: &mut [f32]) {
+        if n == 0 || c == 0 || s == 0 {
+            y.fill(0.0); // the mean of nothing, by convention
+            return;
+        }
+        match self {
+            Engine::Reference => pool::global_avgpool_forward_ref(n * c, s, x, y),
+            Engine::Fast => y
+                .par_chunks_mut(c)
+                .zip(x.par_chunks((c * s).max(1)))
+                .for_each(|(yi, xi)| pool::global_avgpool_forward(c, s, xi, yi)),
+        }
+    }
+
+    /// `dx[N, C, S] += dy[N, C] / S`.
+    pub fn global_avgpool_backward(self, n: usize, c: usize, s: usize, dy: &[f32], dx: &mut [f32]) {
+        if n == 0 || c == 0 || s == 0 {
+            return;
+        }
+        match self {
+            Engine::Reference => pool::global_avgpool_backward_ref(n * c, s, dy, dx),
+            Engine::Fast => dx
+                .par_chunks_mut(c * s)
+                .zip(dy.par_chunks(c))
+                .for_each(|(dxi, dyi)| pool::global_avgpool_backward(c, s, dyi, dxi)),
+        }
+    }
+
     /// Per-channel mean and biased variance of `x[N, C, S]`.
     pub fn batchnorm_stats(self, x: &[f32], n: usize, c: usize, s: usize, mean: &mut [f32], var: &mut [f32]) {
         match self {

@@ -153,3 +153,123 @@ pub fn maxpool_backward_ref(g: &PoolGeom, planes: usize, x: &[f32], dy: &[f32], 
         }
     }
 }
+
+/// `y[p, oh, ow] =` the mean of the window of `x[p]` (average pooling, no padding: every window
+/// lies inside the plane, so every mean is over `K*K` values).
+pub fn avgpool_forward(g: &PoolGeom, planes: usize, x: &[f32], y: &mut [f32]) {
+    check(g, planes, x.len(), y.len(), y.len());
+    let (in_plane, out_plane, inv) = (g.h * g.w, g.oh * g.ow, 1.0 / (g.k * g.k) as f32);
+    if out_plane == 0 {
+        return;
+    }
+    for (xp, yp) in x.chunks_exact(in_plane).zip(y.chunks_exact_mut(out_plane)) {
+        for (oh, y_row) in yp.chunks_exact_mut(g.ow).enumerate() {
+            y_row.fill(0.0);
+            for kh in 0..g.k {
+                let x_row = &xp[(oh * g.stride + kh) * g.w..][..g.w];
+                for (ow, out) in y_row.iter_mut().enumerate() {
+                    *out += x_row[ow * g.stride..][..g.k].iter().sum::<f32>();
+                }
+            }
+            y_row.iter_mut().for_each(|v| *v *= inv);
+        }
+    }
+}
+
+/// `dx[p, window] += dy[p, o] / (K*K)` for every output `o`: each input of a window receives
+/// an equal share of its gradient.
+pub fn avgpool_backward(g: &PoolGeom, planes: usize, dy: &[f32], dx: &mut [f32]) {
+    check(g, planes, dx.len(), dy.len(), dy.len());
+    let (in_plane, out_plane, inv) = (g.h * g.w, g.oh * g.ow, 1.0 / (g.k * g.k) as f32);
+    if out_plane == 0 {
+        return;
+    }
+    for (dxp, dyp) in dx.chunks_exact_mut(in_plane).zip(dy.chunks_exact(out_plane)) {
+        for (oh, dy_row) in dyp.chunks_exact(g.ow).enumerate() {
+            for kh in 0..g.k {
+                let dx_row = &mut dxp[(oh * g.stride + kh) * g.w..][..g.w];
+                for (ow, &d) in dy_row.iter().enumerate() {
+                    dx_row[ow * g.stride..][..g.k].iter_mut().for_each(|v| *v += d * inv);
+                }
+            }
+        }
+    }
+}
+
+/// Reference twin of [`avgpool_forward`]: each window summed in `f64`, straight from the
+/// definition.
+pub fn avgpool_forward_ref(g: &PoolGeom, planes: usize, x: &[f32], y: &mut [f32]) {
+    for p in 0..planes {
+        for oh in 0..g.oh {
+            for ow in 0..g.ow {
+                let mut s = 0.0f64;
+                for kh in 0..g.k {
+                    for kw in 0..g.k {
+                        s += x[p * g.h * g.w + (oh * g.stride + kh) * g.w + ow * g.stride + kw] as f64;
+                    }
+                }
+                y[(p * g.oh + oh) * g.ow + ow] = (s / (g.k * g.k) as f64) as f32;
+            }
+        }
+    }
+}
+
+/// Reference twin of [`avgpool_backward`].
+pub fn avgpool_backward_ref(g: &PoolGeom, planes: usize, dy: &[f32], dx: &mut [f32]) {
+    for p in 0..planes {
+        for oh in 0..g.oh {
+            for ow in 0..g.ow {
+                let d = dy[(p * g.oh + oh) * g.ow + ow] / (g.k * g.k) as f32;
+                for kh in 0..g.k {
+                    for kw in 0..g.k {
+                        dx[p * g.h * g.w + (oh * g.stride + kh) * g.w + ow * g.stride + kw] += d;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Global average pooling: `y[p] =` the mean of plane `p` of `x[planes, S]` (`S = H*W`).
+pub fn global_avgpool_forward(planes: usize, s: usize, x: &[f32], y: &mut [f32]) {
+    assert!(x.len() == planes * s && y.len() == planes, "global_avgpool: x has {} values, y {}", x.len(), y.len());
+    if s == 0 {
+        y.fill(0.0);
+        return;
+    }
+    for (yp, xp) in y.iter_mut().zip(x.chunks_exact(s)) {
+        *yp = xp.iter().sum::<f32>() / s as f32;
+    }
+}
+
+/// `dx[p, i] += dy[p] / S`.
+pub fn global_avgpool_backward(planes: usize, s: usize, dy: &[f32], dx: &mut [f32]) {
+    assert!(dx.len() == planes * s && dy.len() == planes, "global_avgpool: dx has {} values, dy {}", dx.len(), dy.len());
+    if s == 0 {
+        return;
+    }
+    for (&d, dxp) in dy.iter().zip(dx.chunks_exact_mut(s)) {
+        let share = d / s as f32;
+        dxp.iter_mut().for_each(|v| *v += share);
+    }
+}
+
+/// Reference twin of [`global_avgpool_forward`] (sums in `f64`).
+pub fn global_avgpool_forward_ref(planes: usize, s: usize, x: &[f32], y: &mut [f32]) {
+    for p in 0..planes {
+        let mut sum = 0.0f64;
+        for i in 0..s {
+            sum += x[p * s + i] as f64;
+        }
+        y[p] = if s == 0 { 0.0 } else { (sum / s as f64) as f32 };
+    }
+}
+
+/// Reference twin of [`global_avgpool_backward`].
+pub fn global_avgpool_backward_ref(planes: usize, s: usize, dy: &[f32], dx: &mut [f32]) {
+    for p in 0..planes {
+        for i in 0..s {
+            dx[p * s + i] += dy[p] / s as f32;
+        }
+    }
+}

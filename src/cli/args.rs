@@ -32,6 +32,8 @@ pub enum Command {
     Predict(PredictArgs),
     /// Print a model's architecture table.
     Summary(SummaryArgs),
+    /// Write a saved model as a PyTorch module (model.py) and its weights (state_dict.safetensors).
+    Export(ExportArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -85,6 +87,10 @@ pub struct TrainArgs {
     /// Model and recipe: c1 (write-up C model 1), a and b (write-ups A and B), c2, c3, cmasch (write-up E), ours.
     #[arg(long, default_value = "c1", value_parser = clap::builder::PossibleValuesParser::new(presets::NAMES))]
     pub model: String,
+    /// An architecture file (TOML: layers and, optionally, a recipe) instead of a preset; flags
+    /// given here override its recipe. See models/*.toml.
+    #[arg(long, value_name = "FILE.toml", conflicts_with = "model")]
+    pub arch: Option<PathBuf>,
     /// Epochs [default: the preset's]
     #[arg(long)]
     pub epochs: Option<usize>,
@@ -182,7 +188,7 @@ pub struct EvalArgs {
     /// Test-time augmentation: average each image's prediction with its mirror image's
     #[arg(long)]
     pub tta: bool,
-    /// Also write each test image's true and predicted class (CSV: index,label,predicted)
+    /// Also write each test image's true class, predicted class and logits (CSV: index,label,predicted,logit_0,...)
     #[arg(long, value_name = "FILE")]
     pub predictions: Option<PathBuf>,
     /// Run on the reference engine: every op on its plain nested-loop twin (slow; see README,
@@ -218,4 +224,17 @@ pub struct SummaryArgs {
     /// The architecture stored in a model file.
     #[arg(long, value_name = "FILE")]
     pub model_file: Option<PathBuf>,
+    /// An architecture file (TOML).
+    #[arg(long, value_name = "FILE.toml")]
+    pub arch: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ExportArgs {
+    /// A model file written by `train` (model.safetensors).
+    #[arg(long, value_name = "FILE")]
+    pub model_file: PathBuf,
+    /// Folder to write model.py and state_dict.safetensors into (created if needed).
+    #[arg(long, value_name = "DIR")]
+    pub pytorch: PathBuf,
 }

@@ -32,9 +32,13 @@ pub(super) fn run_eval(a: EvalArgs) -> CliResult<()> {
         if a.tta { ", each averaged with its mirror image" } else { "" }
     );
     if let Some(path) = &a.predictions {
-        let mut csv = String::from("index,label,predicted\n");
-        for (i, (label, predicted)) in test.labels.iter().zip(&eval.predictions).enumerate() {
-            csv += &format!("{i},{label},{predicted}\n");
+        let logits = train::logits(&mut saved.model, &saved.normalization, &test, a.batch_size);
+        let k = saved.classes.len();
+        let head: Vec<String> = (0..k).map(|c| format!("logit_{c}")).collect();
+        let mut csv = format!("index,label,predicted,{}\n", head.join(","));
+        for (i, ((label, predicted), z)) in test.labels.iter().zip(&eval.predictions).zip(logits.chunks(k)).enumerate() {
+            let z: Vec<String> = z.iter().map(|v| format!("{v:e}")).collect();
+            csv += &format!("{i},{label},{predicted},{}\n", z.join(","));
         }
         write_atomic(path, csv.as_bytes()).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
         println!("Predictions written to {}", path.display());

@@ -22,6 +22,7 @@
 
 mod args;
 mod eval;
+mod export;
 mod load;
 mod multi_run;
 mod predict;
@@ -34,7 +35,7 @@ mod train;
 use clap::Parser;
 
 pub use args::{
-    Cli, Command, DataArgs, DatasetArg, EvalArgs, OptimizerKind, PredictArgs, ScheduleArg, SummaryArgs,
+    Cli, Command, DataArgs, DatasetArg, EvalArgs, ExportArgs, OptimizerKind, PredictArgs, ScheduleArg, SummaryArgs,
     TrainArgs,
 };
 pub use recipe::{plan_training, TrainPlan};
@@ -47,6 +48,7 @@ pub fn main() -> i32 {
         Command::Eval(a) => eval::run_eval(a),
         Command::Predict(a) => predict::run_predict(a),
         Command::Summary(a) => summary::run_summary(a),
+        Command::Export(a) => export::run_export(a),
     };
     match result {
         Ok(()) => 0,

@@ -24,7 +24,10 @@ pub struct TrainPlan {
 /// Resolves the flags against the preset's recipe: a flag given wins, the recipe fills the
 /// rest. Checks every knob; the error names the flag or the knob.
 pub fn plan_training(a: &TrainArgs) -> CliResult<TrainPlan> {
-    let preset = presets::preset(&a.model).ok_or_else(|| format!("unknown model `{}`", a.model))?;
+    let preset = match &a.arch {
+        Some(path) => crate::arch::load(path)?,
+        None => presets::preset(&a.model).ok_or_else(|| format!("unknown model `{}`", a.model))?,
+    };
     let recipe = &preset.recipe;
     // The preset's optimizer unless another kind is asked for; then that kind's Keras defaults
     // (Adam 1e-3; SGD 0.01), SGD with momentum 0.9.

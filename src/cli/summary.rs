@@ -10,19 +10,24 @@ use crate::presets::{self, INPUT_SHAPE};
 use crate::{Init, Sequential};
 
 pub(super) fn run_summary(a: SummaryArgs) -> CliResult<()> {
-    let model = match (a.model, a.model_file) {
-        (Some(name), _) => {
+    let model = match (a.model, a.model_file, a.arch) {
+        (_, _, Some(path)) => {
+            let p = crate::arch::load(&path)?;
+            println!("Model: {} - {}", p.name, p.description);
+            crate::arch::check(&p.layers).map_err(|e| format!("{}: {e}", path.display()))?
+        }
+        (Some(name), _, None) => {
             let p = presets::preset(&name).expect("clap checked the name");
             println!("Model: {} - {}", p.name, p.description);
             Sequential::new(&INPUT_SHAPE, &p.layers, Init::GlorotUniform, &mut Rng::new(0))
                 .map_err(|e| e.to_string())?
         }
-        (None, Some(path)) => {
+        (None, Some(path), None) => {
             let saved = load_model(&path)?;
             println!("Model file: {} ({}, {})", path.display(), saved.preset, saved.dataset);
             saved.model
         }
-        (None, None) => unreachable!("clap requires one of the two"),
+        (None, None, None) => unreachable!("clap requires one of the three"),
     };
     print!("{}", model.summary());
     Ok(())

@@ -44,7 +44,7 @@ pub(super) fn run_train(a: TrainArgs) -> CliResult<()> {
         Some(n) => full_train.take(n),
         None => full_train,
     };
-    let out = a.out.clone().unwrap_or_else(|| run_dir::default_dir(plan.preset.name));
+    let out = a.out.clone().unwrap_or_else(|| run_dir::default_dir(&plan.preset.name));
     let mut ctx = TrainContext {
         args: &a,
         plan: &plan,

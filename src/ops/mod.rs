@@ -27,5 +27,5 @@ pub use dense::dense;
 pub use dropout::{dropout, dropout_with_mask};
 pub use kernels::Engine;
 pub use loss::softmax_cross_entropy;
-pub use pool::max_pool2d;
+pub use pool::{avg_pool2d, global_avg_pool, max_pool2d};
 pub use shape::{flatten, weighted_sum};

@@ -3,7 +3,6 @@
 //! ensemble that averages several models' probabilities ([`ensemble`]). Evaluation mode only:
 //! no gradients, no updates; training is [`fit`](crate::train::fit)'s.
 
-use kernels::softmax::softmax_xent_forward;
 use kernels::Rng;
 
 use super::Normalization;
@@ -41,7 +40,8 @@ pub fn evaluate(model: &mut Sequential, norm: &Normalization, ds: &Dataset, batc
         let logits = model.forward(&mut tape, x, Mode::Eval, &mut rng);
         let labels = &ds.labels[idx[0]..idx[0] + idx.len()];
         let out = &mut probabilities[b * batch_size * k..][..idx.len() * k];
-        total_loss += softmax_xent_forward(tape.value(logits).data(), labels, idx.len(), k, 0.0, out);
+        let engine = model.engine();
+        total_loss += engine.softmax_xent_forward(tape.value(logits).data(), labels, (idx.len(), k), 0.0, out);
     }
     let predictions: Vec<u8> = probabilities.chunks(k.max(1)).map(|p| argmax(p) as u8).collect();
     let correct = predictions.iter().zip(&ds.labels).filter(|(p, l)| p == l).count();
@@ -52,6 +52,22 @@ pub fn evaluate(model: &mut Sequential, norm: &Normalization, ds: &Dataset, batc
         probabilities,
         predictions,
     }
+}
+
+/// The model's logits `[N, K]` for every image of `ds` (evaluation mode), for comparing with
+/// another implementation (`eval --predictions`).
+pub fn logits(model: &mut Sequential, norm: &Normalization, ds: &Dataset, batch_size: usize) -> Vec<f32> {
+    let mut out = Vec::with_capacity(ds.len() * model.output_shape().iter().product::<usize>());
+    let mut rng = Rng::new(0);
+    let all: Vec<usize> = (0..ds.len()).collect();
+    let mut tape = Tape::no_grad();
+    for idx in all.chunks(batch_size.max(1)) {
+        tape.reset();
+        let x = tape.input(norm.batch(ds, idx));
+        let y = model.forward(&mut tape, x, Mode::Eval, &mut rng);
+        out.extend_from_slice(tape.value(y).data());
+    }
+    out
 }
 
 /// [`evaluate`] with test-time augmentation by horizontal flips: the model sees every image

@@ -50,7 +50,7 @@ mod step;
 mod streams;
 
 pub use config::{weight_decay, with_weight_decay, TrainConfig};
-pub use evaluate::{argmax, ensemble, evaluate, evaluate_flip_tta, Evaluation, ENSEMBLE_EPS};
+pub use evaluate::{argmax, ensemble, evaluate, evaluate_flip_tta, logits, Evaluation, ENSEMBLE_EPS};
 pub use fit::{fit, FitResult};
 pub use normalize::Normalization;
 pub use observer::{EpochStats, Observer, Silent};
