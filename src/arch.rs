@@ -194,7 +194,12 @@ pub fn load(path: &Path) -> Result<Preset, String> {
         return Err(format!("{origin}: larger than {MAX_FILE_BYTES} bytes; an architecture file is a short text"));
     }
     let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-    let preset = parse(&text, &origin, &stem)?;
+    parse_checked(&text, &origin, &stem)
+}
+
+/// [`parse`], then [`check`]: a file whose layers do not fit the data is an error naming it.
+pub fn parse_checked(text: &str, origin: &str, default_name: &str) -> Result<Preset, String> {
+    let preset = parse(text, origin, default_name)?;
     check(&preset.layers).map_err(|e| format!("{origin}: {e}"))?;
     Ok(preset)
 }

@@ -630,3 +630,71 @@ fn dense_small_batches_agree_with_large_ones() {
         assert!((a - c).abs() <= 1e-4 * (1.0 + c.abs()), "element {i}: {a} vs {c}");
     }
 }
+
+#[test]
+fn average_pooling_and_global_average_pooling() {
+    let mut rng = Rng::new(16);
+    let x = random(&[2, 3, 6, 7], &mut rng, 1.0);
+    for e in ENGINES {
+        check(&format!("avg_pool 2/2 {e:?}"), &x, &mut Params::new(), Wrt::Input, &|t, _, x| {
+            ops::avg_pool2d(t, x, 2, 2, e)
+        });
+        check(&format!("avg_pool 3/2 (overlapping) {e:?}"), &x, &mut Params::new(), Wrt::Input, &|t, _, x| {
+            ops::avg_pool2d(t, x, 3, 2, e)
+        });
+        check(&format!("global_avg_pool {e:?}"), &x, &mut Params::new(), Wrt::Input, &|t, _, x| {
+            ops::global_avg_pool(t, x, e)
+        });
+    }
+}
+
+/// A network of residual blocks, one with a projection (a 1x1 stride-2 convolution and
+/// batch-norm on the shortcut) and one identity block, ending in global average pooling: the
+/// gradients of every parameter and of the input, through both branches of each add, on both
+/// engines. The block's input feeds two branches, so its gradient is the sum of both.
+#[test]
+fn residual_blocks() {
+    let block = |layers: Vec<LayerConfig>, projection| LayerConfig::Residual { layers, projection };
+    let configs = [
+        LayerConfig::conv(2, 3, Padding::Same),
+        LayerConfig::Relu,
+        block(
+            vec![
+                LayerConfig::Conv2d { filters: 3, kernel: [3, 3], stride: 2, padding: Padding::Same },
+                LayerConfig::batch_norm(),
+                LayerConfig::Relu,
+                LayerConfig::conv(3, 3, Padding::Same),
+            ],
+            Some(fmnist::model::Projection { stride: 2, batch_norm: true }),
+        ),
+        block(vec![LayerConfig::conv(3, 3, Padding::Same), LayerConfig::Relu], None),
+        LayerConfig::GlobalAvgPool,
+        LayerConfig::Dense { units: 3 },
+    ];
+    for engine in ENGINES {
+        let mut rng = Rng::new(70);
+        let mut model = Sequential::new(&[1, 6, 6], &configs, fmnist::Init::GlorotUniform, &mut rng).unwrap();
+        model.set_engine(engine);
+        let x = random(&[3, 1, 6, 6], &mut rng, 1.0);
+        let labels = [0u8, 2, 1];
+        let layers = &model.layers;
+        let mut params = model.params().clone();
+        let f = |t: &mut Tape, p: &mut Params, x: Var| -> Var {
+            let mut h = x;
+            let mut drng = Rng::new(0);
+            for layer in layers {
+                layer.refresh(p);
+                h = layer.forward(t, p, h, Mode::Train, &mut drng);
+            }
+            ops::softmax_cross_entropy(t, h, &labels, 0.0, engine)
+        };
+        let mut ids: Vec<ParamId> = layers.iter().flat_map(|l| l.param_ids()).collect();
+        ids.retain(|&id| params.get(id).trainable);
+        assert_eq!(ids.len(), 2 * 6 + 2 * 2, "5 convolutions and a dense layer (weight, bias), 2 batch-norms (gamma, beta)");
+        for id in ids {
+            let name = params.get(id).name.clone();
+            check_eps(&format!("residual {engine:?}: {name}"), &x, &mut params, Wrt::Param(id), &f, MODEL_EPS);
+        }
+        check_eps(&format!("residual {engine:?}: input"), &x, &mut params, Wrt::Input, &f, MODEL_EPS);
+    }
+}

@@ -29,7 +29,11 @@ use kernels::gemm::{matmul, matmul_ref, sgemm, sgemm_ref, MatMut, MatRef};
 use kernels::gemv::{rowsmat, rowsmat_ref, vecmat, vecmat_ref, BLOCK};
 use kernels::im2col::{col2im, col2im_ref, im2col, im2col_ref, ConvGeom};
 use kernels::optim::{adam_update, adam_update_ref, sgd_update, sgd_update_ref, AdamParams, SgdParams};
-use kernels::pool::{maxpool_backward, maxpool_backward_ref, maxpool_forward, maxpool_forward_ref, PoolGeom};
+use kernels::pool::{
+    avgpool_backward, avgpool_backward_ref, avgpool_forward, avgpool_forward_ref, global_avgpool_backward,
+    global_avgpool_backward_ref, global_avgpool_forward, global_avgpool_forward_ref, maxpool_backward,
+    maxpool_backward_ref, maxpool_forward, maxpool_forward_ref, PoolGeom,
+};
 use kernels::softmax::{
     softmax_xent_backward, softmax_xent_backward_ref, softmax_xent_forward, softmax_xent_forward_ref,
 };
@@ -835,6 +839,68 @@ proptest! {
         let x = ints(&mut rng, planes * h * w);
         check_pool(&g, planes, &x, &mut rng);
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Average pooling
+// ---------------------------------------------------------------------------------------------
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Average pooling (windows 1..=3, strides 1..=3) and global average pooling against their
+    /// twins. Integer data keeps every window's sum exact in f32, so the only rounding is the
+    /// division (the fast kernel multiplies by `1/K^2`): a few ulps.
+    #[test]
+    fn avgpool_matches_ref(
+        planes in prop::sample::select(vec![0usize, 1, 3]), h in dim(), w in dim(),
+        k in 1usize..=3, stride in 1usize..=3, seed in any::<u64>(),
+    ) {
+        prop_assume!(h >= k && w >= k);
+        let g = PoolGeom::new(h, w, k, stride);
+        let mut rng = Rng::new(seed);
+        let x = ints(&mut rng, planes * h * w);
+        let outs = planes * g.oh * g.ow;
+        let (mut y, mut y_ref) = (nans(outs), nans(outs));
+        avgpool_forward(&g, planes, &x, &mut y);
+        avgpool_forward_ref(&g, planes, &x, &mut y_ref);
+        assert_close(&format!("avgpool y {g:?}"), &y, &y_ref, 4.0 * f32::EPSILON);
+        let dy = ints(&mut rng, outs);
+        let dx0 = ints(&mut rng, x.len());
+        let (mut dx, mut dx_ref) = (dx0.clone(), dx0);
+        avgpool_backward(&g, planes, &dy, &mut dx);
+        avgpool_backward_ref(&g, planes, &dy, &mut dx_ref);
+        assert_close(&format!("avgpool dx {g:?}"), &dx, &dx_ref, 4.0 * 9.0 * f32::EPSILON);
+
+        let s = h * w;
+        let (mut gy, mut gy_ref) = (nans(planes), nans(planes));
+        global_avgpool_forward(planes, s, &x, &mut gy);
+        global_avgpool_forward_ref(planes, s, &x, &mut gy_ref);
+        assert_close("global avgpool y", &gy, &gy_ref, 4.0 * f32::EPSILON);
+        let gdy = ints(&mut rng, planes);
+        let gdx0 = ints(&mut rng, x.len());
+        let (mut gdx, mut gdx_ref) = (gdx0.clone(), gdx0);
+        global_avgpool_backward(planes, s, &gdy, &mut gdx);
+        global_avgpool_backward_ref(planes, s, &gdy, &mut gdx_ref);
+        assert_close("global avgpool dx", &gdx, &gdx_ref, 4.0 * f32::EPSILON);
+    }
+}
+
+#[test]
+fn avgpool_of_a_hand_computed_plane() {
+    // 4x4 plane 0..16, 2x2 windows, stride 2: means of {0,1,4,5}, {2,3,6,7}, ...
+    let x: Vec<f32> = (0..16).map(|v| v as f32).collect();
+    let g = PoolGeom::new(4, 4, 2, 2);
+    let mut y = nans(4);
+    avgpool_forward(&g, 1, &x, &mut y);
+    assert_eq!(y, [2.5, 4.5, 10.5, 12.5]);
+    let mut dx = vec![0.0; 16];
+    avgpool_backward(&g, 1, &[4.0, 8.0, 0.0, -4.0], &mut dx);
+    assert_eq!(&dx[..4], &[1.0, 1.0, 2.0, 2.0]);
+    assert_eq!(&dx[12..], &[0.0, 0.0, -1.0, -1.0]);
+    let mut gy = nans(1);
+    global_avgpool_forward(1, 16, &x, &mut gy);
+    assert_eq!(gy, [7.5]);
 }
 
 #[test]
