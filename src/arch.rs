@@ -191,7 +191,9 @@ pub fn load(path: &Path) -> Result<Preset, String> {
         .read_to_string(&mut text)
         .map_err(|e| format!("{origin}: cannot read as UTF-8 text: {e}"))?;
     if text.len() as u64 > MAX_FILE_BYTES {
-        return Err(format!("{origin}: larger than {MAX_FILE_BYTES} bytes; an architecture file is a short text"));
+        return Err(format!(
+            "{origin}: larger than {MAX_FILE_BYTES} bytes; an architecture file is a short text"
+        ));
     }
     let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     parse_checked(&text, &origin, &stem)
@@ -207,7 +209,8 @@ pub fn parse_checked(text: &str, origin: &str, default_name: &str) -> Result<Pre
 /// Builds the layers for Fashion-MNIST's input, so that a layer that does not fit, or sizes
 /// beyond the model's limits, are reported before any data is read or any training starts.
 pub fn check(layers: &[LayerConfig]) -> Result<Sequential, String> {
-    let model = Sequential::new(&INPUT_SHAPE, layers, Init::GlorotUniform, &mut Rng::new(0)).map_err(|e| e.to_string())?;
+    let model = Sequential::new(&INPUT_SHAPE, layers, Init::GlorotUniform, &mut Rng::new(0))
+        .map_err(|e| e.to_string())?;
     match model.output_shape() {
         [10] => Ok(model),
         other => Err(format!("the network ends in {other:?}; it must end in 10 values (a `dense` layer of 10 units), one per class")),

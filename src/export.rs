@@ -207,7 +207,11 @@ fn decimal_f64(v: f32) -> f64 {
 fn decimal(v: f64) -> String {
     let s = format!("{v:.9}");
     let s = s.trim_end_matches('0');
-    if s.ends_with('.') { format!("{s}0") } else { s.to_string() }
+    if s.ends_with('.') {
+        format!("{s}0")
+    } else {
+        s.to_string()
+    }
 }
 
 /// The state dict as safetensors bytes.

@@ -286,7 +286,9 @@ impl Layer {
             })?;
             let total = params.trainable_count() + params.buffer_count() + n;
             if total > MAX_MODEL_VALUES {
-                return Err(err(format!("the model would exceed the limit of {MAX_MODEL_VALUES} parameters")));
+                return Err(err(format!(
+                    "the model would exceed the limit of {MAX_MODEL_VALUES} parameters"
+                )));
             }
             Ok(Tensor::zeros(shape))
         };
@@ -309,7 +311,9 @@ impl Layer {
                 let mut wt = tensor(params, &[filters, c, kh, kw])?;
                 let too_wide = [pt, pb, pl, pr].iter().any(|&p| p >= kh.max(kw));
                 if too_wide {
-                    return Err(err(format!("padding {pt},{pl},{pb},{pr} must be smaller than the {kh}x{kw} kernel")));
+                    return Err(err(format!(
+                        "padding {pt},{pl},{pb},{pr} must be smaller than the {kh}x{kw} kernel"
+                    )));
                 }
                 if h + pt + pb < kh || w + pl + pr < kw {
                     return Err(err(format!(
@@ -402,7 +406,8 @@ impl Layer {
                 let mut shape = in_shape.to_vec();
                 for (j, cfg) in layers.iter().enumerate() {
                     let sub = format!("{prefix}.{j}.{}", cfg.kind());
-                    let layer = Layer::build(&format!("{label}.{j}"), &sub, cfg, &shape, params, init, rng, engine)?;
+                    let layer =
+                        Layer::build(&format!("{label}.{j}"), &sub, cfg, &shape, params, init, rng, engine)?;
                     shape = layer.out_shape.clone();
                     body.push(layer);
                 }
@@ -411,16 +416,38 @@ impl Layer {
                     let (Some(&filters), Some(_)) = (shape.first(), in_shape.first()) else {
                         return Err(err("a projection needs image input and output".into()));
                     };
-                    let conv = LayerConfig::Conv2d { filters, kernel: [1, 1], stride: p.stride, padding: Padding::Valid };
+                    let conv = LayerConfig::Conv2d {
+                        filters,
+                        kernel: [1, 1],
+                        stride: p.stride,
+                        padding: Padding::Valid,
+                    };
                     let proj_label = format!("{label}.proj");
-                    let layer =
-                        Layer::build(&proj_label, &format!("{prefix}.proj.conv2d"), &conv, in_shape, params, init, rng, engine)?;
+                    let layer = Layer::build(
+                        &proj_label,
+                        &format!("{prefix}.proj.conv2d"),
+                        &conv,
+                        in_shape,
+                        params,
+                        init,
+                        rng,
+                        engine,
+                    )?;
                     let out = layer.out_shape.clone();
                     shortcut.push(layer);
                     if p.batch_norm {
                         let bn = LayerConfig::batch_norm();
                         let prefix = format!("{prefix}.proj.batch_norm");
-                        shortcut.push(Layer::build(&proj_label, &prefix, &bn, &out, params, init, rng, engine)?);
+                        shortcut.push(Layer::build(
+                            &proj_label,
+                            &prefix,
+                            &bn,
+                            &out,
+                            params,
+                            init,
+                            rng,
+                            engine,
+                        )?);
                     }
                 }
                 let short_shape = shortcut.last().map_or(in_shape, |l| &l.out_shape[..]);
@@ -543,14 +570,23 @@ impl Layer {
 
     /// This layer's row of the summary table (label, output shape, parameters, how it runs),
     /// then a residual block's body and projection, indented.
-    fn summary_rows(&self, label: &str, indent: &str, params: &Params, runs: String, rows: &mut Vec<[String; 4]>) {
+    fn summary_rows(
+        &self,
+        label: &str,
+        indent: &str,
+        params: &Params,
+        runs: String,
+        rows: &mut Vec<[String; 4]>,
+    ) {
         let count: usize = self.param_ids().iter().map(|&id| params.value(id).len()).sum();
         let desc = match &self.config {
             LayerConfig::Conv2d { filters, kernel, stride, padding } => {
                 let pad = match padding {
                     Padding::Valid => "valid".to_string(),
                     Padding::Same => "same".to_string(),
-                    Padding::Explicit { top, left, bottom, right } => format!("pad {top},{left},{bottom},{right}"),
+                    Padding::Explicit { top, left, bottom, right } => {
+                        format!("pad {top},{left},{bottom},{right}")
+                    }
                 };
                 format!("conv2d {filters}@{}x{} s{stride} {pad}", kernel[0], kernel[1])
             }
@@ -558,7 +594,9 @@ impl Layer {
             LayerConfig::AvgPool { size, stride } => format!("avg_pool {size}x{size} s{stride}"),
             LayerConfig::Dropout { rate } => format!("dropout {rate}"),
             LayerConfig::Dense { units } => format!("dense {units}"),
-            LayerConfig::Residual { projection: Some(p), .. } => format!("residual (projection s{})", p.stride),
+            LayerConfig::Residual { projection: Some(p), .. } => {
+                format!("residual (projection s{})", p.stride)
+            }
             other => other.kind().to_string(),
         };
         let dims: Vec<String> = self.out_shape.iter().map(|d| d.to_string()).collect();
@@ -566,7 +604,12 @@ impl Layer {
             (true, Some(p)) => format!("{} path", p.path_name()),
             _ => runs,
         };
-        rows.push([format!("{indent}{label} {desc}"), format!("(None, {})", dims.join(", ")), count.to_string(), runs]);
+        rows.push([
+            format!("{indent}{label} {desc}"),
+            format!("(None, {})", dims.join(", ")),
+            count.to_string(),
+            runs,
+        ]);
         if let Built::Residual { body, shortcut } = &self.kind {
             let inner = format!("{indent}  ");
             for (j, layer) in body.iter().enumerate() {
@@ -592,7 +635,9 @@ impl Layer {
         match &self.kind {
             Built::Conv { w, b, .. } | Built::Dense { w, b, .. } => vec![*w, *b],
             Built::BatchNorm(st) => vec![st.gamma, st.beta, st.running_mean, st.running_var],
-            Built::Residual { body, shortcut } => body.iter().chain(shortcut).flat_map(|l| l.param_ids()).collect(),
+            Built::Residual { body, shortcut } => {
+                body.iter().chain(shortcut).flat_map(|l| l.param_ids()).collect()
+            }
             _ => vec![],
         }
     }

@@ -29,7 +29,10 @@ fn every_preset_is_its_file() {
         assert_eq!(Some(from_file), presets::preset(name), "{name}");
     }
     let c1 = presets::preset("c1").unwrap();
-    assert_eq!(c1.layers[0], LayerConfig::Conv2d { filters: 32, kernel: [3, 3], stride: 1, padding: Padding::Valid });
+    assert_eq!(
+        c1.layers[0],
+        LayerConfig::Conv2d { filters: 32, kernel: [3, 3], stride: 1, padding: Padding::Valid }
+    );
     assert_eq!((c1.recipe.epochs, c1.recipe.batch_size), (10, 512));
     let e = presets::preset("cmasch").unwrap();
     assert_eq!(e.recipe.static_augment.copies, 2);
@@ -62,7 +65,11 @@ fn the_example_networks_have_the_hand_counted_parameters() {
     assert_eq!(counts("models/resnet.toml"), (resnet, 2 * resnet_bn));
     assert_eq!(resnet, 175_530);
     // VGG: (conv + BN) pairs 1->32->32, 32->64->64, 64->128->128; 128*3*3 -> 256 -> 10.
-    let vgg = conv(1, 32, 3) + conv(32, 32, 3) + conv(32, 64, 3) + conv(64, 64, 3) + conv(64, 128, 3)
+    let vgg = conv(1, 32, 3)
+        + conv(32, 32, 3)
+        + conv(32, 64, 3)
+        + conv(64, 64, 3)
+        + conv(64, 128, 3)
         + conv(128, 128, 3)
         + 2 * bn(32)
         + 2 * bn(64)
@@ -133,7 +140,10 @@ fn errors_name_the_layer_and_the_fix() {
                {{ type = "max_pool", size = 2, stride = 2 }}, {{ type = "relu" }}, {next}]"#
         )
     };
-    bad(&conv_then(r#"{ type = "dense", units = 10 }"#), "layer 4 (dense): its input is [N, 64, 7, 7]; put a flatten");
+    bad(
+        &conv_then(r#"{ type = "dense", units = 10 }"#),
+        "layer 4 (dense): its input is [N, 64, 7, 7]; put a flatten",
+    );
     bad(r#"layers = [{ type = "dense", units = 10, size = 3 }]"#, "unknown field `size`");
     bad(r#"layers = [{ type = "conv3d", filters = 1 }]"#, "unknown variant `conv3d`");
     bad(r#"layers = [{ type = "dense" }]"#, "missing field `units`");
@@ -171,10 +181,19 @@ fn absurd_sizes_are_refused_before_allocating() {
         (r#"{ type = "flatten" }, { type = "dense", units = 1099511627776 }"#, "larger than the limit"),
         (r#"{ type = "conv2d", filters = 1099511627776, kernel = 3 }"#, "larger than the limit"),
         (r#"{ type = "flatten" }, { type = "dense", units = 100000 }"#, "larger than the limit"),
-        (r#"{ type = "conv2d", filters = 4, kernel = 3, padding = { explicit = { top = 9223372036854775808, left = 0, bottom = 0, right = 0 } } }"#, "padding"),
-        (r#"{ type = "conv2d", filters = 2048, kernel = 1 }, { type = "conv2d", filters = 2048, kernel = 1 }"#, "per image"),
+        (
+            r#"{ type = "conv2d", filters = 4, kernel = 3, padding = { explicit = { top = 9223372036854775808, left = 0, bottom = 0, right = 0 } } }"#,
+            "padding",
+        ),
+        (
+            r#"{ type = "conv2d", filters = 2048, kernel = 1 }, { type = "conv2d", filters = 2048, kernel = 1 }"#,
+            "per image",
+        ),
     ] {
-        let e = parse(&format!("layers = [{layer}, {{ type = \"flatten\" }}, {{ type = \"dense\", units = 10 }}]")).unwrap_err();
+        let e = parse(&format!(
+            "layers = [{layer}, {{ type = \"flatten\" }}, {{ type = \"dense\", units = 10 }}]"
+        ))
+        .unwrap_err();
         assert!(e.contains(needle), "{layer}: {e}");
     }
     assert!(t.elapsed().as_secs() < 5, "refusing took {:?}: something was allocated", t.elapsed());
@@ -186,8 +205,10 @@ fn a_residual_block_adds_its_body_to_its_input() {
     let conv = LayerConfig::conv(1, 3, Padding::Same);
     let block = LayerConfig::Residual { layers: vec![conv.clone()], projection: None };
     for engine in [Engine::Reference, Engine::Fast] {
-        let mut m = Sequential::new(&[1, 5, 5], &[block.clone()], Init::GlorotUniform, &mut Rng::new(1)).unwrap();
-        let mut c = Sequential::new(&[1, 5, 5], &[conv.clone()], Init::GlorotUniform, &mut Rng::new(1)).unwrap();
+        let mut m =
+            Sequential::new(&[1, 5, 5], &[block.clone()], Init::GlorotUniform, &mut Rng::new(1)).unwrap();
+        let mut c =
+            Sequential::new(&[1, 5, 5], &[conv.clone()], Init::GlorotUniform, &mut Rng::new(1)).unwrap();
         m.set_engine(engine);
         c.set_engine(engine);
         let x: Vec<f32> = (0..25).map(|i| (i as f32 * 0.37).sin()).collect();
@@ -209,7 +230,10 @@ fn a_residual_block_adds_its_body_to_its_input() {
     let m = Sequential::new(&[2, 6, 6], &[projected], Init::GlorotUniform, &mut Rng::new(2)).unwrap();
     assert_eq!(m.output_shape(), &[3, 3, 3]);
     let names: Vec<&str> = m.params().iter().map(|p| p.name.as_str()).collect();
-    assert!(names.contains(&"0.residual.0.conv2d.weight") && names.contains(&"0.residual.proj.conv2d.weight"), "{names:?}");
+    assert!(
+        names.contains(&"0.residual.0.conv2d.weight") && names.contains(&"0.residual.proj.conv2d.weight"),
+        "{names:?}"
+    );
     assert!(m.summary().contains("0.proj conv2d 3@1x1 s2 valid"), "{}", m.summary());
 }
 
@@ -292,8 +316,19 @@ fn the_example_files_train_for_an_epoch() {
         let file = format!("models/{name}.toml");
         let out = dir.join(name);
         let args = [
-            "train", "--arch", &file, "--limit", "1000", "--epochs", "1", "--batch-size", "50", "--data-dir",
-            dir.to_str().unwrap(), "--out", out.to_str().unwrap(),
+            "train",
+            "--arch",
+            &file,
+            "--limit",
+            "1000",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "50",
+            "--data-dir",
+            dir.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
         ];
         let o = run(&args);
         assert!(o.status.success(), "{name}: {}\n{}", stdout(&o), stderr(&o));

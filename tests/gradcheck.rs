@@ -639,9 +639,13 @@ fn average_pooling_and_global_average_pooling() {
         check(&format!("avg_pool 2/2 {e:?}"), &x, &mut Params::new(), Wrt::Input, &|t, _, x| {
             ops::avg_pool2d(t, x, 2, 2, e)
         });
-        check(&format!("avg_pool 3/2 (overlapping) {e:?}"), &x, &mut Params::new(), Wrt::Input, &|t, _, x| {
-            ops::avg_pool2d(t, x, 3, 2, e)
-        });
+        check(
+            &format!("avg_pool 3/2 (overlapping) {e:?}"),
+            &x,
+            &mut Params::new(),
+            Wrt::Input,
+            &|t, _, x| ops::avg_pool2d(t, x, 3, 2, e),
+        );
         check(&format!("global_avg_pool {e:?}"), &x, &mut Params::new(), Wrt::Input, &|t, _, x| {
             ops::global_avg_pool(t, x, e)
         });
@@ -690,10 +694,21 @@ fn residual_blocks() {
         };
         let mut ids: Vec<ParamId> = layers.iter().flat_map(|l| l.param_ids()).collect();
         ids.retain(|&id| params.get(id).trainable);
-        assert_eq!(ids.len(), 2 * 6 + 2 * 2, "5 convolutions and a dense layer (weight, bias), 2 batch-norms (gamma, beta)");
+        assert_eq!(
+            ids.len(),
+            2 * 6 + 2 * 2,
+            "5 convolutions and a dense layer (weight, bias), 2 batch-norms (gamma, beta)"
+        );
         for id in ids {
             let name = params.get(id).name.clone();
-            check_eps(&format!("residual {engine:?}: {name}"), &x, &mut params, Wrt::Param(id), &f, MODEL_EPS);
+            check_eps(
+                &format!("residual {engine:?}: {name}"),
+                &x,
+                &mut params,
+                Wrt::Param(id),
+                &f,
+                MODEL_EPS,
+            );
         }
         check_eps(&format!("residual {engine:?}: input"), &x, &mut params, Wrt::Input, &f, MODEL_EPS);
     }

@@ -232,7 +232,12 @@ pub fn avgpool_backward_ref(g: &PoolGeom, planes: usize, dy: &[f32], dx: &mut [f
 
 /// Global average pooling: `y[p] =` the mean of plane `p` of `x[planes, S]` (`S = H*W`).
 pub fn global_avgpool_forward(planes: usize, s: usize, x: &[f32], y: &mut [f32]) {
-    assert!(x.len() == planes * s && y.len() == planes, "global_avgpool: x has {} values, y {}", x.len(), y.len());
+    assert!(
+        x.len() == planes * s && y.len() == planes,
+        "global_avgpool: x has {} values, y {}",
+        x.len(),
+        y.len()
+    );
     if s == 0 {
         y.fill(0.0);
         return;
@@ -244,7 +249,12 @@ pub fn global_avgpool_forward(planes: usize, s: usize, x: &[f32], y: &mut [f32])
 
 /// `dx[p, i] += dy[p] / S`.
 pub fn global_avgpool_backward(planes: usize, s: usize, dy: &[f32], dx: &mut [f32]) {
-    assert!(dx.len() == planes * s && dy.len() == planes, "global_avgpool: dx has {} values, dy {}", dx.len(), dy.len());
+    assert!(
+        dx.len() == planes * s && dy.len() == planes,
+        "global_avgpool: dx has {} values, dy {}",
+        dx.len(),
+        dy.len()
+    );
     if s == 0 {
         return;
     }

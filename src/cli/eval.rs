@@ -36,7 +36,9 @@ pub(super) fn run_eval(a: EvalArgs) -> CliResult<()> {
         let k = saved.classes.len();
         let head: Vec<String> = (0..k).map(|c| format!("logit_{c}")).collect();
         let mut csv = format!("index,label,predicted,{}\n", head.join(","));
-        for (i, ((label, predicted), z)) in test.labels.iter().zip(&eval.predictions).zip(logits.chunks(k)).enumerate() {
+        for (i, ((label, predicted), z)) in
+            test.labels.iter().zip(&eval.predictions).zip(logits.chunks(k)).enumerate()
+        {
             let z: Vec<String> = z.iter().map(|v| format!("{v:e}")).collect();
             csv += &format!("{i},{label},{predicted},{}\n", z.join(","));
         }

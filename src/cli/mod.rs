@@ -35,8 +35,8 @@ mod train;
 use clap::Parser;
 
 pub use args::{
-    Cli, Command, DataArgs, DatasetArg, EvalArgs, ExportArgs, OptimizerKind, PredictArgs, ScheduleArg, SummaryArgs,
-    TrainArgs,
+    Cli, Command, DataArgs, DatasetArg, EvalArgs, ExportArgs, OptimizerKind, PredictArgs, ScheduleArg,
+    SummaryArgs, TrainArgs,
 };
 pub use recipe::{plan_training, TrainPlan};
 

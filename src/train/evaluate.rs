@@ -41,7 +41,8 @@ pub fn evaluate(model: &mut Sequential, norm: &Normalization, ds: &Dataset, batc
         let labels = &ds.labels[idx[0]..idx[0] + idx.len()];
         let out = &mut probabilities[b * batch_size * k..][..idx.len() * k];
         let engine = model.engine();
-        total_loss += engine.softmax_xent_forward(tape.value(logits).data(), labels, (idx.len(), k), 0.0, out);
+        total_loss +=
+            engine.softmax_xent_forward(tape.value(logits).data(), labels, (idx.len(), k), 0.0, out);
     }
     let predictions: Vec<u8> = probabilities.chunks(k.max(1)).map(|p| argmax(p) as u8).collect();
     let correct = predictions.iter().zip(&ds.labels).filter(|(p, l)| p == l).count();
