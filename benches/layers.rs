@@ -1,7 +1,9 @@
 //! Every layer's forward and backward, timed separately, at the reference models' real shapes
 //! (the write-ups of `fmnist::presets`): write-up C's first model (`c1`) at batch 512, the A/B network (`b`) at
-//! batch 512, and write-up E (`cmasch`) at batch 250, plus the loss after each and the whole
-//! network as a check.
+//! batch 512, and write-up E (`cmasch`) at batch 250, and the small ResNet of
+//! `models/resnet.toml` at batch 128 (residual blocks with their adds, 1x1 and stride-2
+//! convolutions, global average pooling), plus the loss after each and the whole network as a
+//! check.
 //!
 //! # What runs
 //! The layers are the presets' own (`fmnist::presets`), cut into the ops the network really
@@ -199,6 +201,32 @@ fn layer_costs(
         }
         // Forward: write the mask, read x, write y. Backward: read dy and the mask, write dx.
         LayerConfig::Dropout { .. } => (Cost::Bytes(4 * 3 * ins), Cost::Bytes(4 * 3 * ins)),
+        // Forward: read x, write y. Backward: read dy, write dx.
+        LayerConfig::AvgPool { .. } | LayerConfig::GlobalAvgPool => {
+            (Cost::Bytes(4 * (ins + outs)), Cost::Bytes(4 * (outs + ins)))
+        }
+        // The body's layers, the projection's convolution, and the add (read two, write one;
+        // backward: read dy, add it into both inputs' gradients).
+        LayerConfig::Residual { ref layers, projection } => {
+            let body = Sequential::new(in_shape, layers, Init::GlorotUniform, &mut Rng::new(0))
+                .expect("a built block");
+            let mut costs: Vec<(Cost, Cost)> = body
+                .layers
+                .iter()
+                .map(|l| layer_costs(&l.config, n, &l.in_shape, &l.out_shape, true))
+                .collect();
+            if let Some(p) = projection {
+                let conv = LayerConfig::Conv2d {
+                    filters: out_shape[0],
+                    kernel: [1, 1],
+                    stride: p.stride,
+                    padding: Padding::Valid,
+                };
+                costs.push(layer_costs(&conv, n, in_shape, out_shape, input_grad));
+            }
+            costs.push((Cost::Bytes(4 * 3 * outs), Cost::Bytes(4 * 5 * outs)));
+            (Cost::sum(costs.iter().map(|c| c.0)), Cost::sum(costs.iter().map(|c| c.1)))
+        }
     }
 }
 
@@ -212,21 +240,14 @@ fn layer_desc(layer: &Layer) -> String {
         LayerConfig::Dense { units } => format!("dense {units}"),
         LayerConfig::Dropout { rate } => format!("dropout {rate}"),
         LayerConfig::MaxPool2d { size, .. } => format!("max_pool {size}x{size}"),
-        LayerConfig::Relu => "relu".into(),
-        LayerConfig::Flatten => "flatten".into(),
-        LayerConfig::BatchNorm { .. } => "batch_norm".into(),
+        other => other.kind().into(),
     }
 }
 
 fn layer_kind(cfg: &LayerConfig) -> &'static str {
     match cfg {
-        LayerConfig::Conv2d { .. } => "conv2d",
-        LayerConfig::Dense { .. } => "dense",
-        LayerConfig::Dropout { .. } => "dropout",
         LayerConfig::MaxPool2d { .. } => "max_pool",
-        LayerConfig::Relu => "relu",
-        LayerConfig::Flatten => "flatten",
-        LayerConfig::BatchNorm { .. } => "batch_norm",
+        other => other.kind(),
     }
 }
 
@@ -280,7 +301,16 @@ impl Group {
     /// A preset at `batch`: one case per op the network runs ([`segments`]), the loss, and the
     /// whole network.
     fn model(preset: &str, batch: usize) -> Group {
-        let p = presets::preset(preset).expect("a preset name");
+        Group::network(preset, presets::preset(preset).expect("a preset name"), batch)
+    }
+
+    /// An architecture file's network at `batch`, as [`Group::model`].
+    fn file(path: &str, batch: usize) -> Group {
+        let p = fmnist::arch::load(std::path::Path::new(path)).expect("an architecture file");
+        Group::network(&p.name.clone(), p, batch)
+    }
+
+    fn network(preset: &str, p: presets::Preset, batch: usize) -> Group {
         let mut rng = Rng::new(1);
         let mut x = random(&with_batch(batch, &INPUT_SHAPE), 0.0, 1.0, &mut rng); // pixels in [0, 1)
         let mut cases = Vec::new();
@@ -593,8 +623,13 @@ fn main() {
         copy_bw / 1e9
     );
     println!("conv/dense cases: elem/s = FLOP/s; other layers: bytes/s of the least traffic; bwd includes the tape's seed");
-    let mut groups =
-        vec![Group::model("c1", 512), Group::model("b", 512), Group::model("cmasch", 250), Group::unfused()];
+    let mut groups = vec![
+        Group::model("c1", 512),
+        Group::model("b", 512),
+        Group::model("cmasch", 250),
+        Group::file("models/resnet.toml", 128),
+        Group::unfused(),
+    ];
     let records = Records::default();
     // Short runs: ~2 s a bench; command-line options (`--quick`, a filter) override.
     let mut c = Criterion::default()
