@@ -20,25 +20,25 @@
 //! lr = 0.05
 //! ```
 //!
-//! Layer types and options (defaults in brackets):
-//! - `conv2d`: `filters`, `kernel` (`3` or `[3, 3]`), `stride` [1], `padding` [`"valid"`]:
+//! Layer types and options (defaults in parentheses, after `=`):
+//! - `conv2d`: `filters`, `kernel` (`3` or `[3, 3]`), `stride` (= 1), `padding` (= `"valid"`):
 //!   `"valid"`, `"same"` (TensorFlow's: a 4x4 kernel pads 1 before, 2 after) or
 //!   `{ explicit = { top = 1, left = 1, bottom = 2, right = 2 } }`;
 //! - `max_pool`, `avg_pool`: `size`, `stride`; `global_avg_pool` (the mean of each channel,
 //!   `[C, H, W]` -> `[C]`);
-//! - `batch_norm`: `momentum` [0.99, Keras's convention], `eps` [1e-3]; `relu`;
+//! - `batch_norm`: `momentum` (= 0.99, Keras's convention), `eps` (= 1e-3); `relu`;
 //!   `dropout`: `rate`; `flatten`; `dense`: `units`;
 //! - `residual`: `layers` (the body, a list of layers like this one), whose output is added
-//!   to the block's input; `projection` [none] = `{ stride = 2, batch_norm = true }` puts a
+//!   to the block's input; `projection` (= none) = `{ stride = 2, batch_norm = true }` puts a
 //!   1x1 convolution (and a batch-norm) on the shortcut when the body changes the shape.
 //!
 //! Recipe keys (all optional; a flag given to `train` wins over the file, the file over the
-//! defaults): `epochs` [10], `batch_size` [32], `optimizer` [`"adam"`] or `"sgd"`, `lr` [1e-3
-//! for Adam, 0.01 for SGD], `momentum` [0.9, SGD], `weight_decay` [0], `steps_per_epoch` [a
-//! full pass], `val_split` [0.2], `schedule` [`"constant"`], `"cosine"` or `"step"`,
-//! `warmup_epochs` [0], `step_epochs` [a third of the epochs], `step_gamma` [0.1],
-//! `label_smoothing` [0], `shift` [0], `flip` [0], `cutout` [0], `static_copies` [0],
-//! `static_rotation` [10], `static_flip` [0.5].
+//! defaults): `epochs` (= 10), `batch_size` (= 32), `optimizer` (= `"adam"`) or `"sgd"`, `lr` (= 1e-3
+//! for Adam, 0.01 for SGD), `momentum` (= 0.9, SGD), `weight_decay` (= 0), `steps_per_epoch` (= a
+//! full pass), `val_split` (= 0.2), `schedule` (= `"constant"`), `"cosine"` or `"step"`,
+//! `warmup_epochs` (= 0), `step_epochs` (= a third of the epochs), `step_gamma` (= 0.1),
+//! `label_smoothing` (= 0), `shift` (= 0), `flip` (= 0), `cutout` (= 0), `static_copies` (= 0),
+//! `static_rotation` (= 10), `static_flip` (= 0.5).
 //!
 //! Unknown keys are refused, and every error names the file and, for a layer, its place:
 //! `models/x.toml: layer 4 (dense): its input is [N, 64, 7, 7]; put a flatten (or

@@ -378,7 +378,7 @@ impl Layer {
                 (Built::Dense { w, b, plan }, vec![units])
             }
             &LayerConfig::BatchNorm { momentum, eps } => {
-                if !(0.0..=1.0).contains(&momentum) || !(eps > 0.0 && eps.is_finite()) {
+                if !((0.0..=1.0).contains(&momentum) && eps > 0.0 && eps.is_finite()) {
                     return Err(err(format!("momentum {momentum} must be in [0, 1] and eps {eps} positive")));
                 }
                 let Some(&c) = in_shape.first() else {

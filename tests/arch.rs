@@ -206,9 +206,11 @@ fn a_residual_block_adds_its_body_to_its_input() {
     let block = LayerConfig::Residual { layers: vec![conv.clone()], projection: None };
     for engine in [Engine::Reference, Engine::Fast] {
         let mut m =
-            Sequential::new(&[1, 5, 5], &[block.clone()], Init::GlorotUniform, &mut Rng::new(1)).unwrap();
+            Sequential::new(&[1, 5, 5], std::slice::from_ref(&block), Init::GlorotUniform, &mut Rng::new(1))
+                .unwrap();
         let mut c =
-            Sequential::new(&[1, 5, 5], &[conv.clone()], Init::GlorotUniform, &mut Rng::new(1)).unwrap();
+            Sequential::new(&[1, 5, 5], std::slice::from_ref(&conv), Init::GlorotUniform, &mut Rng::new(1))
+                .unwrap();
         m.set_engine(engine);
         c.set_engine(engine);
         let x: Vec<f32> = (0..25).map(|i| (i as f32 * 0.37).sin()).collect();
