@@ -11,6 +11,7 @@ pub mod cli;
 pub mod data;
 pub mod files;
 pub mod image;
+pub mod limits;
 pub mod model;
 pub mod modelfile;
 pub mod ops;

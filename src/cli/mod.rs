@@ -85,6 +85,9 @@ pub fn set_threads(threads: Option<usize>) -> CliResult<usize> {
     if threads == Some(0) {
         return Err("--threads must be at least 1".into());
     }
+    if let Some(n) = threads.filter(|&n| n > crate::limits::MAX_THREADS) {
+        return Err(format!("--threads {n} is over the limit of {}", crate::limits::MAX_THREADS));
+    }
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads.unwrap_or(0))
         .use_current_thread()

@@ -12,7 +12,7 @@ use crate::{Init, Sequential};
 pub(super) fn run_summary(a: SummaryArgs) -> CliResult<()> {
     let model = match (a.model, a.model_file) {
         (Some(name), _) => {
-            let p = presets::preset(&name).expect("clap checked the name");
+            let p = presets::preset(&name).ok_or_else(|| format!("unknown model `{name}`"))?;
             println!("Model: {} - {}", p.name, p.description);
             Sequential::new(&INPUT_SHAPE, &p.layers, Init::GlorotUniform, &mut Rng::new(0))
                 .map_err(|e| e.to_string())?
@@ -22,7 +22,7 @@ pub(super) fn run_summary(a: SummaryArgs) -> CliResult<()> {
             println!("Model file: {} ({}, {})", path.display(), saved.preset, saved.dataset);
             saved.model
         }
-        (None, None) => unreachable!("clap requires one of the two"),
+        (None, None) => return Err("give --model or --model-file".into()),
     };
     print!("{}", model.summary());
     Ok(())
