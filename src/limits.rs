@@ -149,15 +149,37 @@ pub fn read_file(path: &Path, limit: u64) -> Result<Vec<u8>, ReadError> {
     read_limited(file, meta.len(), limit)
 }
 
-/// Everything `reader` yields, if it is at most `limit` bytes; `hint` sizes the first
-/// allocation (clamped to the limit).
-pub fn read_limited(reader: impl Read, hint: u64, limit: u64) -> Result<Vec<u8>, ReadError> {
-    let mut bytes = Vec::with_capacity(hint.min(limit) as usize);
-    reader.take(limit.saturating_add(1)).read_to_end(&mut bytes).map_err(ReadError::Io)?;
-    if bytes.len() as u64 > limit {
+/// Everything `reader` yields, if it is at most `limit` bytes; `hint` (a reported size) sizes
+/// the first allocation.
+///
+/// The buffer doubles from there but never past `limit + 1` bytes, so even a reader that never
+/// ends costs at most that much memory (a plain `read_to_end` could reserve twice the limit).
+pub fn read_limited(mut reader: impl Read, hint: u64, limit: u64) -> Result<Vec<u8>, ReadError> {
+    let cap = limit.saturating_add(1);
+    // One byte more than the hint, so that a file of exactly its reported size ends without
+    // a reallocation.
+    let mut buf = vec![0u8; hint.saturating_add(1).max(1 << 13).min(cap) as usize];
+    let mut len = 0;
+    loop {
+        if len == buf.len() {
+            if len as u64 >= cap {
+                break;
+            }
+            let grown = (len as u64).saturating_mul(2).min(cap) as usize;
+            buf.resize(grown, 0);
+        }
+        match reader.read(&mut buf[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(ReadError::Io(e)),
+        }
+    }
+    if len as u64 > limit {
         return Err(ReadError::TooLarge { limit });
     }
-    Ok(bytes)
+    buf.truncate(len);
+    Ok(buf)
 }
 
 /// A tensor a layer holds: its name in a model file and its shape.
