@@ -90,7 +90,7 @@ pub fn load(path: &Path) -> Result<SavedModel, ModelFileError> {
     let shown = path.display();
     let bytes = limits::read_file(path, MAX_MODEL_FILE_BYTES)
         .map_err(|e| ModelFileError(format!("{shown}: cannot read the model file: {e}")))?;
-    from_bytes(&bytes).map_err(|why| ModelFileError(format!("{shown}: {why}")))
+    from_bytes(&bytes).map_err(|why| ModelFileError(format!("{shown}: {}", one_line(&why))))
 }
 
 /// Parses model-file bytes; the error says what is wrong (without the file name).
@@ -120,13 +120,13 @@ pub fn from_bytes(bytes: &[u8]) -> Result<SavedModel, String> {
         );
     }
     if meta.get("version").map(String::as_str) != Some(VERSION) {
-        return Err(format!(
-            "model file version {:?}, this program reads version {VERSION}",
-            meta.get("version")
-        ));
+        let found = meta.get("version").map_or("none".to_string(), |v| format!("`{}`", show(v)));
+        return Err(format!("model file version {found}, this program reads version {VERSION}"));
     }
     let get = |k: &str| meta.get(k).ok_or_else(|| format!("metadata has no `{k}`"));
-    let parse_err = |k: &str, e: serde_json::Error| format!("metadata `{k}` is not valid: {e}");
+    // serde's messages quote the offending value, which the file controls: shortened.
+    let parse_err =
+        |k: &str, e: serde_json::Error| format!("metadata `{k}` is not valid: {}", show(&e.to_string()));
     let input_shape: Vec<usize> =
         serde_json::from_str(get("input_shape")?).map_err(|e| parse_err("input_shape", e))?;
     let layers: Vec<LayerConfig> =
@@ -316,12 +316,17 @@ fn f32_le(b: &[u8]) -> f32 {
     f32::from_le_bytes(b.try_into().unwrap_or_default())
 }
 
+/// `s` on one line: control characters (a file's strings may hold line breaks) become `?`.
+fn one_line(s: &str) -> String {
+    s.chars().map(|c| if c.is_control() { '?' } else { c }).collect()
+}
+
 /// A string from the file shortened for a message (a hostile file may hold huge or
 /// multi-line names).
 fn show(s: &str) -> String {
-    let clean: String = s.chars().map(|c| if c.is_control() { '?' } else { c }).collect();
-    if clean.chars().count() > 60 {
-        format!("{}...", clean.chars().take(60).collect::<String>())
+    let clean = one_line(s);
+    if clean.chars().count() > 200 {
+        format!("{}...", clean.chars().take(200).collect::<String>())
     } else {
         clean
     }

@@ -49,6 +49,7 @@ fn assert_clean(o: &Output, args: &[&str], needles: &[&str]) {
     assert_eq!(o.status.code(), Some(1), "{args:?} should fail with exit 1; stderr:\n{err}");
     assert!(!err.contains("panicked"), "{args:?} panicked:\n{err}");
     assert_eq!(err.trim_end().lines().count(), 1, "{args:?} should print one line:\n{err}");
+    assert!(err.len() < 2000, "{args:?}: a message of {} bytes", err.len());
     assert!(err.starts_with("error: "), "{args:?}: {err}");
     for needle in needles {
         assert!(err.contains(needle), "{args:?}: `{needle}` not in:\n{err}");
@@ -331,6 +332,12 @@ fn bad_model_files() -> Vec<(&'static str, Vec<u8>, &'static str)> {
         // Metadata of the wrong types.
         ("layers-a-string", with_meta("layers", "\"hello\""), "`layers` is not valid"),
         ("layers-unknown-kind", with_layers(json!([{"type": "attention"}])), "`layers` is not valid"),
+        (
+            "layers-kind-multiline",
+            with_layers(json!([{"type": format!("relu\nerror: all is fine{}", "x".repeat(100_000))}])),
+            "unknown variant",
+        ),
+        ("version-huge", with_meta("version", &"9".repeat(500_000)), "this program reads version 1"),
         ("input-negative", with_meta("input_shape", "[-1,28,28]"), "`input_shape` is not valid"),
         ("classes-an-object", with_meta("classes", "{}"), "`classes` is not valid"),
         ("preset-multiline", with_meta("preset", "c1\nerror: fake"), "preset"),
@@ -711,6 +718,14 @@ fn flags_out_of_bounds_are_refused_before_anything_happens() {
     let dir: Vec<_> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(dir.len(), 1, "the run folder changed: {dir:?}");
     assert_eq!(std::fs::read_to_string(out.join("config.json")).unwrap(), "{\"keep\": true}");
+
+    // rayon's own variable is bounded like --threads.
+    let o = Command::new(BIN)
+        .args(["summary", "--model", "c1"])
+        .env("RAYON_NUM_THREADS", "100000")
+        .output()
+        .unwrap();
+    assert_clean(&o, &["summary"], &["RAYON_NUM_THREADS=100000 is over the limit of 256"]);
 
     let model = out.join("m.safetensors");
     modelfile::save(&model, &saved(&small_layers())).unwrap();

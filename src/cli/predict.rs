@@ -4,12 +4,13 @@
 use std::path::Path;
 
 use super::load::{batch_size_for, check_fits, check_outputs, dataset_kind_of, load_data, load_model};
-use super::{CliResult, PredictArgs};
+use super::{set_threads, CliResult, PredictArgs};
 use crate::data::Dataset;
 use crate::image::SIDE;
 use crate::train;
 
 pub(super) fn run_predict(a: PredictArgs) -> CliResult<()> {
+    set_threads(None)?;
     let mut saved = load_model(&a.model_file)?;
     saved.model.set_engine(super::engine(a.reference));
     // The test set, read once if an input names one of its images.

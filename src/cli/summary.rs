@@ -5,11 +5,12 @@
 use kernels::Rng;
 
 use super::load::load_model;
-use super::{CliResult, SummaryArgs};
+use super::{set_threads, CliResult, SummaryArgs};
 use crate::presets::{self, INPUT_SHAPE};
 use crate::{Init, Sequential};
 
 pub(super) fn run_summary(a: SummaryArgs) -> CliResult<()> {
+    set_threads(None)?;
     let model = match (a.model, a.model_file) {
         (Some(name), _) => {
             let p = presets::preset(&name).ok_or_else(|| format!("unknown model `{name}`"))?;
