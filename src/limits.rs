@@ -26,25 +26,25 @@ use crate::model::{LayerConfig, Padding};
 /// The side of a Fashion-MNIST and MNIST image, in pixels.
 pub const IMAGE_SIDE: usize = 28;
 
-/// Most layers in a model: 10 times the largest preset's (`ours`, 25).
+/// Most layers in a model: 11 times the longest preset's (`c3`, 23).
 pub const MAX_LAYERS: usize = 256;
 
-/// Most values in one layer's weights, 2^24 (64 MiB of f32): 24 times the largest preset
-/// layer's (write-up C's dense 5408 x 128, 692,224).
+/// Most values in one layer's weights, 2^24 (64 MiB of f32): 20 times the largest preset
+/// layer's (`ours`'s dense 3136 x 256, 802,816).
 pub const MAX_LAYER_WEIGHTS: usize = 1 << 24;
 
-/// Most values in all of a model's tensors, 2^26 (256 MiB of f32): 38 times the largest
-/// preset's (`c3`, 1.7 million).
+/// Most values in all of a model's tensors, 2^26 (256 MiB of f32): 76 times the largest
+/// preset's (`ours`, 872,426).
 pub const MAX_MODEL_VALUES: usize = 1 << 26;
 
 /// Most activation values per image, summed over the input and the layers' outputs, 2^22 (16 MiB of f32):
-/// 16 times the largest preset's (`ours`, about 250,000). A batch's forward pass holds them
+/// 16 times the largest preset's (`ours`, 249,562). A batch's forward pass holds them
 /// all, so this bounds the memory of evaluation per image.
 pub const MAX_ACTIVATIONS_PER_IMAGE: usize = 1 << 22;
 
 /// Most activation values of one batch (batch size times [`MAX_ACTIVATIONS_PER_IMAGE`]'s
-/// sum), 2^28 (1 GiB of f32): `ours` fits batches of up to 1,000 or so, write-up C's first
-/// network 3,500. It caps `--batch-size` per model.
+/// sum), 2^28 (1 GiB of f32): `ours` fits batches of up to 1,075, write-up C's first network
+/// 4,869, every preset at least twice its recipe's batch. It caps `--batch-size` per model.
 pub const MAX_BATCH_ACTIVATIONS: usize = 1 << 28;
 
 /// Largest convolution kernel side, pooling window and stride: the image side. A window
@@ -93,8 +93,8 @@ pub const MAX_STATIC_COPIES: usize = 10;
 /// Largest `--shift`: one pixel less than the image side (a larger shift leaves nothing).
 pub const MAX_SHIFT: usize = IMAGE_SIDE - 1;
 
-/// Largest `--cutout`: twice the image side, the largest square that can still be clipped
-/// by the border at every centre (any larger blanks every image whole).
+/// Largest `--cutout`: twice the image side, from which on every cutout blanks the whole
+/// image wherever its centre falls.
 pub const MAX_CUTOUT: usize = 2 * IMAGE_SIDE;
 
 /// Why [`read_file`] failed.

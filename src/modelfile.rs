@@ -7,6 +7,12 @@
 //! Tensors: every parameter and batch-norm running statistic by name (`"0.conv2d.weight"`),
 //! `F32`, little-endian. Dense weights are `[IN, OUT]` as in Keras (PyTorch stores
 //! `[OUT, IN]`); convolution weights `[OC, C, KH, KW]` as in PyTorch.
+//!
+//! A file comes from the user, so [`load`] trusts nothing in it: it reads at most
+//! [`MAX_MODEL_FILE_BYTES`], and [`from_bytes`] checks the structure, the metadata, the
+//! architecture's sizes (by [`limits::check_architecture`], without allocating them) and
+//! every tensor's dtype, shape and values before it builds the model. The rules are listed
+//! at [`from_bytes`] and in the README ("What a model file must satisfy").
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;

@@ -764,3 +764,29 @@ fn help_states_the_bounds() {
     }
     assert!(help("predict").contains("100 megapixels and 256 MiB"));
 }
+
+/// The presets, with their recipes' batch sizes, stay well within the bounds (the margins the
+/// docs of `src/limits.rs` state).
+#[test]
+fn presets_fit_the_bounds_with_a_margin() {
+    use fmnist::limits::*;
+    for name in fmnist::presets::NAMES {
+        let p = fmnist::presets::preset(name).unwrap();
+        let arch = check_architecture(&fmnist::presets::INPUT_SHAPE, &p.layers).unwrap();
+        let largest = arch.tensors.iter().map(|t| t.shape.iter().product::<usize>()).max().unwrap();
+        eprintln!(
+            "{name}: {} layers, {} tensor values (largest {largest}), {} activations per image, batch at most {}",
+            p.layers.len(),
+            arch.tensor_values,
+            arch.activation_values,
+            arch.max_batch()
+        );
+        assert!(p.layers.len() * 10 <= MAX_LAYERS, "{name}");
+        assert!(largest * 16 <= MAX_LAYER_WEIGHTS, "{name}");
+        assert!(arch.tensor_values * 32 <= MAX_MODEL_VALUES, "{name}");
+        assert!(arch.activation_values * 16 <= MAX_ACTIVATIONS_PER_IMAGE, "{name}");
+        assert!(p.recipe.batch_size * 2 <= arch.max_batch(), "{name}: batch {}", p.recipe.batch_size);
+        assert!(p.recipe.epochs <= MAX_EPOCHS / 100, "{name}");
+        assert!(p.recipe.static_augment.copies <= MAX_STATIC_COPIES, "{name}");
+    }
+}

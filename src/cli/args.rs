@@ -89,7 +89,7 @@ pub struct TrainArgs {
     #[arg(long)]
     pub epochs: Option<usize>,
     /// Images per batch, 1 to 60000, and at most 2^28 activation values per batch for the
-    /// model (ours: 1,000 or so; c1: 3,500) [default: the preset's]
+    /// model (ours: 1,075; c1: 4,869) [default: the preset's]
     #[arg(long)]
     pub batch_size: Option<usize>,
     /// Learning rate [default: the preset's, 1e-3 for Adam]
