@@ -42,6 +42,11 @@ pub const MAX_MODEL_VALUES: usize = 1 << 26;
 /// all, so this bounds the memory of evaluation per image.
 pub const MAX_ACTIVATIONS_PER_IMAGE: usize = 1 << 22;
 
+/// Most multiply-adds per image, summed over the convolutions and dense layers, 2^28: 14
+/// times the largest preset's (`ours`, 19 million). It bounds the time a model file can cost:
+/// `eval` does 10,000 images, so at most 2.7 * 10^12 multiply-adds, minutes on one core.
+pub const MAX_MACS_PER_IMAGE: usize = 1 << 28;
+
 /// Most activation values of one batch (batch size times [`MAX_ACTIVATIONS_PER_IMAGE`]'s
 /// sum), 2^28 (1 GiB of f32): `ours` fits batches of up to 1,075, write-up C's first network
 /// 4,869, every preset at least twice its recipe's batch. It caps `--batch-size` per model.
@@ -201,6 +206,8 @@ pub struct Architecture {
     pub tensor_values: usize,
     /// Activation values per image, summed over the input and the layers' outputs.
     pub activation_values: usize,
+    /// Multiply-adds per image of the convolutions and dense layers.
+    pub macs: usize,
 }
 
 impl Architecture {
@@ -245,7 +252,8 @@ fn product(dims: &[usize]) -> Option<usize> {
 /// most [`MAX_LAYERS`] layers; kernels, pooling windows and strides of 1 to [`MAX_WINDOW`];
 /// explicit padding of at most the kernel side minus 1 (more gives outputs that see only
 /// padding); at most [`MAX_LAYER_WEIGHTS`] values in a layer's weights, [`MAX_MODEL_VALUES`]
-/// in all tensors and [`MAX_ACTIVATIONS_PER_IMAGE`] activations; finite dropout rates in
+/// in all tensors, [`MAX_ACTIVATIONS_PER_IMAGE`] activations and [`MAX_MACS_PER_IMAGE`]
+/// multiply-adds per image; finite dropout rates in
 /// `[0, 1)`, batch-norm momentum in `[0, 1]` and a finite, positive epsilon.
 ///
 /// The error names the layer (`layer 4 (dense): ...`) and the bound it breaks.
@@ -265,6 +273,7 @@ pub fn check_architecture(input_shape: &[usize], layers: &[LayerConfig]) -> Resu
         tensors: Vec::new(),
         tensor_values: 0,
         activation_values: input_values,
+        macs: 0,
     };
     let mut shape = input_shape.to_vec();
     for (i, config) in layers.iter().enumerate() {
@@ -289,6 +298,7 @@ pub fn check_architecture(input_shape: &[usize], layers: &[LayerConfig]) -> Resu
             })
         };
         let mut tensors: Vec<(&str, Vec<usize>)> = Vec::new();
+        let mut macs = 0usize; // at most MAX_LAYER_WEIGHTS * MAX_ACTIVATIONS_PER_IMAGE: no overflow
         let out: Vec<usize> = match *config {
             LayerConfig::Conv2d { filters, kernel: [kh, kw], stride, padding } => {
                 let (c, h, w) = image(&shape)?;
@@ -320,10 +330,12 @@ pub fn check_architecture(input_shape: &[usize], layers: &[LayerConfig]) -> Resu
                 if ph < kh || pw < kw {
                     return Err(err(format!("{kh}x{kw} kernel is larger than the padded {ph}x{pw} input")));
                 }
-                weights(&[filters, c, kh, kw])?;
+                let per_pixel = weights(&[filters, c, kh, kw])?;
                 tensors.push(("weight", vec![filters, c, kh, kw]));
                 tensors.push(("bias", vec![filters]));
-                vec![filters, (ph - kh) / stride + 1, (pw - kw) / stride + 1]
+                let (oh, ow) = ((ph - kh) / stride + 1, (pw - kw) / stride + 1);
+                macs = per_pixel.saturating_mul(oh).saturating_mul(ow);
+                vec![filters, oh, ow]
             }
             LayerConfig::MaxPool2d { size, stride } => {
                 let (c, h, w) = image(&shape)?;
@@ -352,7 +364,7 @@ pub fn check_architecture(input_shape: &[usize], layers: &[LayerConfig]) -> Resu
                 if units == 0 {
                     return Err(err("units must be at least 1".into()));
                 }
-                weights(&[fin, units])?;
+                macs = weights(&[fin, units])?;
                 tensors.push(("weight", vec![fin, units]));
                 tensors.push(("bias", vec![units]));
                 vec![units]
@@ -383,6 +395,13 @@ pub fn check_architecture(input_shape: &[usize], layers: &[LayerConfig]) -> Resu
                      values (2^22)"
                 ))
             })?;
+        arch.macs = arch.macs.saturating_add(macs);
+        if arch.macs > MAX_MACS_PER_IMAGE {
+            return Err(err(format!(
+                "brings the multiply-adds per image to {}, over the limit of {MAX_MACS_PER_IMAGE} (2^28)",
+                arch.macs
+            )));
+        }
         for (what, shape) in tensors {
             let n = product(&shape).unwrap_or(usize::MAX);
             arch.tensor_values = arch.tensor_values.saturating_add(n);

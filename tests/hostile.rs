@@ -268,6 +268,13 @@ fn bad_model_files() -> Vec<(&'static str, Vec<u8>, &'static str)> {
             layers_without_tensors(json!([conv(8192, 1, 1, "valid".into())])),
             "activations per image",
         ),
+        (
+            // 64 3x3 convolutions of 32 channels at 28x28, within every other bound: 4.6 * 10^8
+            // multiply-adds per image, hours of `eval`.
+            "compute",
+            layers_without_tensors(json!(vec![conv(32, 3, 1, "same".into()); 64])),
+            "multiply-adds per image",
+        ),
         ("too-many-layers", layers_without_tensors(json!(vec![relu.clone(); 300])), "300 layers"),
         ("kernel-29", layers_without_tensors(json!([conv(1, 29, 1, "same".into())])), "kernel height 29"),
         ("stride-0", layers_without_tensors(json!([conv(1, 3, 0, "valid".into())])), "stride 0"),
@@ -775,16 +782,18 @@ fn presets_fit_the_bounds_with_a_margin() {
         let arch = check_architecture(&fmnist::presets::INPUT_SHAPE, &p.layers).unwrap();
         let largest = arch.tensors.iter().map(|t| t.shape.iter().product::<usize>()).max().unwrap();
         eprintln!(
-            "{name}: {} layers, {} tensor values (largest {largest}), {} activations per image, batch at most {}",
+            "{name}: {} layers, {} tensor values (largest {largest}), {} activations and {} multiply-adds per image, batch at most {}",
             p.layers.len(),
             arch.tensor_values,
             arch.activation_values,
+            arch.macs,
             arch.max_batch()
         );
         assert!(p.layers.len() * 10 <= MAX_LAYERS, "{name}");
         assert!(largest * 16 <= MAX_LAYER_WEIGHTS, "{name}");
         assert!(arch.tensor_values * 32 <= MAX_MODEL_VALUES, "{name}");
         assert!(arch.activation_values * 16 <= MAX_ACTIVATIONS_PER_IMAGE, "{name}");
+        assert!(arch.macs * 14 <= MAX_MACS_PER_IMAGE, "{name}: {} multiply-adds", arch.macs);
         assert!(p.recipe.batch_size * 2 <= arch.max_batch(), "{name}: batch {}", p.recipe.batch_size);
         assert!(p.recipe.epochs <= MAX_EPOCHS / 100, "{name}");
         assert!(p.recipe.static_augment.copies <= MAX_STATIC_COPIES, "{name}");
