@@ -10,13 +10,15 @@
 //! The mutator works on bytes: bit flips, bytes and 32-bit words set to the values that break
 //! parsers (0, 1, 0x7f, 0x80, 0xff, 2^31 - 1, 2^32 - 1, ...), runs inserted, deleted,
 //! duplicated or cut off. Model files also get mutations of their JSON header (numbers turned
-//! huge, zero or negative; keys dropped or repeated) with the length prefix kept right, which
-//! reach the checks behind the safetensors parser.
+//! huge, zero or negative; layer kinds, dtypes and names swapped; layers repeated or replaced)
+//! with the length prefix kept right, which reach the checks behind the safetensors parser.
 //!
-//! Case counts: each target runs its cases in a few tenths of a second to a couple of seconds
-//! in a release build on one core (measured on the 2-core CI machine), so the whole file stays
-//! under ~10 s. `FMNIST_FUZZ_CASES=N` runs N cases per target instead (e.g. 1,000,000 for a
-//! long session); `FMNIST_FUZZ_SEED=S` changes the seed.
+//! Case counts, and the time of each test alone on one core of the 2-core machine (release):
+//! IDX images and labels 100,000 each (0.6 s), CSV 100,000 (0.8 s), PNG and PGM 100,000 each
+//! (0.5 s), model files 50,000 byte mutations and 50,000 header mutations, every accepted
+//! one run on both engines (2.7 s), architectures 20,000 (1.1 s). `FMNIST_FUZZ_CASES=N` runs
+//! N cases per target instead (e.g. 1,000,000 for a long session); `FMNIST_FUZZ_SEED=S`
+//! changes the seed.
 
 use std::io::Write;
 use std::panic::{catch_unwind, AssertUnwindSafe};
