@@ -92,7 +92,7 @@ pub struct TrainArgs {
     /// model (ours: 1,075; c1: 4,869) [default: the preset's]
     #[arg(long)]
     pub batch_size: Option<usize>,
-    /// Learning rate [default: the preset's, 1e-3 for Adam]
+    /// Learning rate, a positive finite number [default: the preset's, 1e-3 for Adam]
     #[arg(long)]
     pub lr: Option<f32>,
     /// Optimizer [default: the preset's (adam); sgd means lr 0.01 and momentum 0.9 unless --lr]
@@ -113,13 +113,13 @@ pub struct TrainArgs {
     /// With --schedule step: epochs between two decays, 1 to 10000 [default: a third of the epochs]
     #[arg(long, value_name = "N")]
     pub step_epochs: Option<usize>,
-    /// With --schedule step: factor of each decay [default: 0.1]
+    /// With --schedule step: factor of each decay, a positive finite number [default: 0.1]
     #[arg(long, value_name = "X")]
     pub step_gamma: Option<f32>,
     /// Label smoothing of the training loss, in [0, 1) [default: the preset's; ours: 0.1]
     #[arg(long, value_name = "X")]
     pub label_smoothing: Option<f32>,
-    /// L2 weight decay added to every trainable parameter's gradient (Adam and SGD, coupled as in PyTorch) [default: the preset's, 0]
+    /// L2 weight decay added to every trainable parameter's gradient (Adam and SGD, coupled as in PyTorch), 0 or a positive finite number [default: the preset's, 0]
     #[arg(long, value_name = "X")]
     pub weight_decay: Option<f32>,
     /// On-the-fly random shifts of up to +-N pixels per axis, zero fill, N at most 27 (0: off) [default: the preset's, 0]
