@@ -25,6 +25,8 @@ use std::fmt;
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
 
+use crate::limits::{self, ReadError};
+
 /// The side of a Fashion-MNIST image, in pixels.
 pub const SIDE: usize = 28;
 
@@ -32,9 +34,16 @@ pub const SIDE: usize = 28;
 /// would make the decoder allocate gigabytes. A 10,000 x 10,000 photo still fits.
 pub const MAX_PIXELS: usize = 100_000_000;
 
-/// The largest file read, in bytes (1 GiB). Checked before reading, so that pointing `predict`
-/// at a disk image by mistake fails at once instead of filling the memory.
-pub const MAX_FILE_BYTES: u64 = 1 << 30;
+/// The largest file read, in bytes (256 MiB: a 100-megapixel 16-bit PGM takes 200 MB). The
+/// file is read through a limit of this many bytes, whatever size it reports, so pointing
+/// `predict` at a disk image or at `/dev/zero` by mistake fails at once instead of filling the
+/// memory.
+pub const MAX_FILE_BYTES: u64 = 1 << 28;
+
+/// The most a deflate stream (PNG's compression) can expand: 1032 output bytes per input byte
+/// (zlib's technical details, "Maximum compression factor"). A PNG header that declares more
+/// raw pixel bytes than this times the file's length lies about its size.
+const DEFLATE_MAX_RATIO: usize = 1032;
 
 /// The formats [`read_image`] understands, as error messages name them.
 const SUPPORTED: &str = "supported formats: PNG, PGM (P5 binary or P2 ASCII)";
@@ -124,17 +133,18 @@ fn check_size(width: usize, height: usize) -> Result<(), String> {
 /// [`MAX_FILE_BYTES`], empty, another format (named when recognised, with the supported list),
 /// or whatever [`decode_png`] / [`decode_pgm`] found wrong.
 pub fn read_image(path: &Path) -> Result<GrayImage, ImageError> {
-    let meta = std::fs::metadata(path).map_err(|e| ImageError::new(path, format!("cannot read: {e}")))?;
-    if meta.is_dir() {
-        return Err(ImageError::new(path, "cannot read: is a folder, not an image file"));
-    }
-    if meta.len() > MAX_FILE_BYTES {
-        return Err(ImageError::new(
+    let bytes = limits::read_file(path, MAX_FILE_BYTES).map_err(|e| {
+        ImageError::new(
             path,
-            format!("file is {} bytes, over the limit of {MAX_FILE_BYTES} bytes for an image", meta.len()),
-        ));
-    }
-    let bytes = std::fs::read(path).map_err(|e| ImageError::new(path, format!("cannot read: {e}")))?;
+            match e {
+                ReadError::Folder => "cannot read: is a folder, not an image file".to_string(),
+                ReadError::TooLarge { .. } => {
+                    format!("file is over the limit of {MAX_FILE_BYTES} bytes for an image")
+                }
+                e => e.to_string(),
+            },
+        )
+    })?;
     if bytes.is_empty() {
         return Err(ImageError::new(path, format!("empty file; {SUPPORTED}")));
     }
@@ -197,6 +207,15 @@ pub fn decode_png(bytes: &[u8]) -> Result<GrayImage, String> {
     let header = decoder.read_header_info().map_err(|e| format!("corrupt PNG header: {e}"))?;
     let (width, height) = (header.width as usize, header.height as usize);
     check_size(width, height)?;
+    // Rows of `1 + ceil(width * bits / 8)` bytes (a filter byte each), before any expansion.
+    let raw_bytes = height.saturating_mul(1 + (width * header.bits_per_pixel()).div_ceil(8));
+    if raw_bytes > bytes.len().saturating_mul(DEFLATE_MAX_RATIO).saturating_add(1 << 16) {
+        return Err(format!(
+            "PNG declares {width}x{height} pixels, more than its {} bytes can hold (deflate expands at most \
+             {DEFLATE_MAX_RATIO}:1)",
+            bytes.len()
+        ));
+    }
     let mut reader = decoder.read_info().map_err(|e| format!("corrupt PNG: {e}"))?;
     let len = reader.output_buffer_size().ok_or("PNG image is too large to hold in memory")?;
     let mut buf = vec![0u8; len];
@@ -215,14 +234,19 @@ pub fn decode_png(bytes: &[u8]) -> Result<GrayImage, String> {
     let (width, height) = (frame.width as usize, frame.height as usize);
     let mut pixels = Vec::with_capacity(width * height);
     // buf: [height, line_size] where each line holds `width * channels` samples.
+    let short = || format!("PNG frame of {width}x{height} does not fill its buffer");
+    if frame.line_size == 0 || buf.len() / frame.line_size < height {
+        return Err(short());
+    }
     for line in buf.chunks_exact(frame.line_size).take(height) {
-        for p in line[..width * channels].chunks_exact(channels) {
+        let samples = line.get(..width * channels).ok_or_else(short)?;
+        for p in samples.chunks_exact(channels) {
             pixels.push(match *p {
                 [v] => v,
                 [v, a] => rgb_over_white(v, v, v, a),
                 [r, g, b] => rgb_over_white(r, g, b, 255),
                 [r, g, b, a] => rgb_over_white(r, g, b, a),
-                _ => unreachable!("chunks of 1 to 4 samples"),
+                _ => return Err(format!("PNG pixel of {channels} samples")),
             });
         }
     }
@@ -365,9 +389,10 @@ impl Tokens<'_> {
             };
         }
         if !self.at_separator() {
-            return Err(format!("expected a decimal number, found {}", describe(self.bytes[self.pos])));
+            let found = self.bytes.get(self.pos).map_or("the end".to_string(), |&c| describe(c));
+            return Err(format!("expected a decimal number, found {found}"));
         }
-        let digits = std::str::from_utf8(&self.bytes[start..self.pos]).expect("ASCII digits");
+        let digits = self.bytes.get(start..self.pos).and_then(|d| std::str::from_utf8(d).ok()).unwrap_or("");
         digits.parse().map(Some).map_err(|_| format!("number {digits} is too large"))
     }
 

@@ -13,6 +13,7 @@ pub mod data;
 pub mod export;
 pub mod files;
 pub mod image;
+pub mod limits;
 pub mod model;
 pub mod modelfile;
 pub mod ops;

@@ -91,13 +91,14 @@ pub struct TrainArgs {
     /// given here override its recipe. See models/*.toml.
     #[arg(long, value_name = "FILE.toml", conflicts_with = "model")]
     pub arch: Option<PathBuf>,
-    /// Epochs [default: the preset's]
+    /// Epochs, 1 to 10000 [default: the preset's]
     #[arg(long)]
     pub epochs: Option<usize>,
-    /// Images per batch [default: the preset's]
+    /// Images per batch, 1 to 60000, and at most 2^28 activation values per batch for the
+    /// model (ours: 1,075; c1: 4,869) [default: the preset's]
     #[arg(long)]
     pub batch_size: Option<usize>,
-    /// Learning rate [default: the preset's, 1e-3 for Adam]
+    /// Learning rate, a positive finite number [default: the preset's, 1e-3 for Adam]
     #[arg(long)]
     pub lr: Option<f32>,
     /// Optimizer [default: the preset's (adam); sgd means lr 0.01 and momentum 0.9 unless --lr]
@@ -106,40 +107,40 @@ pub struct TrainArgs {
     /// Seed of every random stream (split, initialisation, shuffling, dropout, augmentation); with --runs N, run k uses seed + k - 1.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Train N models with seeds seed, seed+1, ... (each its own split), each in run-K/ of the run folder; report each, their mean and sample std, and their ensemble (mean softmax) in summary.json.
+    /// Train N models (1 to 100) with seeds seed, seed+1, ... (each its own split), each in run-K/ of the run folder; report each, their mean and sample std, and their ensemble (mean softmax) in summary.json.
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub runs: usize,
     /// Learning-rate schedule [default: the preset's; constant, ours: cosine]
     #[arg(long, value_enum)]
     pub schedule: Option<ScheduleArg>,
-    /// Epochs of linear warm-up before the schedule's decay [default: the preset's, 0]
+    /// Epochs of linear warm-up before the schedule's decay, at most 10000 [default: the preset's, 0]
     #[arg(long, value_name = "N")]
     pub warmup_epochs: Option<usize>,
-    /// With --schedule step: epochs between two decays [default: a third of the epochs]
+    /// With --schedule step: epochs between two decays, 1 to 10000 [default: a third of the epochs]
     #[arg(long, value_name = "N")]
     pub step_epochs: Option<usize>,
-    /// With --schedule step: factor of each decay [default: 0.1]
+    /// With --schedule step: factor of each decay, a positive finite number [default: 0.1]
     #[arg(long, value_name = "X")]
     pub step_gamma: Option<f32>,
     /// Label smoothing of the training loss, in [0, 1) [default: the preset's; ours: 0.1]
     #[arg(long, value_name = "X")]
     pub label_smoothing: Option<f32>,
-    /// L2 weight decay added to every trainable parameter's gradient (Adam and SGD, coupled as in PyTorch) [default: the preset's, 0]
+    /// L2 weight decay added to every trainable parameter's gradient (Adam and SGD, coupled as in PyTorch), 0 or a positive finite number [default: the preset's, 0]
     #[arg(long, value_name = "X")]
     pub weight_decay: Option<f32>,
-    /// On-the-fly random shifts of up to +-N pixels per axis, zero fill (0: off) [default: the preset's, 0]
+    /// On-the-fly random shifts of up to +-N pixels per axis, zero fill, N at most 27 (0: off) [default: the preset's, 0]
     #[arg(long, value_name = "N")]
     pub shift: Option<usize>,
-    /// On-the-fly horizontal flips with probability P (0: off) [default: the preset's, 0]
+    /// On-the-fly horizontal flips with probability P, in [0, 1] (0: off) [default: the preset's, 0]
     #[arg(long, value_name = "P")]
     pub flip: Option<f32>,
-    /// On-the-fly cutout: an NxN square at a random centre set to 0, after the shift (0: off) [default: the preset's]
+    /// On-the-fly cutout: an NxN square at a random centre set to 0, after the shift, N at most 56 (0: off) [default: the preset's]
     #[arg(long, value_name = "N")]
     pub cutout: Option<usize>,
-    /// Rotated/flipped copies of each training image made once before training (0: off) [default: the preset's; cmasch: 2]
+    /// Rotated/flipped copies of each training image made once before training, at most 10 (0: off) [default: the preset's; cmasch: 2]
     #[arg(long, value_name = "N")]
     pub static_copies: Option<usize>,
-    /// Largest rotation of those copies, in degrees [default: the preset's; cmasch: 10]
+    /// Largest rotation of those copies, in degrees, 0 to 180 [default: the preset's; cmasch: 10]
     #[arg(long, value_name = "DEG")]
     pub static_rotation: Option<f32>,
     /// No augmentation at all: --shift 0 --flip 0 --cutout 0 --static-copies 0.
@@ -151,13 +152,13 @@ pub struct TrainArgs {
     /// Remove every dropout layer from the preset's network (ablation).
     #[arg(long)]
     pub no_dropout: bool,
-    /// Worker threads [default: all cores]
+    /// Worker threads, 1 to 256 [default: all cores]
     #[arg(long)]
     pub threads: Option<usize>,
-    /// Fraction of the training images held out for validation [default: the preset's, 0.2]
+    /// Fraction of the training images held out for validation, in [0, 1) [default: the preset's, 0.2]
     #[arg(long)]
     pub val_split: Option<f32>,
-    /// Use only the first N training images (quick runs).
+    /// Use only the first N training images, 1 to 60000 (quick runs).
     #[arg(long, value_name = "N")]
     pub limit: Option<usize>,
     /// Run folder (default: `runs/<timestamp>-<model>`)
@@ -176,13 +177,15 @@ pub struct TrainArgs {
 
 #[derive(clap::Args, Debug)]
 pub struct EvalArgs {
-    /// A model file written by `train` (model.safetensors).
+    /// A model file written by `train` (model.safetensors), at most 257 MiB; its architecture
+    /// and tensors are checked in full before use (README, "What a model file must satisfy").
     #[arg(long, value_name = "FILE")]
     pub model_file: PathBuf,
-    /// Images per batch.
-    #[arg(long, default_value_t = 1000)]
-    pub batch_size: usize,
-    /// Worker threads [default: all cores]
+    /// Images per batch, 1 to 60000, and at most 2^28 activation values per batch for the
+    /// model [default: 1000, or fewer for a model that would not fit]
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Worker threads, 1 to 256 [default: all cores]
     #[arg(long)]
     pub threads: Option<usize>,
     /// Test-time augmentation: average each image's prediction with its mirror image's
@@ -201,10 +204,11 @@ pub struct EvalArgs {
 
 #[derive(clap::Args, Debug)]
 pub struct PredictArgs {
-    /// A model file written by `train` (model.safetensors).
+    /// A model file written by `train` (model.safetensors), at most 257 MiB; its architecture
+    /// and tensors are checked in full before use (README, "What a model file must satisfy").
     #[arg(long, value_name = "FILE")]
     pub model_file: PathBuf,
-    /// PNG or PGM files (any size, colour or grey), or test:INDEX for an image of the test set.
+    /// PNG or PGM files (any size up to 100 megapixels and 256 MiB, colour or grey), or test:INDEX for an image of the test set.
     #[arg(required = true, value_name = "INPUT")]
     pub inputs: Vec<String>,
     /// Run on the reference engine: every op on its plain nested-loop twin (slow; see README,

@@ -2,28 +2,41 @@
 //! test-time augmentation), confusion matrix, per-class report and most confused pairs. It
 //! prints only; the tables are [`crate::report`]'s and the evaluation [`crate::train`]'s.
 
-use super::load::{dataset_kind_of, load_data, load_model};
+use std::path::Path;
+
+use super::load::{batch_size_for, check_fits, check_outputs, dataset_kind_of, load_data, load_model};
 use super::{set_threads, CliResult, EvalArgs};
 use crate::files::write_atomic;
 use crate::report;
 use crate::train;
 
+/// `--batch-size` when not given (lowered for a model whose activations would not fit).
+pub(super) const DEFAULT_BATCH: usize = 1000;
+
 pub(super) fn run_eval(a: EvalArgs) -> CliResult<()> {
     set_threads(a.threads)?;
-    if a.batch_size == 0 {
-        return Err("--batch-size must be at least 1".into());
+    if let Some(path) = &a.predictions {
+        if same_file(path, &a.model_file) {
+            return Err(format!(
+                "--predictions {} would overwrite the model file; name another file",
+                path.display()
+            ));
+        }
     }
     let mut saved = load_model(&a.model_file)?;
+    let batch_size = batch_size_for(&a.model_file, &saved, a.batch_size, DEFAULT_BATCH)?;
     saved.model.set_engine(super::engine(a.reference));
     let kind = dataset_kind_of(&saved)?;
     let (_, test, source) = load_data(kind, &a.data)?;
+    check_fits(&a.model_file, &saved, &test)?;
+    let eval = if a.tta {
+        train::evaluate_flip_tta(&mut saved.model, &saved.normalization, &test, batch_size)
+    } else {
+        train::evaluate(&mut saved.model, &saved.normalization, &test, batch_size)
+    };
+    check_outputs(&a.model_file, &eval.probabilities, eval.loss)?;
     println!("Model: {} ({})", a.model_file.display(), saved.preset);
     println!("Data: {} test set from {source}; engine: {}", kind.name(), saved.model.engine().name());
-    let eval = if a.tta {
-        train::evaluate_flip_tta(&mut saved.model, &saved.normalization, &test, a.batch_size)
-    } else {
-        train::evaluate(&mut saved.model, &saved.normalization, &test, a.batch_size)
-    };
     println!(
         "Test loss {:.4}, test accuracy {:.2}% ({} images{})\n",
         eval.loss,
@@ -32,7 +45,7 @@ pub(super) fn run_eval(a: EvalArgs) -> CliResult<()> {
         if a.tta { ", each averaged with its mirror image" } else { "" }
     );
     if let Some(path) = &a.predictions {
-        let logits = train::logits(&mut saved.model, &saved.normalization, &test, a.batch_size);
+        let logits = train::logits(&mut saved.model, &saved.normalization, &test, batch_size);
         let k = saved.classes.len();
         let head: Vec<String> = (0..k).map(|c| format!("logit_{c}")).collect();
         let mut csv = format!("index,label,predicted,{}\n", head.join(","));
@@ -50,8 +63,17 @@ pub(super) fn run_eval(a: EvalArgs) -> CliResult<()> {
     println!("{}", report::confusion_table(&m, &saved.classes));
     println!("{}", report::classification_report(&m, &saved.classes));
     println!("Most confused pairs (both directions):");
+    let name = |c: usize| saved.classes.get(c).map_or("?", String::as_str);
     for (x, y, n) in report::most_confused(&m, 5) {
-        println!("  {:>4}  {} <-> {}", n, saved.classes[x], saved.classes[y]);
+        println!("  {:>4}  {} <-> {}", n, name(x), name(y));
     }
     Ok(())
+}
+
+/// Whether `a` and `b` name the same existing file (through links and relative paths).
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
 }

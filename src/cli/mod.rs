@@ -53,7 +53,9 @@ pub fn main() -> i32 {
     match result {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("error: {e}");
+            // One line, whatever a file name or a file's content put in the message.
+            let line: String = e.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+            eprintln!("error: {line}");
             1
         }
     }
@@ -86,6 +88,15 @@ fn engine(reference: bool) -> crate::Engine {
 pub fn set_threads(threads: Option<usize>) -> CliResult<usize> {
     if threads == Some(0) {
         return Err("--threads must be at least 1".into());
+    }
+    let max = crate::limits::MAX_THREADS;
+    if let Some(n) = threads.filter(|&n| n > max) {
+        return Err(format!("--threads {n} is over the limit of {max}"));
+    }
+    // Without --threads, rayon reads RAYON_NUM_THREADS: bounded the same way.
+    let env: Option<usize> = std::env::var("RAYON_NUM_THREADS").ok().and_then(|v| v.trim().parse().ok());
+    if let Some(n) = env.filter(|&n| threads.is_none() && n > max) {
+        return Err(format!("RAYON_NUM_THREADS={n} is over the limit of {max} threads"));
     }
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads.unwrap_or(0))

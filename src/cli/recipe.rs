@@ -5,9 +5,13 @@
 use std::fmt::Write as _;
 
 use super::{CliResult, OptimizerKind, ScheduleArg, TrainArgs};
+use crate::limits::{
+    self, MAX_BATCH_ACTIVATIONS, MAX_BATCH_SIZE, MAX_CUTOUT, MAX_EPOCHS, MAX_LIMIT, MAX_RUNS, MAX_SHIFT,
+    MAX_STATIC_COPIES,
+};
 use crate::model::LayerConfig;
 use crate::optim::OptimizerConfig;
-use crate::presets::{self, Preset};
+use crate::presets::{self, Preset, INPUT_SHAPE};
 use crate::train::{self, ScheduleKind, TrainConfig};
 
 /// What `train` will do, resolved from the flags and the preset before any data is read.
@@ -98,6 +102,7 @@ pub fn plan_training(a: &TrainArgs) -> CliResult<TrainPlan> {
         cfg.static_augment.max_degrees = d;
     }
     cfg.validate()?;
+    check_bounds(a, &cfg)?;
 
     let val_split = a.val_split.unwrap_or(recipe.val_split);
     if !(0.0..1.0).contains(&val_split) {
@@ -115,6 +120,19 @@ pub fn plan_training(a: &TrainArgs) -> CliResult<TrainPlan> {
         LayerConfig::Dropout { .. } => !a.no_dropout,
         _ => true,
     });
+    // The batch's activations must fit: the model's size per image from a dry run.
+    let arch = limits::check_architecture(&INPUT_SHAPE, &layers)
+        .map_err(|e| format!("model {}: {e}", preset.name))?;
+    if cfg.batch_size > arch.max_batch() {
+        return Err(format!(
+            "--batch-size {} is over the limit of {} for `{}`: at most {MAX_BATCH_ACTIVATIONS} activation \
+             values (2^28) per batch, at {} per image",
+            cfg.batch_size,
+            arch.max_batch(),
+            preset.name,
+            arch.activation_values
+        ));
+    }
     Ok(TrainPlan { preset, layers, cfg, val_split })
 }
 
@@ -145,4 +163,28 @@ pub(super) fn recipe_extras(cfg: &TrainConfig) -> String {
         let _ = write!(s, ", cutout {}x{}", cfg.augment.cutout, cfg.augment.cutout);
     }
     s
+}
+
+/// Refuses flags over the bounds of [`crate::limits`]: each one sizes memory, threads or
+/// time (and past some values overflows a step count), so a typo must not become an abort or
+/// a run that never ends. The presets stay within the bounds.
+fn check_bounds(a: &TrainArgs, cfg: &TrainConfig) -> CliResult<()> {
+    let check = |flag: &str, value: usize, max: usize| {
+        if value > max {
+            Err(format!("{flag} {value} is over the limit of {max}"))
+        } else {
+            Ok(())
+        }
+    };
+    check("--epochs", cfg.epochs, MAX_EPOCHS)?;
+    check("--warmup-epochs", cfg.schedule.warmup_epochs, MAX_EPOCHS)?;
+    if let ScheduleKind::Step { every_epochs, .. } = cfg.schedule.kind {
+        check("--step-epochs", every_epochs, MAX_EPOCHS)?;
+    }
+    check("--batch-size", cfg.batch_size, MAX_BATCH_SIZE)?;
+    check("--runs", a.runs, MAX_RUNS)?;
+    check("--limit", a.limit.unwrap_or(0), MAX_LIMIT)?;
+    check("--static-copies", cfg.static_augment.copies, MAX_STATIC_COPIES)?;
+    check("--shift", cfg.augment.max_shift, MAX_SHIFT)?;
+    check("--cutout", cfg.augment.cutout, MAX_CUTOUT)
 }

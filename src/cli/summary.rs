@@ -5,11 +5,12 @@
 use kernels::Rng;
 
 use super::load::load_model;
-use super::{CliResult, SummaryArgs};
+use super::{set_threads, CliResult, SummaryArgs};
 use crate::presets::{self, INPUT_SHAPE};
 use crate::{Init, Sequential};
 
 pub(super) fn run_summary(a: SummaryArgs) -> CliResult<()> {
+    set_threads(None)?;
     let model = match (a.model, a.model_file, a.arch) {
         (_, _, Some(path)) => {
             let p = crate::arch::load(&path)?;
@@ -17,7 +18,7 @@ pub(super) fn run_summary(a: SummaryArgs) -> CliResult<()> {
             crate::arch::check(&p.layers).map_err(|e| format!("{}: {e}", path.display()))?
         }
         (Some(name), _, None) => {
-            let p = presets::preset(&name).expect("clap checked the name");
+            let p = presets::preset(&name).ok_or_else(|| format!("unknown model `{name}`"))?;
             println!("Model: {} - {}", p.name, p.description);
             Sequential::new(&INPUT_SHAPE, &p.layers, Init::GlorotUniform, &mut Rng::new(0))
                 .map_err(|e| e.to_string())?
@@ -27,7 +28,7 @@ pub(super) fn run_summary(a: SummaryArgs) -> CliResult<()> {
             println!("Model file: {} ({}, {})", path.display(), saved.preset, saved.dataset);
             saved.model
         }
-        (None, None, None) => unreachable!("clap requires one of the three"),
+        (None, None, None) => return Err("give --model, --model-file or --arch".into()),
     };
     print!("{}", model.summary());
     Ok(())

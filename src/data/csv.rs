@@ -6,13 +6,15 @@
 //! is row `i`, column `j`). Every row must have exactly 785 integer fields; a violation is an
 //! error naming the file and the 1-based line number (the header is line 1). Blank lines are
 //! skipped, `\r\n` line ends and spaces around fields are accepted; nothing else is repaired.
-//! The file is streamed line by line, so memory holds the pixels only, not the text.
+//! The file is streamed line by line, so memory holds the pixels only, not the text; it is
+//! read up to [`MAX_CSV_BYTES`] (512 MiB), in lines of up to [`MAX_CSV_LINE_BYTES`] (64 KiB).
 
 use std::fs::File;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 
 use super::{DataError, Dataset, NUM_CLASSES};
+use crate::limits::{MAX_CSV_BYTES, MAX_CSV_LINE_BYTES};
 
 /// Image height of the Kaggle CSV files.
 pub const CSV_ROWS: usize = 28;
@@ -56,7 +58,7 @@ fn strip_eol(line: &[u8]) -> &[u8] {
 /// Checks the header row (line 1).
 fn check_header(path: &Path, line: &[u8]) -> Result<(), DataError> {
     let fields: Vec<&[u8]> = line.split(|&b| b == b',').map(|f| f.trim_ascii()).collect();
-    let first = fields[0];
+    let first = fields.first().copied().unwrap_or_default();
     if parse_uint(first).is_some() {
         return Err(DataError::at_line(
             path,
@@ -84,18 +86,48 @@ fn check_header(path: &Path, line: &[u8]) -> Result<(), DataError> {
 /// Reads a Kaggle-style CSV file into a 28x28 [`Dataset`].
 pub fn read_csv(path: &Path) -> Result<Dataset, DataError> {
     let file = File::open(path).map_err(|e| DataError::io(path, "cannot open", &e))?;
-    let mut reader = BufReader::with_capacity(1 << 20, file);
+    if file.metadata().is_ok_and(|m| m.is_dir()) {
+        return Err(DataError::at(path, "cannot read: is a folder, not a file"));
+    }
+    parse_csv(path, BufReader::with_capacity(1 << 20, file))
+}
+
+/// [`read_csv`] on any reader; `path` names it in messages. At most [`MAX_CSV_BYTES`] bytes
+/// are read, in lines of at most [`MAX_CSV_LINE_BYTES`], so neither a file that never ends
+/// nor one without line breaks can fill the memory.
+pub fn parse_csv(path: &Path, reader: impl BufRead) -> Result<Dataset, DataError> {
+    let mut reader = reader.take(MAX_CSV_BYTES + 1);
     let mut images: Vec<u8> = Vec::new(); // [N, 28, 28]
     let mut labels: Vec<u8> = Vec::new(); // [N]
     let mut buf = Vec::with_capacity(4096);
     let mut line_no = 0usize;
     loop {
         buf.clear();
-        let read = reader.read_until(b'\n', &mut buf).map_err(|e| DataError::io(path, "cannot read", &e))?;
+        let read = (&mut reader)
+            .take(MAX_CSV_LINE_BYTES as u64 + 1)
+            .read_until(b'\n', &mut buf)
+            .map_err(|e| DataError::io(path, "cannot read", &e))?;
         if read == 0 {
             break;
         }
         line_no += 1;
+        if reader.limit() == 0 {
+            return Err(DataError::at(
+                path,
+                format!("larger than the limit of {MAX_CSV_BYTES} bytes for a CSV file (512 MiB)"),
+            ));
+        }
+        if buf.len() > MAX_CSV_LINE_BYTES {
+            return Err(DataError::at_line(
+                path,
+                line_no,
+                format!(
+                    "line longer than the limit of {MAX_CSV_LINE_BYTES} bytes (a row of {FIELDS} fields takes at \
+                     most {})",
+                    FIELDS * 4
+                ),
+            ));
+        }
         let line = strip_eol(&buf);
         if line_no == 1 {
             check_header(path, line)?;

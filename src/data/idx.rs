@@ -11,16 +11,17 @@
 //! matter) or plain. Every structural fault is an error naming the file: a wrong magic number,
 //! a zero dimension, a payload shorter or longer than the header says, a corrupt gzip stream, a
 //! label outside `0..=9`, and (in [`read_idx_pair`]) image and label counts that disagree.
-//! Nothing is skipped or repaired.
+//! Nothing is skipped or repaired. A file is read, and decompressed, up to
+//! [`MAX_IDX_BYTES`] (256 MiB) whatever size it reports, so a device or a gzip bomb given as
+//! an IDX file costs at most that; nothing is allocated from the header's sizes.
 
-use std::fs;
-use std::io::Read;
 use std::path::Path;
 
 use byteorder::{BigEndian, ByteOrder};
 use flate2::read::MultiGzDecoder;
 
 use super::{DataError, Dataset, NUM_CLASSES};
+use crate::limits::{self, ReadError, MAX_IDX_BYTES};
 
 /// Magic number of an IDX file of unsigned bytes with 3 dimensions (images).
 pub const IDX_IMAGES_MAGIC: u32 = 0x0000_0803;
@@ -45,19 +46,21 @@ impl std::fmt::Debug for IdxImages {
     }
 }
 
-/// The whole (decompressed) content of `path`.
+/// `raw` itself, or its gzip decompression, of at most [`MAX_IDX_BYTES`] bytes either way.
 ///
 /// Gzip is recognised by its magic bytes; a name ending in `.gz` must hold gzip. Several
 /// concatenated gzip members are read as one stream (RFC 1952 allows it), so bytes after the
 /// last member that are not another member are a "corrupt gzip stream" error, not ignored.
-fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, DataError> {
-    let raw = fs::read(path).map_err(|e| DataError::io(path, "cannot read", &e))?;
+fn decompress(path: &Path, raw: Vec<u8>) -> Result<Vec<u8>, DataError> {
     if raw.starts_with(&GZIP_MAGIC) {
-        let mut out = Vec::with_capacity(raw.len() * 2);
-        MultiGzDecoder::new(raw.as_slice())
-            .read_to_end(&mut out)
-            .map_err(|e| DataError::at(path, format!("corrupt gzip stream: {e}")))?;
-        Ok(out)
+        let hint = (raw.len() as u64).saturating_mul(2);
+        limits::read_limited(MultiGzDecoder::new(raw.as_slice()), hint, MAX_IDX_BYTES).map_err(|e| match e {
+            ReadError::TooLarge { limit } => DataError::at(
+                path,
+                format!("decompresses to more than the limit of {limit} bytes for an IDX file (256 MiB)"),
+            ),
+            e => DataError::at(path, format!("corrupt gzip stream: {}", io_reason(e))),
+        })
     } else if path.extension().is_some_and(|ext| ext == "gz") {
         let head: Vec<String> = raw.iter().take(4).map(|b| format!("{b:02x}")).collect();
         Err(DataError::at(
@@ -69,9 +72,20 @@ fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, DataError> {
     }
 }
 
+/// The I/O error inside a [`ReadError`], as text.
+fn io_reason(e: ReadError) -> String {
+    match e {
+        ReadError::Io(e) => e.to_string(),
+        other => other.to_string(),
+    }
+}
+
 /// Checks the magic number at the start of `bytes` (at least 4 bytes long).
 fn check_magic(path: &Path, bytes: &[u8], expected: u32) -> Result<(), DataError> {
-    let magic = BigEndian::read_u32(&bytes[0..4]);
+    let Some(head) = bytes.get(0..4) else {
+        return Err(DataError::at(path, format!("truncated: {} bytes, no IDX magic number", bytes.len())));
+    };
+    let magic = BigEndian::read_u32(head);
     if magic == expected {
         return Ok(());
     }
@@ -92,7 +106,7 @@ fn check_length(
     payload_len: u64,
     what: &str,
 ) -> Result<(), DataError> {
-    let have = (total - header_len) as u64;
+    let have = total.saturating_sub(header_len) as u64;
     if have < payload_len {
         Err(DataError::at(path, format!("truncated: {have} payload bytes, expected {payload_len} ({what})")))
     } else if have > payload_len {
@@ -105,10 +119,17 @@ fn check_length(
     }
 }
 
-/// Reads an IDX images file (magic `0x00000803`), gzip or plain.
+/// Reads an IDX images file (magic `0x00000803`), gzip or plain, of at most
+/// [`MAX_IDX_BYTES`] bytes before and after decompression.
 pub fn read_idx_images(path: &Path) -> Result<IdxImages, DataError> {
+    let raw = limits::read_file(path, MAX_IDX_BYTES).map_err(|e| DataError::at(path, e.to_string()))?;
+    decode_idx_images(path, raw)
+}
+
+/// [`read_idx_images`] on the bytes of a file already read; `path` names it in messages.
+pub fn decode_idx_images(path: &Path, raw: Vec<u8>) -> Result<IdxImages, DataError> {
     const HEADER: usize = 16;
-    let mut bytes = read_maybe_gz(path)?;
+    let mut bytes = decompress(path, raw)?;
     if bytes.len() < HEADER {
         return Err(DataError::at(
             path,
@@ -131,11 +152,17 @@ pub fn read_idx_images(path: &Path) -> Result<IdxImages, DataError> {
     Ok(IdxImages { images: bytes, n: n as usize, rows: rows as usize, cols: cols as usize })
 }
 
-/// Reads an IDX labels file (magic `0x00000801`), gzip or plain. Every label must be in
-/// `0..=9`.
+/// Reads an IDX labels file (magic `0x00000801`), gzip or plain, of at most
+/// [`MAX_IDX_BYTES`] bytes before and after decompression. Every label must be in `0..=9`.
 pub fn read_idx_labels(path: &Path) -> Result<Vec<u8>, DataError> {
+    let raw = limits::read_file(path, MAX_IDX_BYTES).map_err(|e| DataError::at(path, e.to_string()))?;
+    decode_idx_labels(path, raw)
+}
+
+/// [`read_idx_labels`] on the bytes of a file already read; `path` names it in messages.
+pub fn decode_idx_labels(path: &Path, raw: Vec<u8>) -> Result<Vec<u8>, DataError> {
     const HEADER: usize = 8;
-    let mut bytes = read_maybe_gz(path)?;
+    let mut bytes = decompress(path, raw)?;
     if bytes.len() < HEADER {
         return Err(DataError::at(
             path,

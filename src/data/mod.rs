@@ -44,10 +44,13 @@ mod idx;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-pub use csv::{read_csv, CSV_COLS, CSV_ROWS};
+use crate::limits::IMAGE_SIDE;
+
+pub use csv::{parse_csv, read_csv, CSV_COLS, CSV_ROWS};
 pub use download::download_files;
 pub use idx::{
-    read_idx_images, read_idx_labels, read_idx_pair, IdxImages, IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC,
+    decode_idx_images, decode_idx_labels, read_idx_images, read_idx_labels, read_idx_pair, IdxImages,
+    IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC,
 };
 
 /// Number of classes in both datasets; every label is below this.
@@ -117,6 +120,12 @@ impl DatasetKind {
             DatasetKind::Fashion => "fashion-mnist",
             DatasetKind::Digits => "mnist",
         }
+    }
+
+    /// The kind whose [`folder`](DatasetKind::folder) name is `name` (as model files name
+    /// their dataset).
+    pub fn from_folder(name: &str) -> Option<DatasetKind> {
+        [DatasetKind::Fashion, DatasetKind::Digits].into_iter().find(|k| k.folder() == name)
     }
 
     /// Kaggle's CSV file names: (train, test).
@@ -458,7 +467,7 @@ pub fn detect_format(dir: &Path, kind: DatasetKind) -> Result<Format, DataError>
 }
 
 /// Loads (train, test) from `dir`, whichever format it holds; both must be non-empty and of
-/// the same image size.
+/// images of 28x28, the size of both datasets and the input of every model here.
 pub fn load_dir(dir: &Path, kind: DatasetKind) -> Result<(Dataset, Dataset, Format), DataError> {
     let files = find_files(dir, kind).map_err(|why| DataError::at(dir, why))?;
     load_files(dir, &files)
@@ -483,6 +492,19 @@ fn load_files(dir: &Path, files: &Files) -> Result<(Dataset, Dataset, Format), D
             format!(
                 "images are {}x{} but the training images are {}x{}",
                 test.rows, test.cols, train.rows, train.cols
+            ),
+        ));
+    }
+    if (train.rows, train.cols) != (IMAGE_SIDE, IMAGE_SIDE) {
+        let path = match files {
+            Files::Idx([train_images, ..]) => train_images,
+            Files::Csv(train, _) => train,
+        };
+        return Err(DataError::at(
+            path,
+            format!(
+                "images are {}x{}, but {} images (and every model here) are {IMAGE_SIDE}x{IMAGE_SIDE}",
+                train.rows, train.cols, "Fashion-MNIST and MNIST"
             ),
         ));
     }
