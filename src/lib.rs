@@ -9,7 +9,9 @@
 pub mod augment;
 pub mod cli;
 pub mod data;
+pub mod explain;
 pub mod files;
+pub mod html_report;
 pub mod image;
 pub mod model;
 pub mod modelfile;
@@ -17,6 +19,7 @@ pub mod ops;
 pub mod optim;
 pub mod params;
 pub mod plan;
+pub mod plots;
 pub mod presets;
 pub mod report;
 pub mod tape;

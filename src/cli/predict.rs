@@ -1,12 +1,13 @@
 //! The `predict` command: the top three classes of a saved model for image files or test-set
-//! images (`test:INDEX`). It prints only; decoding the image files is [`crate::image`]'s.
+//! images (`test:INDEX`). It prints them, and with `--out FILE.png` draws them
+//! ([`crate::plots::predictions`]); decoding the image files is [`crate::image`]'s.
 
 use std::path::Path;
 
 use super::load::{dataset_kind_of, load_data, load_model};
 use super::{CliResult, PredictArgs};
 use crate::data::Dataset;
-use crate::train;
+use crate::{plots, train};
 
 pub(super) fn run_predict(a: PredictArgs) -> CliResult<()> {
     let mut saved = load_model(&a.model_file)?;
@@ -45,6 +46,21 @@ pub(super) fn run_predict(a: PredictArgs) -> CliResult<()> {
             order.iter().take(3).map(|&c| format!("{} {:.1}%", saved.classes[c], 100.0 * p[c])).collect();
         let truth = truth.map(|t| format!("  (true: {})", saved.classes[t as usize])).unwrap_or_default();
         println!("{input}: {}{truth}", top.join(", "));
+    }
+    if let Some(path) = &a.out {
+        let rows: Vec<plots::predictions::Row> = (0..n)
+            .map(|i| plots::predictions::Row {
+                name: &a.inputs[i],
+                pixels: &ds.images[i * 784..(i + 1) * 784],
+                probabilities: &probs[i * k..(i + 1) * k],
+                truth: truths[i],
+            })
+            .collect();
+        let title = format!("{}: top-3 classes of {n} input{}", saved.preset, if n == 1 { "" } else { "s" });
+        plots::predictions::draw(&title, &rows, &saved.classes, (28, 28))
+            .and_then(|pic| plots::write_png(path, &pic))
+            .map_err(|e| format!("--out {}: {e}", path.display()))?;
+        println!("Wrote {}", path.display());
     }
     Ok(())
 }
