@@ -7,14 +7,14 @@
 
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, VPos};
-use plotters::style::FontTransform;
 
-use super::{anchored, bold, colormap, frame, render, shorten, text, DrawResult, Picture, BLUES, TEXT};
+use super::text::{label, Style};
+use super::{colormap, frame, render, shorten, DrawResult, Picture, BLUES, TEXT};
 
 /// The picture's width.
 pub const WIDTH: u32 = 1120;
 /// The picture's height.
-pub const HEIGHT: u32 = 1000;
+pub const HEIGHT: u32 = 950;
 /// The grid's top left corner and side (all cells together), in pixels.
 const LEFT: i32 = 190;
 const TOP: i32 = 80;
@@ -49,24 +49,26 @@ pub fn draw(title: &str, m: &[Vec<usize>], names: &[String]) -> Result<Picture, 
         ));
     }
     render(WIDTH, HEIGHT, |area| {
-        area.draw_text(title, &bold(20.0), (16, 14))?;
-        area.draw_text(
+        label(area, title, Style::new(20.0).bold(), (16, 14))?;
+        label(
+            area,
             "rows: true class, columns: predicted class; colour: share of the true class's images",
-            &text(14.0),
+            Style::new(14.0),
             (16, 44),
         )?;
         let c = cell(k);
-        let count_size = if k <= 10 { 16.0 } else { 12.0 };
+        let count_size: f32 = if k <= 10 { 16.0 } else { 12.0 };
         for (i, row) in m.iter().enumerate() {
             let shares = row_shares(row);
             for (j, (&count, &share)) in row.iter().zip(&shares).enumerate() {
                 let ((x0, y0), (x1, y1)) = cell_rect(k, i, j);
                 area.draw(&Rectangle::new([(x0, y0), (x1, y1)], colormap(&BLUES, share).filled()))?;
                 let ink = if share > 0.45 { WHITE } else { TEXT };
-                let style = if i == j { bold(count_size) } else { text(count_size) };
-                area.draw_text(
+                let style = if i == j { Style::new(count_size).bold() } else { Style::new(count_size) };
+                label(
+                    area,
                     &count.to_string(),
-                    &anchored(style.color(&ink), HPos::Center, VPos::Center),
+                    style.color(ink).anchor(HPos::Center, VPos::Center),
                     ((x0 + x1) / 2, (y0 + y1) / 2),
                 )?;
             }
@@ -80,26 +82,29 @@ pub fn draw(title: &str, m: &[Vec<usize>], names: &[String]) -> Result<Picture, 
 
 fn labels(area: &super::Area, names: &[String], c: i32) -> DrawResult {
     let k = names.len() as i32;
-    let size = if k <= 10 { 14.0 } else { 11.0 };
+    let size: f32 = if k <= 10 { 14.0 } else { 11.0 };
     let max_chars = (c / 7).max(3) as usize;
     for (i, name) in names.iter().enumerate() {
         let mid = TOP + i as i32 * c + c / 2;
-        area.draw_text(name, &anchored(text(size), HPos::Right, VPos::Center), (LEFT - 10, mid))?;
+        label(area, name, Style::new(size).anchor(HPos::Right, VPos::Center), (LEFT - 10, mid))?;
         let mid = LEFT + i as i32 * c + c / 2;
-        area.draw_text(
+        label(
+            area,
             &shorten(name, max_chars),
-            &anchored(text(size), HPos::Center, VPos::Top),
+            Style::new(size).anchor(HPos::Center, VPos::Top),
             (mid, TOP + k * c + 8),
         )?;
     }
-    area.draw_text(
+    label(
+        area,
         "predicted class",
-        &anchored(bold(16.0), HPos::Center, VPos::Top),
+        Style::new(16.0).bold().anchor(HPos::Center, VPos::Top),
         (LEFT + k * c / 2, TOP + k * c + 38),
     )?;
-    area.draw_text(
+    label(
+        area,
         "true class",
-        &anchored(bold(16.0).transform(FontTransform::Rotate270), HPos::Center, VPos::Center),
+        Style::new(16.0).bold().vertical().anchor(HPos::Center, VPos::Center),
         (24, TOP + k * c / 2),
     )?;
     Ok(())
@@ -115,15 +120,16 @@ fn colour_bar(area: &super::Area, x: i32) -> DrawResult {
         area.draw(&Rectangle::new([(x, y0), (x + 26, y1)], colormap(&BLUES, share).filled()))?;
     }
     frame(area, (x, TOP), (x + 26, TOP + GRID), TEXT)?;
-    for (share, label) in [(1.0, "100%"), (0.75, "75%"), (0.5, "50%"), (0.25, "25%"), (0.0, "0%")] {
+    for (share, tick) in [(1.0, "100%"), (0.75, "75%"), (0.5, "50%"), (0.25, "25%"), (0.0, "0%")] {
         let y = TOP + ((1.0 - share) * GRID as f64) as i32;
         area.draw(&PathElement::new(vec![(x + 26, y), (x + 32, y)], TEXT.stroke_width(1)))?;
-        area.draw_text(label, &anchored(text(13.0), HPos::Left, VPos::Center), (x + 36, y))?;
+        label(area, tick, Style::new(13.0).anchor(HPos::Left, VPos::Center), (x + 36, y))?;
     }
-    area.draw_text(
+    label(
+        area,
         "share of the row",
-        &anchored(text(14.0).transform(FontTransform::Rotate90), HPos::Center, VPos::Center),
-        (x + 90, TOP + GRID / 2),
+        Style::new(14.0).vertical().anchor(HPos::Center, VPos::Center),
+        (x + 80, TOP + GRID / 2),
     )?;
     Ok(())
 }

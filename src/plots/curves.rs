@@ -5,14 +5,18 @@
 //!
 //! One run: train in blue, validation in orange, the best epoch a dashed grey line. Several
 //! runs (`train --runs N`): one colour per run, train dashed and validation solid, each run's
-//! best epoch a dot on its validation curve.
+//! best epoch a ring on its validation curve.
 //!
 //! Training figures are means over the epoch's batches in training mode (dropout on), as
 //! Keras reports them; validation figures are computed after the epoch, in evaluation mode.
 
-use plotters::prelude::*;
+use std::ops::Range;
 
-use super::{bold, render, text, Area, DrawResult, Picture, BLUE, GRID, ORANGE, TABLEAU, TEXT};
+use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, VPos};
+
+use super::text::{label, Style};
+use super::{render, text, Area, DrawResult, Picture, BLUE, GRID, ORANGE, TABLEAU, TEXT};
 use crate::train::EpochStats;
 
 /// One run's curves.
@@ -51,7 +55,7 @@ pub fn draw(title: &str, runs: &[Run]) -> Result<Picture, String> {
     let (w, h) = size(runs);
     render(w, h, |root| {
         let (head, body) = root.split_vertically(44);
-        head.draw_text(title, &bold(20.0), (16, 12))?;
+        label(&head, title, Style::new(20.0).bold(), (16, 12))?;
         let (panels, lr_area) = body.split_vertically(PANELS_HEIGHT - 44);
         let (left, right) = panels.split_horizontally(w / 2);
         let loss = |s: &EpochStats| (Some(s.loss as f64), s.val_loss.map(|v| v as f64));
@@ -95,6 +99,59 @@ fn y_range(values: impl Iterator<Item = f64>, at_least_zero: bool) -> (f64, f64)
     (lo, hi + pad)
 }
 
+/// One legend line: its name, colour, and whether its line is dashed.
+struct Entry {
+    name: String,
+    color: RGBColor,
+    dashed: bool,
+}
+
+/// Titles the chart of `area`: `caption` above, `x_desc` under the x axis, `y_desc` (upright)
+/// left of the y axis. `plot` is the chart's plotting area, in root pixels.
+fn titles(
+    area: &Area,
+    plot: (Range<i32>, Range<i32>),
+    caption: &str,
+    x_desc: &str,
+    y_desc: &str,
+) -> DrawResult {
+    let (bx, by) = area.get_base_pixel();
+    let (xr, yr) = plot;
+    let mid_x = (xr.start + xr.end) / 2 - bx;
+    label(area, caption, Style::new(18.0).bold().anchor(HPos::Center, VPos::Top), (mid_x, 8))?;
+    label(area, x_desc, Style::new(15.0).anchor(HPos::Center, VPos::Top), (mid_x, yr.end - by + 28))?;
+    let mid_y = (yr.start + yr.end) / 2 - by;
+    label(area, y_desc, Style::new(15.0).vertical().anchor(HPos::Center, VPos::Center), (14, mid_y))?;
+    Ok(())
+}
+
+/// A legend box in a corner of the plotting area `plot` (root pixels): `upper` or lower right.
+fn legend(area: &Area, plot: (Range<i32>, Range<i32>), entries: &[Entry], upper: bool) -> DrawResult {
+    let (bx, by) = area.get_base_pixel();
+    let style = Style::new(14.0);
+    let line_h = 20;
+    let w = entries.iter().map(|e| style.measure(&e.name).0).max().unwrap_or(0) + 54;
+    let h = entries.len() as i32 * line_h + 10;
+    let (xr, yr) = plot;
+    let x0 = xr.end - bx - w - 10;
+    let y0 = if upper { yr.start - by + 10 } else { yr.end - by - h - 10 };
+    area.draw(&Rectangle::new([(x0, y0), (x0 + w, y0 + h)], WHITE.mix(0.92).filled()))?;
+    area.draw(&Rectangle::new([(x0, y0), (x0 + w, y0 + h)], GRID.stroke_width(1)))?;
+    for (i, e) in entries.iter().enumerate() {
+        let y = y0 + 5 + i as i32 * line_h + line_h / 2;
+        let (a, b) = (x0 + 10, x0 + 38);
+        if e.dashed {
+            for s in (a..b).step_by(9) {
+                area.draw(&PathElement::new(vec![(s, y), ((s + 5).min(b), y)], e.color.stroke_width(2)))?;
+            }
+        } else {
+            area.draw(&PathElement::new(vec![(a, y), (b, y)], e.color.stroke_width(2)))?;
+        }
+        label(area, &e.name, style.anchor(HPos::Left, VPos::Center), (x0 + 46, y))?;
+    }
+    Ok(())
+}
+
 #[allow(clippy::type_complexity)]
 fn panel(
     area: &Area,
@@ -114,27 +171,26 @@ fn panel(
         y1 = y1.min(100.5);
     }
     let mut chart = ChartBuilder::on(area)
-        .caption(caption, bold(18.0))
         .margin(12)
+        .margin_top(40)
+        .margin_left(30)
         .margin_right(24)
-        .x_label_area_size(48)
-        .y_label_area_size(72)
+        .x_label_area_size(54)
+        .y_label_area_size(56)
         .build_cartesian_2d(x_range(epochs), y0..y1)?;
     chart
         .configure_mesh()
-        .x_desc("epoch")
-        .y_desc(y_desc)
         .x_labels(epochs.min(12) + 1)
         .x_label_formatter(&epoch_label)
         .y_label_formatter(&|v| if percent { format!("{v:.1}") } else { format!("{v:.2}") })
         .label_style(text(14.0))
-        .axis_desc_style(text(15.0))
         .bold_line_style(GRID.stroke_width(1))
         .light_line_style(WHITE)
         .axis_style(TEXT.stroke_width(1))
         .draw()?;
 
     let single = runs.len() == 1;
+    let mut entries = Vec::new();
     for (k, run) in runs.iter().enumerate() {
         let color = TABLEAU[k % TABLEAU.len()];
         let (train_color, val_color) = if single { (BLUE, ORANGE) } else { (color, color) };
@@ -142,74 +198,57 @@ fn panel(
             run.history.iter().filter_map(|s| figures(s).0.map(|v| (s.epoch as f64, v))).collect();
         let val: Vec<(f64, f64)> =
             run.history.iter().filter_map(|s| figures(s).1.map(|v| (s.epoch as f64, v))).collect();
-        let train_name = if single { "train".to_string() } else { format!("{} train", run.label) };
-        let val_name = if single { "validation".to_string() } else { format!("{} validation", run.label) };
         if single {
-            chart
-                .draw_series(LineSeries::new(train.clone(), train_color.stroke_width(2)))?
-                .label(train_name)
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 24, y)], train_color.stroke_width(2))
-                });
+            chart.draw_series(LineSeries::new(train.clone(), train_color.stroke_width(2)))?;
+            entries.push(Entry { name: "train".into(), color: train_color, dashed: false });
         } else {
-            chart
-                .draw_series(DashedLineSeries::new(train.clone(), 6, 4, train_color.stroke_width(2)))?
-                .label(train_name)
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 9, y)], train_color.stroke_width(2))
-                });
+            chart.draw_series(DashedLineSeries::new(train.clone(), 6, 4, train_color.stroke_width(2)))?;
         }
         chart.draw_series(train.iter().map(|&p| Circle::new(p, 3, train_color.filled())))?;
         if !val.is_empty() {
-            chart
-                .draw_series(LineSeries::new(val.clone(), val_color.stroke_width(2)))?
-                .label(val_name)
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], val_color.stroke_width(2)));
+            chart.draw_series(LineSeries::new(val.clone(), val_color.stroke_width(2)))?;
             chart.draw_series(val.iter().map(|&p| Circle::new(p, 3, val_color.filled())))?;
+            let name = if single { "validation".to_string() } else { run.label.to_string() };
+            entries.push(Entry { name, color: val_color, dashed: false });
         }
         if let Some(b) = run.best_epoch {
             if single {
-                let line = vec![(b as f64, y0), (b as f64, y1)];
                 let grey = RGBColor(110, 110, 110);
-                chart
-                    .draw_series(DashedLineSeries::new(line, 5, 4, grey.stroke_width(2)))?
-                    .label(format!("best epoch: {b}"))
-                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 9, y)], grey.stroke_width(2)));
+                let line = vec![(b as f64, y0), (b as f64, y1)];
+                chart.draw_series(DashedLineSeries::new(line, 5, 4, grey.stroke_width(2)))?;
+                entries.push(Entry { name: format!("best epoch: {b}"), color: grey, dashed: true });
             }
             if let Some(&(x, v)) = val.iter().find(|p| p.0 as usize == b) {
                 chart.draw_series(std::iter::once(Circle::new((x, v), 7, val_color.stroke_width(2))))?;
             }
         }
     }
-    chart
-        .configure_series_labels()
-        .position(if percent { SeriesLabelPosition::LowerRight } else { SeriesLabelPosition::UpperRight })
-        .label_font(text(14.0))
-        .background_style(WHITE.mix(0.9))
-        .border_style(GRID)
-        .draw()?;
+    if !single {
+        entries.push(Entry { name: "train (dashed)".into(), color: RGBColor(110, 110, 110), dashed: true });
+    }
+    let plot = chart.plotting_area().get_pixel_range();
+    titles(area, plot.clone(), caption, "epoch", y_desc)?;
+    legend(area, plot, &entries, !percent)?;
     Ok(())
 }
 
 fn lr_panel(area: &Area, runs: &[Run], epochs: usize) -> DrawResult {
     let (_, y1) = y_range(runs.iter().flat_map(|r| r.history.iter()).map(|s| s.lr as f64), true);
     let mut chart = ChartBuilder::on(area)
-        .caption("Learning rate (at each epoch's last update)", bold(16.0))
         .margin(12)
+        .margin_top(40)
+        .margin_left(30)
         .margin_right(24)
-        .x_label_area_size(44)
-        .y_label_area_size(80)
+        .x_label_area_size(54)
+        .y_label_area_size(64)
         .build_cartesian_2d(x_range(epochs), 0.0..y1)?;
     chart
         .configure_mesh()
-        .x_desc("epoch")
-        .y_desc("learning rate")
         .x_labels(epochs.min(12) + 1)
         .x_label_formatter(&epoch_label)
         .y_labels(4)
         .y_label_formatter(&|v| if *v == 0.0 { "0".into() } else { format!("{v:.1e}") })
         .label_style(text(14.0))
-        .axis_desc_style(text(15.0))
         .bold_line_style(GRID.stroke_width(1))
         .light_line_style(WHITE)
         .axis_style(TEXT.stroke_width(1))
@@ -220,7 +259,8 @@ fn lr_panel(area: &Area, runs: &[Run], epochs: usize) -> DrawResult {
         chart.draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))?;
         chart.draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled())))?;
     }
-    Ok(())
+    let plot = chart.plotting_area().get_pixel_range();
+    titles(area, plot, "Learning rate (at each epoch's last update)", "epoch", "learning rate")
 }
 
 #[cfg(test)]

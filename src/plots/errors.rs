@@ -8,7 +8,8 @@
 
 use plotters::style::text_anchor::{HPos, VPos};
 
-use super::{anchored, bold, gray_image, render, shorten, text, Picture, RED, TEXT};
+use super::text::{label, Style};
+use super::{gray_image, render, shorten, Picture, RED, TEXT};
 use crate::report;
 
 /// One misclassified image.
@@ -144,9 +145,9 @@ pub fn draw<'a>(
     let layout = Layout { image: (rows, cols) };
     let (w, h) = layout.size(groups.len());
     render(w, h, |area| {
-        area.draw_text(title, &bold(20.0), (16, 14))?;
+        label(area, title, Style::new(20.0).bold(), (16, 14))?;
         if groups.is_empty() {
-            area.draw_text("No misclassified images.", &text(16.0), (MARGIN, TOP + 10))?;
+            label(area, "No misclassified images.", Style::new(16.0), (MARGIN, TOP + 10))?;
             return Ok(());
         }
         for (row, g) in groups.iter().enumerate() {
@@ -159,7 +160,7 @@ pub fn draw<'a>(
                 if g.count == 1 { "" } else { "s" },
                 if g.count > g.shown.len() { ", the most confident shown" } else { "" }
             );
-            area.draw_text(&header, &bold(15.0), (MARGIN, y0 - HEADER + 6))?;
+            label(area, &header, Style::new(15.0).bold(), (MARGIN, y0 - HEADER + 6))?;
             for (col, m) in g.shown.iter().enumerate() {
                 let ((x0, _), (x1, y1)) = layout.image_rect(row, col);
                 area.draw(&gray_image(image(m.index), (rows, cols), SCALE, (x0, y0)))?;
@@ -170,14 +171,16 @@ pub fn draw<'a>(
                     shorten(&names[m.predicted as usize], 12),
                     100.0 * m.probability
                 );
-                area.draw_text(
+                label(
+                    area,
                     &truth,
-                    &anchored(text(13.0).color(&TEXT), HPos::Center, VPos::Top),
+                    Style::new(13.0).color(TEXT).anchor(HPos::Center, VPos::Top),
                     (mid, y1 + 5),
                 )?;
-                area.draw_text(
+                label(
+                    area,
                     &pred,
-                    &anchored(text(13.0).color(&RED), HPos::Center, VPos::Top),
+                    Style::new(13.0).color(RED).anchor(HPos::Center, VPos::Top),
                     (mid, y1 + 23),
                 )?;
             }

@@ -10,9 +10,10 @@
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, VPos};
 
+use super::text::{label, Style};
 use super::{
-    anchored, blocks, bold, colormap, frame, gray_image, render, text, Area, DrawResult, Picture, BLUE, GRID,
-    RED_BLUE, TEXT, VIRIDIS,
+    blocks, colormap, frame, gray_image, render, Area, DrawResult, Picture, BLUE, GRID, RED_BLUE, TEXT,
+    VIRIDIS,
 };
 use crate::explain::{Activation, Saliency};
 use crate::tensor::Tensor;
@@ -125,13 +126,13 @@ pub fn draw(view: &View) -> Result<Picture, String> {
     }
     let layout = Layout::new(view);
     render(WIDTH, layout.height, |area| {
-        area.draw_text(view.title, &bold(20.0), (16, 14))?;
+        label(area, view.title, Style::new(20.0).bold(), (16, 14))?;
         let c = sal.class;
         let mut sub = format!("predicted: {} ({:.1}%)", view.names[c], 100.0 * sal.probabilities[c]);
         if let Some(t) = view.truth {
             sub += &format!("; true class: {}", view.names[t as usize]);
         }
-        area.draw_text(&sub, &text(16.0), (16, 44))?;
+        label(area, &sub, Style::new(16.0), (16, 44))?;
         top_row(area, view)?;
         let mut grids = layout.grids.iter();
         if let Some(w) = view.filters {
@@ -175,7 +176,7 @@ fn top_row(area: &Area, view: &View) -> DrawResult {
         ["the input, as the network sees it", "saliency: d score / d pixel", "|saliency| over the input"];
     for (k, caption) in captions.iter().enumerate() {
         let x = MARGIN + k as i32 * (side + 30);
-        area.draw_text(caption, &text(14.0), (x, TOP + 4))?;
+        label(area, caption, Style::new(14.0), (x, TOP + 4))?;
         frame(area, (x - 1, y - 1), (x + side, y + side), GRID)?;
     }
     area.draw(&gray_image(view.pixels, (rows, cols), TOP_SCALE, (MARGIN, y)))?;
@@ -192,11 +193,11 @@ fn top_row(area: &Area, view: &View) -> DrawResult {
         RGBColor(mix(255.0), mix(40.0), mix(40.0))
     }))?;
     let note = "red: a brighter pixel raises the score of the predicted class; blue: lowers it";
-    area.draw_text(note, &text(13.0).color(&TEXT), (MARGIN, y + side + 8))?;
+    label(area, note, Style::new(13.0).color(TEXT), (MARGIN, y + side + 8))?;
 
     // The top-3 classes as bars.
     let x0 = MARGIN + 3 * (side + 30) + 150;
-    area.draw_text("top 3 classes", &bold(15.0), (x0 - 140, TOP + 4))?;
+    label(area, "top 3 classes", Style::new(15.0).bold(), (x0 - 140, TOP + 4))?;
     let p = &view.saliency.probabilities;
     for (rank, &c) in super::predictions::top3(p).iter().enumerate() {
         let yb = y + 10 + rank as i32 * 44;
@@ -206,10 +207,11 @@ fn top_row(area: &Area, view: &View) -> DrawResult {
             let color = if rank == 0 { BLUE } else { RGBColor(150, 180, 210) };
             area.draw(&Rectangle::new([(x0, yb), (x0 + len, yb + 28)], color.filled()))?;
         }
-        area.draw_text(&view.names[c], &anchored(text(14.0), HPos::Right, VPos::Center), (x0 - 8, yb + 14))?;
-        area.draw_text(
+        label(area, &view.names[c], Style::new(14.0).anchor(HPos::Right, VPos::Center), (x0 - 8, yb + 14))?;
+        label(
+            area,
             &format!("{:.1}%", 100.0 * p[c]),
-            &anchored(text(14.0), HPos::Left, VPos::Center),
+            Style::new(14.0).anchor(HPos::Left, VPos::Center),
             (x0 + 228, yb + 14),
         )?;
     }
@@ -223,7 +225,7 @@ fn grid(
     tiles: &[&[f32]],
     color: impl Fn(f32) -> RGBColor + Copy,
 ) -> DrawResult {
-    area.draw_text(header, &bold(15.0), (MARGIN, g.top + 8))?;
+    label(area, header, Style::new(15.0).bold(), (MARGIN, g.top + 8))?;
     for (n, t) in tiles.iter().enumerate() {
         let pos = g.tile_pos(n);
         area.draw(&blocks(t, g.tile, g.scale, pos, color))?;

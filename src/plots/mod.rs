@@ -29,13 +29,13 @@ pub mod errors;
 pub mod explain;
 pub mod predictions;
 pub mod samples;
+pub mod text;
 
 use std::path::Path;
 use std::sync::Once;
 
 use plotters::coord::Shift;
 use plotters::prelude::*;
-use plotters::style::text_anchor::{HPos, Pos, VPos};
 use plotters::style::FontStyle;
 
 use crate::files::write_atomic;
@@ -128,19 +128,10 @@ pub(crate) fn render(
     Ok(Picture { width, height, rgb })
 }
 
-/// The text style of `size` pixels, regular.
+/// Plotters' text style of `size` pixels, for the charts' tick numbers (the rest of the
+/// text goes through [`text::label`]).
 pub(crate) fn text(size: f64) -> TextStyle<'static> {
     TextStyle::from((FAMILY, size).into_font()).color(&TEXT)
-}
-
-/// The text style of `size` pixels, bold.
-pub(crate) fn bold(size: f64) -> TextStyle<'static> {
-    TextStyle::from((FAMILY, size, FontStyle::Bold).into_font()).color(&TEXT)
-}
-
-/// `style` anchored at `h` horizontally and `v` vertically.
-pub(crate) fn anchored<'a>(style: TextStyle<'a>, h: HPos, v: VPos) -> TextStyle<'a> {
-    style.pos(Pos::new(h, v))
 }
 
 /// Near-black for text and axes.
@@ -292,7 +283,7 @@ mod tests {
     #[test]
     fn text_draws_with_the_shipped_font() {
         let pic = render(120, 40, |a| {
-            a.draw_text("Shirt", &text(20.0), (5, 5))?;
+            text::label(a, "Shirt", text::Style::new(20.0), (5, 5))?;
             Ok(())
         })
         .unwrap();

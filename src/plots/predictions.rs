@@ -5,9 +5,8 @@
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, VPos};
 
-use super::{
-    anchored, bold, frame, gray_image, render, shorten, text, Picture, BLUE, GREEN, GRID, RED, TEXT,
-};
+use super::text::{label, Style};
+use super::{frame, gray_image, render, shorten, Picture, BLUE, GREEN, GRID, RED, TEXT};
 use crate::train::argmax;
 
 /// One input and what the model made of it.
@@ -65,18 +64,18 @@ pub fn draw(title: &str, rows: &[Row], names: &[String], shape: (usize, usize)) 
     let (w, h) = size(rows.len(), shape.0);
     let ih = shape.0 as i32 * SCALE as i32;
     render(w, h, |area| {
-        area.draw_text(title, &bold(20.0), (16, 14))?;
+        label(area, title, Style::new(20.0).bold(), (16, 14))?;
         for (n, r) in rows.iter().enumerate() {
             let top = TOP + n as i32 * (HEADER + ih + ROW_GAP);
-            area.draw_text(&shorten(r.name, 60), &bold(15.0), (20, top))?;
+            label(area, &shorten(r.name, 60), Style::new(15.0).bold(), (20, top))?;
             let best = argmax(r.probabilities);
             if let Some(t) = r.truth {
                 let (mark, color) = if t as usize == best { ("right", GREEN) } else { ("wrong", RED) };
-                let x = 20 + area.estimate_text_size(&shorten(r.name, 60), &bold(15.0))?.0 as i32 + 16;
+                let x = 20 + Style::new(15.0).bold().measure(&shorten(r.name, 60)).0 + 16;
                 let truth = format!("true: {}", names[t as usize]);
-                area.draw_text(&truth, &text(15.0), (x, top))?;
-                let x = x + area.estimate_text_size(&truth, &text(15.0))?.0 as i32 + 12;
-                area.draw_text(mark, &bold(15.0).color(&color), (x, top))?;
+                label(area, &truth, Style::new(15.0), (x, top))?;
+                let x = x + Style::new(15.0).measure(&truth).0 + 12;
+                label(area, mark, Style::new(15.0).bold().color(color), (x, top))?;
             }
             let y0 = top + HEADER;
             area.draw(&gray_image(r.pixels, shape, SCALE, (20, y0)))?;
@@ -94,14 +93,16 @@ pub fn draw(title: &str, rows: &[Row], names: &[String], shape: (usize, usize)) 
                 if len > 0 {
                     area.draw(&Rectangle::new([(BAR_X, yb), (BAR_X + len, yb + bh)], color.filled()))?;
                 }
-                area.draw_text(
+                label(
+                    area,
                     &names[c],
-                    &anchored(text(14.0), HPos::Right, VPos::Center),
+                    Style::new(14.0).anchor(HPos::Right, VPos::Center),
                     (BAR_X - 8, yb + bh / 2),
                 )?;
-                area.draw_text(
+                label(
+                    area,
                     &format!("{:.1}%", 100.0 * p),
-                    &anchored(text(14.0).color(&TEXT), HPos::Left, VPos::Center),
+                    Style::new(14.0).color(TEXT).anchor(HPos::Left, VPos::Center),
                     (BAR_X + BAR_W + 8, yb + bh / 2),
                 )?;
             }

@@ -5,7 +5,8 @@
 
 use plotters::style::text_anchor::{HPos, VPos};
 
-use super::{anchored, bold, gray_image, render, text, Picture};
+use super::text::{label, Style};
+use super::{gray_image, render, Picture};
 use crate::data::Dataset;
 
 /// Images shown per class.
@@ -52,16 +53,12 @@ pub fn draw(title: &str, ds: &Dataset, names: &[String]) -> Result<Picture, Stri
     let shape = (ds.rows, ds.cols);
     let (w, h) = size(k, shape);
     render(w, h, |area| {
-        area.draw_text(title, &bold(20.0), (16, 14))?;
+        label(area, title, Style::new(20.0).bold(), (16, 14))?;
         let th = ds.rows as i32 * SCALE as i32;
         for (row, (idx, name)) in picked.iter().zip(names).enumerate() {
             let (_, y) = image_pos(shape, row, 0);
-            let label = format!("{row} {name}");
-            area.draw_text(
-                &label,
-                &anchored(text(15.0), HPos::Right, VPos::Center),
-                (LEFT - 12, y + th / 2),
-            )?;
+            let text = format!("{row} {name}");
+            label(area, &text, Style::new(15.0).anchor(HPos::Right, VPos::Center), (LEFT - 12, y + th / 2))?;
             for (col, &i) in idx.iter().enumerate() {
                 area.draw(&gray_image(ds.image(i), shape, SCALE, image_pos(shape, row, col)))?;
             }
