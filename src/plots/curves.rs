@@ -226,9 +226,21 @@ fn panel(
     if !single {
         entries.push(Entry { name: "train (dashed)".into(), color: RGBColor(110, 110, 110), dashed: true });
     }
+    // The legend goes in the right-hand corner (upper or lower) that covers fewer points.
+    let points = runs.iter().flat_map(|r| r.history.iter()).flat_map(|s| {
+        let (a, b) = figures(s);
+        [a, b].into_iter().flatten().map(move |v| (s.epoch as f64, v))
+    });
+    let right = |x: f64| x >= 0.5 + 0.55 * epochs as f64;
+    let (mut upper, mut lower) = (0, 0);
+    for (_, v) in points.filter(|p| right(p.0)) {
+        let t = (v - y0) / (y1 - y0);
+        upper += (t > 0.6) as usize;
+        lower += (t < 0.4) as usize;
+    }
     let plot = chart.plotting_area().get_pixel_range();
     titles(area, plot.clone(), caption, "epoch", y_desc)?;
-    legend(area, plot, &entries, !percent)?;
+    legend(area, plot, &entries, upper < lower || (upper == lower && !percent))?;
     Ok(())
 }
 
