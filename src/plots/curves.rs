@@ -125,16 +125,26 @@ fn titles(
     Ok(())
 }
 
-/// A legend box in a corner of the plotting area `plot` (root pixels): `upper` or lower right.
-fn legend(area: &Area, plot: (Range<i32>, Range<i32>), entries: &[Entry], upper: bool) -> DrawResult {
+/// A legend box in the right-hand corner of the plotting area `plot` (root pixels), upper or
+/// lower, whichever covers fewer of the `curve` pixels (root pixels along the drawn lines).
+fn legend(
+    area: &Area,
+    plot: (Range<i32>, Range<i32>),
+    entries: &[Entry],
+    curve: &[(i32, i32)],
+) -> DrawResult {
     let (bx, by) = area.get_base_pixel();
     let style = Style::new(14.0);
     let line_h = 20;
     let w = entries.iter().map(|e| style.measure(&e.name).0).max().unwrap_or(0) + 54;
     let h = entries.len() as i32 * line_h + 10;
     let (xr, yr) = plot;
-    let x0 = xr.end - bx - w - 10;
-    let y0 = if upper { yr.start - by + 10 } else { yr.end - by - h - 10 };
+    let x0 = xr.end - w - 10;
+    let covered =
+        |y0: i32| curve.iter().filter(|&&(x, y)| x >= x0 && x <= x0 + w && y >= y0 && y <= y0 + h).count();
+    let (top, bottom) = (yr.start + 10, yr.end - h - 10);
+    let y0 = if covered(top) <= covered(bottom) { top } else { bottom } - by;
+    let x0 = x0 - bx;
     area.draw(&Rectangle::new([(x0, y0), (x0 + w, y0 + h)], WHITE.mix(0.92).filled()))?;
     area.draw(&Rectangle::new([(x0, y0), (x0 + w, y0 + h)], GRID.stroke_width(1)))?;
     for (i, e) in entries.iter().enumerate() {
@@ -226,21 +236,31 @@ fn panel(
     if !single {
         entries.push(Entry { name: "train (dashed)".into(), color: RGBColor(110, 110, 110), dashed: true });
     }
-    // The legend goes in the right-hand corner (upper or lower) that covers fewer points.
-    let points = runs.iter().flat_map(|r| r.history.iter()).flat_map(|s| {
-        let (a, b) = figures(s);
-        [a, b].into_iter().flatten().map(move |v| (s.epoch as f64, v))
-    });
-    let right = |x: f64| x >= 0.5 + 0.55 * epochs as f64;
-    let (mut upper, mut lower) = (0, 0);
-    for (_, v) in points.filter(|p| right(p.0)) {
-        let t = (v - y0) / (y1 - y0);
-        upper += (t > 0.6) as usize;
-        lower += (t < 0.4) as usize;
+    // Pixels along every drawn line (20 samples a segment), for the legend to avoid.
+    let mut curve = Vec::new();
+    for run in runs {
+        for which in [0, 1] {
+            let pts: Vec<(f64, f64)> = run
+                .history
+                .iter()
+                .filter_map(|s| {
+                    let f = figures(s);
+                    if which == 0 { f.0 } else { f.1 }.map(|v| (s.epoch as f64, v))
+                })
+                .collect();
+            for seg in pts.windows(2) {
+                for k in 0..=20 {
+                    let t = k as f64 / 20.0;
+                    let p = (seg[0].0 + t * (seg[1].0 - seg[0].0), seg[0].1 + t * (seg[1].1 - seg[0].1));
+                    curve.push(chart.backend_coord(&p));
+                }
+            }
+            curve.extend(pts.iter().map(|p| chart.backend_coord(p)));
+        }
     }
     let plot = chart.plotting_area().get_pixel_range();
     titles(area, plot.clone(), caption, "epoch", y_desc)?;
-    legend(area, plot, &entries, upper < lower || (upper == lower && !percent))?;
+    legend(area, plot, &entries, &curve)?;
     Ok(())
 }
 
