@@ -1,4 +1,4 @@
-//! The command line's grammar: the clap structs and enums of `fmnist`'s four commands and
+//! The command line's grammar: the clap structs and enums of `fmnist`'s commands and
 //! their flags, with their help texts. Parsing only: what a flag means for a run is resolved
 //! in `recipe.rs`, and the commands themselves run in their own files.
 
@@ -34,6 +34,10 @@ pub enum Command {
     Summary(SummaryArgs),
     /// Write a saved model as a PyTorch module (model.py) and its weights (state_dict.safetensors).
     Export(ExportArgs),
+    /// Redraw a run folder's pictures (curves, confusion matrix, samples, mistakes) and its report.html.
+    Report(ReportArgs),
+    /// Show what a model does with one image: first-layer filters, activation maps and a saliency map, in one PNG.
+    Explain(ExplainArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -194,6 +198,9 @@ pub struct EvalArgs {
     /// Also write each test image's true class, predicted class and logits (CSV: index,label,predicted,logit_0,...)
     #[arg(long, value_name = "FILE")]
     pub predictions: Option<PathBuf>,
+    /// Also draw confusion.png, errors.png and report.html into this folder
+    #[arg(long, value_name = "DIR")]
+    pub report: Option<PathBuf>,
     /// Run on the reference engine: every op on its plain nested-loop twin (slow; see README,
     /// "How it works")
     #[arg(long)]
@@ -211,6 +218,9 @@ pub struct PredictArgs {
     /// PNG or PGM files (any size up to 100 megapixels and 256 MiB, colour or grey), or test:INDEX for an image of the test set.
     #[arg(required = true, value_name = "INPUT")]
     pub inputs: Vec<String>,
+    /// Also draw the inputs, as the network sees them, beside their top-3 classes into this PNG file
+    #[arg(long, value_name = "FILE.png")]
+    pub out: Option<PathBuf>,
     /// Run on the reference engine: every op on its plain nested-loop twin (slow; see README,
     /// "How it works")
     #[arg(long)]
@@ -241,4 +251,34 @@ pub struct ExportArgs {
     /// Folder to write model.py and state_dict.safetensors into (created if needed).
     #[arg(long, value_name = "DIR")]
     pub pytorch: PathBuf,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ReportArgs {
+    /// A run folder written by `train` (with model.safetensors, history.json, metrics.json; or summary.json and run-K/ folders for --runs N).
+    #[arg(value_name = "RUN_DIR")]
+    pub run_dir: PathBuf,
+    /// Worker threads [default: all cores]
+    #[arg(long)]
+    pub threads: Option<usize>,
+    #[command(flatten)]
+    pub data: DataArgs,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ExplainArgs {
+    /// A model file written by `train` (model.safetensors).
+    #[arg(long, value_name = "FILE")]
+    pub model_file: PathBuf,
+    /// A PNG or PGM file, or test:INDEX for an image of the test set.
+    #[arg(value_name = "INPUT")]
+    pub input: String,
+    /// The PNG file to write [default: explain.png]
+    #[arg(long, value_name = "FILE.png", default_value = "explain.png")]
+    pub out: PathBuf,
+    /// Run on the reference engine: every op on its plain nested-loop twin
+    #[arg(long)]
+    pub reference: bool,
+    #[command(flatten)]
+    pub data: DataArgs,
 }

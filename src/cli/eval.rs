@@ -1,6 +1,7 @@
 //! The `eval` command: a saved model's test loss and accuracy (optionally with flip
 //! test-time augmentation), confusion matrix, per-class report and most confused pairs. It
-//! prints only; the tables are [`crate::report`]'s and the evaluation [`crate::train`]'s.
+//! prints them, and with `--report DIR` draws them (`pictures.rs`); the tables are
+//! [`crate::report`]'s and the evaluation [`crate::train`]'s.
 
 use std::path::Path;
 
@@ -66,6 +67,18 @@ pub(super) fn run_eval(a: EvalArgs) -> CliResult<()> {
     let name = |c: usize| saved.classes.get(c).map_or("?", String::as_str);
     for (x, y, n) in report::most_confused(&m, 5) {
         println!("  {:>4}  {} <-> {}", n, name(x), name(y));
+    }
+    if let Some(dir) = &a.report {
+        if super::pictures::write_eval_report(
+            dir,
+            &a.model_file,
+            &saved,
+            &eval,
+            &test,
+            "Written by fmnist eval",
+        ) {
+            println!("\nReport: {}", dir.join("report.html").display());
+        }
     }
     Ok(())
 }

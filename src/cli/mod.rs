@@ -1,4 +1,4 @@
-//! The command-line program: `train`, `eval`, `predict` and `summary`.
+//! The command-line program: `train`, `eval`, `predict`, `summary`, `report` and `explain`.
 //!
 //! Everything here is I/O around the library: parse flags (clap), find the data, call
 //! [`train::fit`](crate::train::fit) / [`train::evaluate`](crate::train::evaluate), print
@@ -14,7 +14,10 @@
 //! - `load.rs`: reading the dataset and saved model files;
 //! - `progress.rs`: the console's progress bars and epoch lines during training;
 //! - `run_dir.rs`: run folders and the files a run writes;
-//! - `train.rs`, `eval.rs`, `predict.rs`, `summary.rs`: the four commands;
+//! - `train.rs`, `eval.rs`, `predict.rs`, `summary.rs`: the four first commands;
+//! - `pictures.rs`: a run's pictures and `report.html` (after `train`, `eval --report`);
+//! - `report.rs`, `explain.rs`: the commands that redraw a run folder's pictures and explain
+//!   one image;
 //! - `multi_run.rs`: the figures over the runs of `train --runs N` (`summary.json`).
 //!
 //! Every public item is re-exported here, so the paths are `crate::cli::Item`; the files
@@ -22,12 +25,15 @@
 
 mod args;
 mod eval;
+mod explain;
 mod export;
 mod load;
 mod multi_run;
+mod pictures;
 mod predict;
 mod progress;
 mod recipe;
+mod report;
 mod run_dir;
 mod summary;
 mod train;
@@ -35,8 +41,8 @@ mod train;
 use clap::Parser;
 
 pub use args::{
-    Cli, Command, DataArgs, DatasetArg, EvalArgs, ExportArgs, OptimizerKind, PredictArgs, ScheduleArg,
-    SummaryArgs, TrainArgs,
+    Cli, Command, DataArgs, DatasetArg, EvalArgs, ExplainArgs, ExportArgs, OptimizerKind, PredictArgs,
+    ReportArgs, ScheduleArg, SummaryArgs, TrainArgs,
 };
 pub use recipe::{plan_training, TrainPlan};
 
@@ -49,6 +55,8 @@ pub fn main() -> i32 {
         Command::Predict(a) => predict::run_predict(a),
         Command::Summary(a) => summary::run_summary(a),
         Command::Export(a) => export::run_export(a),
+        Command::Report(a) => report::run_report(a),
+        Command::Explain(a) => explain::run_explain(a),
     };
     match result {
         Ok(()) => 0,

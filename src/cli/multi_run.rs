@@ -100,5 +100,9 @@ pub(super) fn summarize_runs(
     });
     let path = run_dir::write_summary(out, &summary)?;
     println!("Wrote {}", path.display());
+    // The runs' curves, the ensemble's pictures and the top-level report.html (warnings only).
+    let evals: Vec<&Evaluation> = outcomes.iter().map(|o| &o.eval).collect();
+    let images = super::pictures::Images { test: ctx.test, train: Some(ctx.full_train) };
+    let _ = super::pictures::write_runs_report(out, &evals, &images, "Written by fmnist train --runs");
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! The `predict` command: the top three classes of a saved model for image files or test-set
-//! images (`test:INDEX`). It prints only; decoding the image files is [`crate::image`]'s.
+//! images (`test:INDEX`). It prints them, and with `--out FILE.png` draws them
+//! ([`crate::plots::predictions`]); decoding the image files is [`crate::image`]'s.
 
 use std::path::Path;
 
@@ -7,7 +8,7 @@ use super::load::{batch_size_for, check_fits, check_outputs, dataset_kind_of, lo
 use super::{set_threads, CliResult, PredictArgs};
 use crate::data::Dataset;
 use crate::image::SIDE;
-use crate::train;
+use crate::{plots, train};
 
 pub(super) fn run_predict(a: PredictArgs) -> CliResult<()> {
     set_threads(None)?;
@@ -59,6 +60,21 @@ pub(super) fn run_predict(a: PredictArgs) -> CliResult<()> {
             order.iter().take(3).map(|&c| format!("{} {:.1}%", name(c), 100.0 * p[c])).collect();
         let truth = truth.map(|t| format!("  (true: {})", name(t as usize))).unwrap_or_default();
         println!("{input}: {}{truth}", top.join(", "));
+    }
+    if let Some(path) = &a.out {
+        let rows: Vec<plots::predictions::Row> = (0..n)
+            .map(|i| plots::predictions::Row {
+                name: &a.inputs[i],
+                pixels: &ds.images[i * 784..(i + 1) * 784],
+                probabilities: &probs[i * k..(i + 1) * k],
+                truth: truths[i],
+            })
+            .collect();
+        let title = format!("{}: top-3 classes of {n} input{}", saved.preset, if n == 1 { "" } else { "s" });
+        plots::predictions::draw(&title, &rows, &saved.classes, (28, 28))
+            .and_then(|pic| plots::write_png(path, &pic))
+            .map_err(|e| format!("--out {}: {e}", path.display()))?;
+        println!("Wrote {}", path.display());
     }
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! The `train` command: the plan, the data, the run folder, then one run or `--runs N` runs,
 //! each split, initialised, trained, evaluated on the test set and written to its folder. The
-//! training itself is [`crate::train`]'s; how the folder's files are written is `run_dir.rs`'s
-//! and the summary of several runs `multi_run.rs`'s.
+//! training itself is [`crate::train`]'s; how the folder's files are written is `run_dir.rs`'s,
+//! the summary of several runs `multi_run.rs`'s, and the pictures and report `pictures.rs`'s.
 
 use std::path::Path;
 use std::time::Instant;
@@ -134,7 +134,9 @@ fn train_one(ctx: &TrainContext, seed: u64, out: &Path, wall: Instant) -> CliRes
         recipe_extras(cfg)
     );
 
-    let mut observer = ConsoleObserver::new();
+    // The console's lines and bars, and curves.png redrawn after every epoch.
+    let title = format!("Training curves: {}, seed {seed}", plan.preset.name);
+    let mut observer = super::pictures::CurvesObserver::new(ConsoleObserver::new(), out, title);
     let result = train::fit(&mut model, cfg, &train_set, &val_set, &mut streams.fit, &mut observer);
     let best_val_loss = result.history[result.best_epoch - 1].val_loss;
     if !val_set.is_empty() {
@@ -185,6 +187,9 @@ fn train_one(ctx: &TrainContext, seed: u64, out: &Path, wall: Instant) -> CliRes
         metrics["runs"] = json!(n);
     }
     run_dir::write_results(out, &saved, &result.history, &metrics)?;
+    // After the model and metrics are safe: the pictures and report.html (warnings only).
+    let images = super::pictures::Images { test, train: Some(ctx.full_train) };
+    let _ = super::pictures::write_run_report(out, &eval, &images, "Written by fmnist train");
     println!("Wrote {}", out.display());
     Ok(RunOutcome {
         seed,
