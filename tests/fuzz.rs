@@ -434,7 +434,7 @@ fn random_layers(rng: &mut Rng) -> Vec<LayerConfig> {
     let mut layers = Vec::new();
     for _ in 0..n {
         let k = [pick(&[1, 2, 3, 4, 5, 7, 28, 29]), pick(&[1, 2, 3, 4, 5, 7, 28, 29])];
-        let layer = match pick(&[0, 0, 1, 2, 3, 4, 5, 6]) {
+        let layer = match pick(&[0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9]) {
             0 => L::Conv2d {
                 filters: pick(&[1, 2, 3, 5]),
                 kernel: k,
@@ -455,7 +455,27 @@ fn random_layers(rng: &mut Rng) -> Vec<LayerConfig> {
             3 => L::Flatten,
             4 => L::Dropout { rate: [0.0, 0.5, 0.99][pick(&[0, 1, 2])] },
             5 => L::Dense { units: pick(&[1, 3, 10]) },
-            _ => L::BatchNorm { momentum: 0.9, eps: [1e-3, 1e-30, 1.0][pick(&[0, 1, 2])] },
+            6 => L::BatchNorm { momentum: 0.9, eps: [1e-3, 1e-30, 1.0][pick(&[0, 1, 2])] },
+            7 => L::AvgPool { size: pick(&[1, 2, 3, 28]), stride: pick(&[1, 2, 3, 29]) },
+            8 => L::GlobalAvgPool,
+            // A residual block: one or two layers that mostly keep or halve the shape, and a
+            // projection that matches, mismatches or is missing.
+            _ => {
+                let filters = pick(&[1, 2, 3]);
+                let stride = pick(&[1, 1, 2]);
+                let mut body = vec![L::Conv2d { filters, kernel: [3, 3], stride, padding: Padding::Same }];
+                match pick(&[0, 1, 2, 3]) {
+                    0 => body.push(L::Relu),
+                    1 => body.push(L::BatchNorm { momentum: 0.9, eps: 1e-3 }),
+                    2 => body.push(L::Conv2d { filters, kernel: [1, 1], stride: 1, padding: Padding::Valid }),
+                    _ => {}
+                }
+                let projection = match pick(&[0, 1, 2]) {
+                    0 => None,
+                    p => Some(fmnist::model::Projection { stride: pick(&[1, 2]), batch_norm: p == 2 }),
+                };
+                L::Residual { layers: body, projection }
+            }
         };
         layers.push(layer);
     }
@@ -480,7 +500,9 @@ fn fuzz_architectures_agree_with_building_and_run() {
         assert!(result.is_ok(), "case {case}: {layers:?} passed the check but panicked");
     }
     eprintln!("architectures: {accepted} of {n} accepted");
-    assert!(accepted > n / 4, "only {accepted} of {n} random stacks were accepted");
+    // About a quarter pass (most stacks break a shape rule or a bound on purpose); a fifth
+    // keeps the comparison with building meaningful.
+    assert!(accepted > n / 5, "only {accepted} of {n} random stacks were accepted");
 }
 
 fn build_and_run(layers: &[LayerConfig], arch: &Architecture) {
