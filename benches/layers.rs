@@ -46,9 +46,9 @@
 //!
 //! # The table at the end
 //! Median time of each case (criterion's calls; bwd net of the seed), its rate, and its share of
-//! peak: FLOP/s against the machine's FMA peak, an **assumption** printed first: 240 GFLOP/s a
-//! core (AVX-512: 2 FMA units x 16 lanes x 2 FLOP x ~3.9 GHz, less a little) times the threads
-//! in rayon's pool; bytes/s against a parallel copy of 64 MiB measured at start (STREAM-copy
+//! peak: FLOP/s against the machine's FMA peak, **measured** at start and printed first
+//! (`kernels::peak`: register-only FMAs with independent chains on every thread of rayon's
+//! pool, the best of three calibrations); bytes/s against a parallel copy of 64 MiB measured at start (STREAM-copy
 //! style: read + write bytes; on this shared machine it varies from run to run). The last
 //! column is the case's share of the model's summed case time, fwd + net bwd: where a training
 //! step goes, the optimizer and batch assembly aside (`benches/train.rs` times whole steps).
@@ -69,9 +69,6 @@ use fmnist::model::Layer;
 use fmnist::presets::{self, INPUT_SHAPE};
 use fmnist::{ops, Engine, Init, LayerConfig, Mode, Padding, Params, Rng, Sequential, Tape, Tensor, Var};
 use rayon::prelude::*;
-
-/// Assumed FMA peak of one core, FLOP/s (see the module docs).
-const PEAK_FLOPS_PER_CORE: f64 = 240e9;
 
 /// What one pass of a case must do: FLOP (compute-bound) or bytes moved (memory-bound).
 #[derive(Clone, Copy, Debug)]
@@ -614,11 +611,13 @@ fn main() {
     // The pool as the CLI sets it up: the main thread is one of its workers.
     fmnist::cli::set_threads(None).expect("the thread pool");
     let threads = rayon::current_num_threads();
-    let peak_flops = PEAK_FLOPS_PER_CORE * threads as f64;
+    // The best of three calibrations: a lower one means the machine was busy.
+    let peak_flops =
+        (0..3).map(|_| kernels::peak::measure_fma_peak(Duration::from_millis(300))).fold(0.0, f64::max);
     let copy_bw = copy_bandwidth();
     println!("fmnist layer benchmarks: SIMD compiled in: {}; {threads} threads", kernels::simd::describe());
     println!(
-        "peak (assumed): {threads} x 240 GFLOP/s = {:.0} GFLOP/s (AVX-512 FMA at ~3.9 GHz); parallel copy: {:.1} GB/s",
+        "peak (measured, register-only FMAs on {threads} threads): {:.0} GFLOP/s; parallel copy: {:.1} GB/s",
         peak_flops / 1e9,
         copy_bw / 1e9
     );

@@ -41,6 +41,7 @@ pub mod gemm;
 pub mod gemv;
 pub mod im2col;
 pub mod optim;
+pub mod peak;
 pub mod pool;
 pub mod rng;
 pub mod simd;

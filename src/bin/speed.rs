@@ -184,6 +184,12 @@ fn run(a: &Args) -> Result<(), String> {
     let preset = presets::preset(&a.model)
         .ok_or_else(|| format!("unknown --model {}; one of {}", a.model, presets::NAMES.join(", ")))?;
     let threads = fmnist::cli::set_threads(a.threads)?;
+    // This machine's FMA peak on these threads (`kernels::peak`), the best of two calibrations,
+    // so a rate can be read as a share of this CPU's peak.
+    let fma_peak = (0..2)
+        .map(|_| kernels::peak::measure_fma_peak(std::time::Duration::from_millis(200)))
+        .fold(0.0, f64::max);
+    eprintln!("FMA peak (measured, {threads} threads): {:.0} GFLOP/s", fma_peak / 1e9);
     let batch = a.batch_size.unwrap_or(preset.recipe.batch_size);
     if batch == 0 {
         return Err("--batch-size must be at least 1".into());
@@ -326,6 +332,7 @@ fn run(a: &Args) -> Result<(), String> {
         "threads": threads,
         "batch_size": batch,
         "simd": kernels::simd::describe(),
+        "fma_peak_gflops": fma_peak / 1e9,
         "engine": engine.name(),
         "train": train_json,
         "inference": infer_json,
