@@ -28,9 +28,9 @@
 //! the header as its IEEE-754 bit pattern (an integer), so it comes back exactly, NaN included.
 //!
 //! # On disk
-//! A run folder keeps two: [`LATEST`] and [`PREVIOUS`]. [`write`] writes a temporary file,
+//! A run folder keeps two: [`LATEST`] and [`PREVIOUS`]. [`write()`] writes a temporary file,
 //! flushes it, renames the latest to the previous, renames the temporary file to the latest and
-//! flushes the folder; a kill at any point leaves at least one complete checkpoint. [`read`]
+//! flushes the folder; a kill at any point leaves at least one complete checkpoint. [`read()`]
 //! takes the latest, or the previous when the latest is missing, truncated or corrupt, and
 //! moves the bad one aside so that the next rotation cannot push it over the good one.
 //!
@@ -642,7 +642,7 @@ pub fn write(dir: &Path, bytes: &[u8], halfway: &mut dyn FnMut()) -> std::io::Re
     sync_dir(dir)
 }
 
-/// Writes `bytes` to `dir`'s latest checkpoint in one go (see [`write`]).
+/// Writes `bytes` to `dir`'s latest checkpoint in one go (see [`write()`]).
 pub fn write_now(dir: &Path, bytes: &[u8]) -> std::io::Result<()> {
     write(dir, bytes, &mut || {})
 }

@@ -562,6 +562,13 @@ fn runs_resume_in_the_interrupted_run_and_keep_the_finished_ones() {
     b.kill_at(&flags(&recipe, &cut), "run2/step:4", "kill");
     assert!(cut.join("run-1/model.safetensors").is_file() && !cut.join("run-2/model.safetensors").exists());
     let run1 = std::fs::read(cut.join("run-1/metrics.json")).unwrap();
+    // One run's folder is not resumed alone.
+    let (status, _, e) = b.run(&resume_flags(&cut.join("run-2")), "one-of-three");
+    assert_eq!(status.code(), Some(1));
+    assert!(
+        e.contains("is run 2 of the 3 runs") && e.contains(&format!("--resume {}", cut.display())),
+        "{e}"
+    );
 
     let text = b.run_ok(&resume_flags(&cut), "resume");
     let run1_at = text.find("Run 1 of 3").unwrap();

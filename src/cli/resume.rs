@@ -177,6 +177,15 @@ pub(super) fn resume(a: &TrainArgs, given: &[String], dir: &Path) -> CliResult<(
     }
     let info = loaded.decoded.info.clone();
     let shown = loaded.path.display();
+    if info.runs > 1 && first == dir {
+        let parent = dir.parent().map_or("its parent folder".to_string(), |p| p.display().to_string());
+        return Err(format!(
+            "{} is run {} of the {} runs of one command: resume them all with --resume {parent}",
+            dir.display(),
+            info.run,
+            info.runs
+        ));
+    }
     if info.program != program() {
         return Err(format!(
             "{shown} was written by {}, this is {}: resume it with that program",
