@@ -1,7 +1,8 @@
 //! Checkpoints: a training run's whole state in one file, written so that a kill at any moment
 //! leaves a sound one behind, and read back so that the run continues to the same bits.
 //!
-//! A checkpoint holds either a run in progress ([`Contents::Training`]: the weights and
+//! A checkpoint holds either a run that has not taken a step yet ([`Contents::Start`], the
+//! run's identity alone), a run in progress ([`Contents::Training`]: the weights and
 //! batch-norm statistics, the optimizer's moments and step count, the random streams, the
 //! position in the data with the pass's shuffled order, the epoch's running sums, the best
 //! weights so far with their score, the history) or a finished run ([`Contents::Finished`]:
@@ -17,13 +18,14 @@
 //! | 8..12 | format version, `u32` ([`FORMAT_VERSION`]) |
 //! | 12..20 | `H`, the header's length, `u64` |
 //! | 20..28 | `D`, the data's length, `u64` |
-//! | 28..28+H | the header: JSON `{"format", "run", "training" or "finished", "tensors"}` |
+//! | 28..28+H | the header: JSON `{"format", "run", "training" or "finished" (or neither, at the start), "tensors"}` |
 //! | then D bytes | the tensors, back to back in the order of `tensors` (`f32` or `u32`) |
 //! | last 4 | CRC-32 (IEEE, as in gzip and PNG) of every byte before it |
 //!
 //! A file whose length is not `28 + H + D + 4` is truncated; one whose CRC does not match is
 //! corrupt; both are refused with a message that says which. The tensors are named
-//! `model/<parameter>`, `best/<parameter>`, `optimizer/<parameter>/<slot>` and `order`. Every
+//! `model/<parameter>`, `best/<parameter>` (left out when the best weights are the model's,
+//! as right after an epoch that improved), `optimizer/<parameter>/<slot>` and `order`. Every
 //! float the next step reads (running sums, learning rate, scores, the history) is stored in
 //! the header as its IEEE-754 bit pattern (an integer), so it comes back exactly, NaN included.
 //!
@@ -76,9 +78,11 @@ pub struct RunInfo {
     pub recipe: serde_json::Value,
     /// The data's identity: checksums and sizes.
     pub data: serde_json::Value,
-    /// Wall-clock seconds of the sessions so far, and the part spent writing checkpoints.
+    /// Wall-clock seconds of the sessions so far; of them, the main thread's seconds spent on
+    /// checkpoints; and the CPU seconds of the background threads that wrote them.
     pub wall_seconds: f64,
     pub checkpoint_seconds: f64,
+    pub checkpoint_writer_cpu_seconds: f64,
 }
 
 /// What a finished run leaves in its last checkpoint.
@@ -94,6 +98,9 @@ pub struct Finished {
 /// A checkpoint's state.
 #[derive(Clone, Debug)]
 pub enum Contents {
+    /// A run about to take its first step: the [`RunInfo`] alone. Everything else is rebuilt
+    /// from the seed, so a resume starts the run afresh.
+    Start,
     Training(Box<TrainState>),
     Finished(Finished),
 }
@@ -225,6 +232,9 @@ struct BestRecord {
     #[serde(with = "f32_bits")]
     val_loss: f32,
     epoch: usize,
+    /// The best weights are the model's, bit for bit (a checkpoint right after an epoch that
+    /// improved): no `best/` tensors are stored.
+    same_as_model: bool,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -314,6 +324,15 @@ fn crc32(bytes: &[u8]) -> u32 {
     c.sum()
 }
 
+/// Whether two parameter sets hold the same values, bit for bit.
+fn same_values(a: &Params, b: &Params) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b.iter()).all(|(p, q)| {
+            p.value.len() == q.value.len()
+                && p.value.data().iter().zip(q.value.data()).all(|(x, y)| x.to_bits() == y.to_bits())
+        })
+}
+
 fn params_sources<'a>(
     prefix: &str,
     params: &'a Params,
@@ -331,6 +350,7 @@ fn params_sources<'a>(
 pub fn encode_training(info: &RunInfo, s: &TrainSnapshot) -> Vec<u8> {
     let p = &s.progress;
     let opt = s.optimizer;
+    let best_is_model = s.best.as_ref().is_some_and(|b| same_values(b.params, s.params));
     let record = TrainingRecord {
         epoch: p.epoch,
         batch: p.batch,
@@ -349,7 +369,11 @@ pub fn encode_training(info: &RunInfo, s: &TrainSnapshot) -> Vec<u8> {
         augment_rng: s.stepper.augment_rng,
         optimizer_step: opt.step,
         optimizer_slots: opt.state.iter().map(Vec::len).collect(),
-        best: s.best.as_ref().map(|b| BestRecord { val_loss: b.val_loss, epoch: b.epoch }),
+        best: s.best.as_ref().map(|b| BestRecord {
+            val_loss: b.val_loss,
+            epoch: b.epoch,
+            same_as_model: best_is_model,
+        }),
     };
     let mut header = Header {
         format: FORMAT.into(),
@@ -359,7 +383,7 @@ pub fn encode_training(info: &RunInfo, s: &TrainSnapshot) -> Vec<u8> {
         tensors: vec![],
     };
     let mut sources: Vec<_> = params_sources("model", s.params).collect();
-    if let Some(b) = &s.best {
+    if let Some(b) = s.best.as_ref().filter(|_| !best_is_model) {
         sources.extend(params_sources("best", b.params));
     }
     for (p, slots) in s.params.iter().zip(&opt.state) {
@@ -375,6 +399,13 @@ pub fn encode_training(info: &RunInfo, s: &TrainSnapshot) -> Vec<u8> {
         .collect();
     sources.push(("order".into(), vec![order.len()], Source::U32(order)));
     entries_and_bytes(&mut header, sources)
+}
+
+/// The bytes of a checkpoint of a run before its first step.
+pub fn encode_start(info: &RunInfo) -> Vec<u8> {
+    let mut header =
+        Header { format: FORMAT.into(), run: info.clone(), training: None, finished: None, tensors: vec![] };
+    entries_and_bytes(&mut header, Vec::new())
 }
 
 /// The bytes of a finished run's checkpoint: `params` are the final weights.
@@ -452,8 +483,8 @@ pub fn decode(bytes: Vec<u8>) -> Result<Decoded, String> {
     if header.format != FORMAT {
         return Err(format!("not an fmnist checkpoint (format `{}`)", header.format));
     }
-    if header.training.is_some() == header.finished.is_some() {
-        return Err("corrupt: its header holds neither a run in progress nor a finished one".into());
+    if header.training.is_some() && header.finished.is_some() {
+        return Err("corrupt: its header holds both a run in progress and a finished one".into());
     }
     let data_len = d as usize;
     for t in &header.tensors {
@@ -479,7 +510,8 @@ impl Decoded {
             Some(t) if t.batch == 0 && t.epoch <= 1 => "the start of training".into(),
             Some(t) if t.batch == 0 => format!("the end of epoch {}", t.epoch - 1),
             Some(t) => format!("epoch {}, batch {} of {batches}", t.epoch, t.batch),
-            None => "the end of the run".into(),
+            None if self.header.finished.is_some() => "the end of the run".into(),
+            None => "the start of training".into(),
         }
     }
 
@@ -530,6 +562,9 @@ impl Decoded {
     /// The state, matched with `params` (a model built from the run's recipe): every tensor
     /// must be there with the model's shapes.
     pub fn into_checkpoint(self, params: &Params) -> Result<Checkpoint, String> {
+        if self.header.training.is_none() && self.header.finished.is_none() {
+            return Ok(Checkpoint { info: self.info, contents: Contents::Start });
+        }
         let index = self.tensor_index()?;
         let weights = self.params_under(&index, "model", params)?;
         let contents = if let Some(f) = &self.header.finished {
@@ -574,7 +609,11 @@ impl Decoded {
                 Some(b) => Some(Best {
                     val_loss: b.val_loss,
                     epoch: b.epoch,
-                    params: self.params_under(&index, "best", params)?,
+                    params: if b.same_as_model {
+                        weights.clone()
+                    } else {
+                        self.params_under(&index, "best", params)?
+                    },
                 }),
                 None => None,
             };
@@ -614,7 +653,7 @@ impl Decoded {
 
 /// Writes `bytes` as `dir`'s latest checkpoint and keeps the one it replaces as the previous
 /// (the module docs give the order of the steps). `halfway` runs after the first half of the
-/// temporary file is on disk (a test hook: a kill there must leave the old checkpoints whole).
+/// temporary file is written (a test hook: a kill there must leave the old checkpoints whole).
 /// On an error the temporary file is removed and the checkpoints already there are untouched,
 /// unless the error came after the first rename (then the previous one is the latest sound).
 pub fn write(dir: &Path, bytes: &[u8], halfway: &mut dyn FnMut()) -> std::io::Result<()> {
@@ -626,10 +665,10 @@ pub fn write(dir: &Path, bytes: &[u8], halfway: &mut dyn FnMut()) -> std::io::Re
         std::fs::create_dir_all(dir)?;
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(&bytes[..half])?;
-        f.sync_data()?;
         halfway();
         f.write_all(&bytes[half..])?;
-        f.sync_all()
+        // The data and the length (fdatasync); the rest of the metadata can wait.
+        f.sync_data()
     })();
     if let Err(e) = result {
         let _ = std::fs::remove_file(&tmp);

@@ -72,6 +72,7 @@ fn info() -> RunInfo {
         data: serde_json::Value::Null,
         wall_seconds: 0.0,
         checkpoint_seconds: 0.0,
+        checkpoint_writer_cpu_seconds: 0.0,
     }
 }
 
@@ -203,9 +204,25 @@ impl Bench {
         Bench { root, data }
     }
 
-    /// `train` with the data flags, the given flags, and a hold (point, marker) if any.
+    /// `train` with the data flags, the given flags, and a hold (point, marker) if any; its
+    /// output goes to `<log>.out` and `<log>.err`.
     fn command(&self, flags: &[&str], hold: Option<(&str, &Path)>, log: &str) -> Command {
-        let mut c = Command::new(BIN);
+        self.limited(flags, hold, log, None)
+    }
+
+    /// [`Bench::command`], under a file-size limit of `bytes` when given: `sh` sets
+    /// RLIMIT_FSIZE (which binds root too) and ignores SIGXFSZ, so a write past the limit fails
+    /// with EFBIG, as on a full disk.
+    fn limited(&self, flags: &[&str], hold: Option<(&str, &Path)>, log: &str, bytes: Option<u64>) -> Command {
+        let mut c = match bytes {
+            None => Command::new(BIN),
+            Some(bytes) => {
+                let mut c = Command::new("sh");
+                let blocks = bytes / self.ulimit_unit();
+                c.args(["-c", &format!("trap '' XFSZ; ulimit -f {blocks}; exec \"$@\""), "sh", BIN]);
+                c
+            }
+        };
         c.args(["train", "--dataset", "mnist", "--no-download"]);
         if !flags.contains(&"--data-dir") {
             c.args(["--data-dir", self.data.to_str().unwrap()]);
@@ -219,6 +236,17 @@ impl Bench {
         let err = File::create(self.root.join(format!("{log}.err"))).unwrap();
         c.stdin(Stdio::null()).stdout(out).stderr(err);
         c
+    }
+
+    /// The unit of `sh`'s `ulimit -f` (512 or 1024 bytes, depending on the shell), measured.
+    fn ulimit_unit(&self) -> u64 {
+        let probe = self.root.join("probe");
+        let script =
+            format!("trap '' XFSZ; ulimit -f 1; head -c 4096 /dev/zero > '{}' 2>/dev/null", probe.display());
+        Command::new("sh").args(["-c", &script]).status().unwrap();
+        let unit = std::fs::metadata(&probe).unwrap().len();
+        assert!(unit == 512 || unit == 1024, "ulimit -f 1 let {unit} bytes through");
+        unit
     }
 
     fn log(&self, log: &str) -> (String, String) {
@@ -243,8 +271,12 @@ impl Bench {
 
     /// Starts `train` with a hold and waits until it is there.
     fn start_held(&self, flags: &[&str], point: &str, log: &str) -> Child {
+        self.start_held_limited(flags, point, log, None)
+    }
+
+    fn start_held_limited(&self, flags: &[&str], point: &str, log: &str, bytes: Option<u64>) -> Child {
         let marker = self.root.join(format!("{log}.marker"));
-        let mut child = self.command(flags, Some((point, &marker)), log).spawn().unwrap();
+        let mut child = self.limited(flags, Some((point, &marker)), log, bytes).spawn().unwrap();
         let t0 = Instant::now();
         while !marker.exists() {
             if let Some(status) = child.try_wait().unwrap() {
@@ -596,30 +628,6 @@ fn runs_resume_in_the_interrupted_run_and_keep_the_finished_ones() {
     }
 }
 
-/// `sh` with the file-size limit `bytes` (RLIMIT_FSIZE, which binds root too) and SIGXFSZ
-/// ignored, so a write past it fails with EFBIG as on a full disk.
-fn with_file_limit(bench: &Bench, bytes: u64, flags: &[&str], log: &str) -> (ExitStatus, String, String) {
-    // The unit of `ulimit -f` (512 or 1024 bytes, depending on the shell): measured.
-    let probe = bench.root.join("probe");
-    let status = Command::new("sh")
-        .args(["-c", &format!("trap '' XFSZ; ulimit -f 1; head -c 4096 /dev/zero > '{}'", probe.display())])
-        .status()
-        .unwrap();
-    assert!(!status.success() || std::fs::metadata(&probe).unwrap().len() < 4096);
-    let unit = std::fs::metadata(&probe).unwrap().len().max(512);
-    let c = bench.command(flags, None, log);
-    let program = c.get_program().to_owned();
-    let args: Vec<_> = c.get_args().map(|a| a.to_owned()).collect();
-    let mut sh = Command::new("sh");
-    sh.args(["-c", &format!("trap '' XFSZ; ulimit -f {}; exec \"$@\"", bytes / unit), "sh"]);
-    sh.arg(program).args(args);
-    let out = File::create(bench.root.join(format!("{log}.out"))).unwrap();
-    let err = File::create(bench.root.join(format!("{log}.err"))).unwrap();
-    let status = sh.stdin(Stdio::null()).stdout(out).stderr(err).status().unwrap();
-    let (o, e) = bench.log(log);
-    (status, o, e)
-}
-
 #[test]
 fn a_full_disk_warns_keeps_the_last_good_checkpoint_and_never_half_replaces_a_run() {
     let b = Bench::new("ckpt-full");
@@ -627,27 +635,44 @@ fn a_full_disk_warns_keeps_the_last_good_checkpoint_and_never_half_replaces_a_ru
     let mut recipe = C1.to_vec();
     recipe.extend(["--checkpoint-every", "3"]);
     b.run_ok(&flags(&recipe, &whole), "whole");
+    let expected = outcome(&whole);
     let model = std::fs::metadata(whole.join("model.safetensors")).unwrap().len();
 
-    // Room for the model file and for checkpoints without best weights (weights and two Adam
-    // moments: those of epoch 1), not for those with them (from the end of epoch 1 on).
-    let (status, o, e) = with_file_limit(&b, model * 7 / 2, &flags(&recipe, &cut), "limited");
-    assert!(status.success(), "{o}\n{e}");
-    let warnings: Vec<&str> =
-        e.lines().filter(|l| l.starts_with("warning: cannot write the checkpoint")).collect();
-    assert!(!warnings.is_empty(), "{e}");
+    // Room for the model file (and the small checkpoint of the start), not for a checkpoint
+    // with the weights and Adam's two moments: every one of those fails, with a warning.
+    let room = Some(model * 2);
+    let mut child = b.start_held_limited(&flags(&recipe, &cut), "step:12", "limited", room);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let warnings = |log: &str| -> Vec<String> {
+        let e = b.log(log).1;
+        assert!(e.lines().all(|l| l.starts_with("warning: cannot write the checkpoint at ")), "{e}");
+        e.lines().map(str::to_string).collect()
+    };
+    let w = warnings("limited");
+    assert_eq!(w.len(), 4, "the checkpoints of steps 3, 6, 8 and 11: {w:?}");
+    assert!(w[0].contains("at epoch 1, batch 3 of 8 to ") && w[0].contains("File too large"), "{w:?}");
     assert!(
-        warnings
-            .iter()
-            .all(|w| w.contains("training goes on, the last good checkpoint is at epoch 1, batch 6 of 8")),
-        "{e}"
+        w.iter()
+            .all(|l| l.ends_with("training goes on, the last good checkpoint is at the start of training")),
+        "{w:?}"
     );
-    assert_eq!(outcome(&cut), outcome(&whole), "the failed writes did not touch the training");
+    // The last good checkpoint is intact: the start's.
+    let loaded = checkpoint::read(&cut).unwrap().unwrap();
+    assert!(loaded.warnings.is_empty());
+    assert_eq!(loaded.decoded.position(8), "the start of training");
     assert!(temp_files(&cut).is_empty(), "{:?}", temp_files(&cut));
 
-    // Too little room for the model file: the run fails at its end with one line, and a
+    // Resumed, still without room: training goes on to the end, and the files are right.
+    let mut child = b.limited(&resume_flags(&cut), None, "limited-end", room).spawn().unwrap();
+    assert!(wait_exit(&mut child).success(), "{:?}", b.log("limited-end"));
+    assert_eq!(warnings("limited-end").len(), 6, "steps 3, 6, 8, 11, 14 and 16");
+    assert_eq!(outcome(&cut), expected, "failed writes do not touch the training");
+    assert!(temp_files(&cut).is_empty(), "{:?}", temp_files(&cut));
+
+    // Too little room for the model file: the run fails at its end with one error line, and a
     // folder that held a run keeps it whole.
-    let _ = std::fs::create_dir_all(&kept);
+    std::fs::create_dir_all(&kept).unwrap();
     for f in ["config.json", "model.safetensors", "history.json", "history.csv", "metrics.json"] {
         std::fs::copy(whole.join(f), kept.join(f)).unwrap();
     }
@@ -663,12 +688,18 @@ fn a_full_disk_warns_keeps_the_last_good_checkpoint_and_never_half_replaces_a_ru
     let before = snapshot(&kept);
     let mut f = flags(&recipe, &kept);
     f.extend(["--overwrite", "--seed", "9"]);
-    let (status, o, e) = with_file_limit(&b, model / 2, &f, "nospace");
+    let mut child = b.limited(&f, None, "nospace", Some(model / 2)).spawn().unwrap();
+    let status = wait_exit(&mut child);
+    let (o, e) = b.log("nospace");
     assert_eq!(status.code(), Some(1), "{o}\n{e}");
-    let errors: Vec<&str> = e.lines().filter(|l| l.starts_with("error:")).collect();
+    let errors: Vec<&str> = e.lines().filter(|l| !l.starts_with("warning: ")).collect();
     assert_eq!(errors.len(), 1, "{e}");
-    assert!(errors[0].contains("cannot write") && errors[0].contains("nothing in"), "{e}");
-    assert_eq!(snapshot(&kept), before, "the earlier run's files are intact");
+    assert!(errors[0].starts_with("error: cannot write ") && errors[0].contains("nothing in"), "{e}");
+    assert!(!e.contains("panicked"), "{e}");
+    let mut after = snapshot(&kept);
+    // The start's checkpoint is the one file the run could write.
+    after.retain(|(name, _)| name != checkpoint::LATEST);
+    assert_eq!(after, before, "the earlier run's files are intact");
 }
 
 #[test]

@@ -20,8 +20,18 @@ use super::interrupt::{HoldPoint, TestHold};
 use crate::checkpoint;
 
 struct Pending {
-    handle: JoinHandle<std::io::Result<()>>,
+    /// The write's result, and the CPU seconds the writer thread used.
+    handle: JoinHandle<(std::io::Result<()>, f64)>,
     label: String,
+}
+
+/// The CPU time the calling thread has used, in seconds (Linux's
+/// `/proc/thread-self/schedstat`; 0 where it cannot be read).
+fn thread_cpu_seconds() -> f64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|ns| ns.parse::<u64>().ok()))
+        .map_or(0.0, |ns| ns as f64 * 1e-9)
 }
 
 /// The checkpoints of one run folder.
@@ -34,6 +44,8 @@ pub(super) struct Checkpointer {
     hold: Option<Arc<TestHold>>,
     /// Seconds the main thread has spent on checkpoints (encoding, waiting for a write).
     pub(super) seconds: f64,
+    /// CPU seconds the writer threads have used (CRC, copies into the page cache, flushes).
+    pub(super) writer_cpu_seconds: f64,
 }
 
 impl Checkpointer {
@@ -45,7 +57,15 @@ impl Checkpointer {
         last_good: Option<String>,
         hold: Option<Arc<TestHold>>,
     ) -> Self {
-        Checkpointer { dir: dir.to_path_buf(), run, pending: None, last_good, hold, seconds: 0.0 }
+        Checkpointer {
+            dir: dir.to_path_buf(),
+            run,
+            pending: None,
+            last_good,
+            hold,
+            seconds: 0.0,
+            writer_cpu_seconds: 0.0,
+        }
     }
 
     /// The checkpoint file.
@@ -77,7 +97,8 @@ impl Checkpointer {
                     h.reach(run, HoldPoint::Checkpoint(step));
                 }
             };
-            checkpoint::write(&dir, &bytes, &mut halfway)
+            let result = checkpoint::write(&dir, &bytes, &mut halfway);
+            (result, thread_cpu_seconds())
         });
         let warning = match spawned {
             Ok(handle) => {
@@ -101,11 +122,16 @@ impl Checkpointer {
     fn wait_inner(&mut self) -> Option<String> {
         let p = self.pending.take()?;
         match p.handle.join() {
-            Ok(Ok(())) => {
-                self.last_good = Some(p.label);
-                None
+            Ok((result, cpu)) => {
+                self.writer_cpu_seconds += cpu;
+                match result {
+                    Ok(()) => {
+                        self.last_good = Some(p.label);
+                        None
+                    }
+                    Err(e) => Some(self.failure(&p.label, &e.to_string())),
+                }
             }
-            Ok(Err(e)) => Some(self.failure(&p.label, &e.to_string())),
             Err(_) => Some(self.failure(&p.label, "the writer thread panicked")),
         }
     }

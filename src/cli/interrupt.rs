@@ -15,7 +15,7 @@
 //! - `mark-step:S`: the same, without waiting (a kill lands during the step or just after);
 //! - `validation:E`: before validating epoch E;
 //! - `checkpoint:S`: halfway through writing the checkpoint taken after S steps (the first
-//!   half of the temporary file is on disk); waits whatever signal comes;
+//!   half of the temporary file is written); waits whatever signal comes;
 //! - `results`: with the run's final files written under their temporary names, before the
 //!   renames.
 //!

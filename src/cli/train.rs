@@ -206,6 +206,7 @@ struct Clock {
     started: Instant,
     wall_before: f64,
     checkpoint_before: f64,
+    writer_before: f64,
 }
 
 /// Saves a checkpoint of `trainer` in the background; prints an earlier write's failure.
@@ -219,6 +220,7 @@ fn save(
 ) {
     info.wall_seconds = clock.wall_before + clock.started.elapsed().as_secs_f64();
     info.checkpoint_seconds = clock.checkpoint_before + ckpt.seconds;
+    info.checkpoint_writer_cpu_seconds = clock.writer_before + ckpt.writer_cpu_seconds;
     let label = position(trainer.progress(), trainer.batches_per_epoch());
     let info = &*info;
     if let Some(w) =
@@ -288,23 +290,34 @@ fn train_one(ctx: &TrainContext, seed: u64, out: &Path, start: Start, wall: Inst
         data: ctx.data_id.clone(),
         wall_seconds: 0.0,
         checkpoint_seconds: 0.0,
+        checkpoint_writer_cpu_seconds: 0.0,
     };
-    let mut clock = Clock { started: wall, wall_before: 0.0, checkpoint_before: 0.0 };
+    let mut clock = Clock { started: wall, wall_before: 0.0, checkpoint_before: 0.0, writer_before: 0.0 };
     let mut observer = ConsoleObserver::new();
     let mut ckpt = match start {
         Start::Resume(d, path) => {
             let shown = path.display();
             let at = d.position(batches);
             let ck = d.into_checkpoint(model.params()).map_err(|e| format!("{shown}: {e}"))?;
-            (clock.wall_before, clock.checkpoint_before) = (ck.info.wall_seconds, ck.info.checkpoint_seconds);
-            let Contents::Training(state) = ck.contents else { unreachable!("classified as in progress") };
-            trainer.restore(&mut model, *state).map_err(|e| format!("{shown}: {e}"))?;
+            (clock.wall_before, clock.checkpoint_before, clock.writer_before) =
+                (ck.info.wall_seconds, ck.info.checkpoint_seconds, ck.info.checkpoint_writer_cpu_seconds);
+            match ck.contents {
+                Contents::Training(state) => {
+                    trainer.restore(&mut model, *state).map_err(|e| format!("{shown}: {e}"))?
+                }
+                Contents::Start => {} // the trainer as new is the run at its start
+                Contents::Finished(_) => unreachable!("classified as finished"),
+            }
             println!("Resuming from {shown}: {}", position(trainer.progress(), batches));
             Checkpointer::new(out, k, Some(at), ctx.hold.clone())
         }
         _ => {
+            // The run's identity on disk before the first step: a resume from it starts afresh.
             let mut c = Checkpointer::new(out, k, None, ctx.hold.clone());
-            save(&mut c, &mut info, &clock, &trainer, &model, &observer);
+            let start = checkpoint::encode_start(&info);
+            if let Some(w) = c.start(|| start, position(trainer.progress(), batches), 0) {
+                observer.warn(&w);
+            }
             c
         }
     };
@@ -374,6 +387,7 @@ fn train_one(ctx: &TrainContext, seed: u64, out: &Path, start: Start, wall: Inst
         observer.warn(&w);
     }
     info.checkpoint_seconds = clock.checkpoint_before + ckpt.seconds;
+    info.checkpoint_writer_cpu_seconds = clock.writer_before + ckpt.writer_cpu_seconds;
 
     let result = trainer.finish(&mut model);
     let best_val_loss = result.history[result.best_epoch - 1].val_loss;
@@ -424,6 +438,7 @@ fn train_one(ctx: &TrainContext, seed: u64, out: &Path, start: Start, wall: Inst
         "wall_seconds": wall_seconds,
         "train_seconds": result.train_seconds,
         "checkpoint_seconds": info.checkpoint_seconds,
+        "checkpoint_writer_cpu_seconds": info.checkpoint_writer_cpu_seconds,
         "train_images_per_second": train_ips,
         "test_images": test.len(),
         "preset": plan.preset.name,
