@@ -383,12 +383,8 @@ fn train_one(ctx: &TrainContext, seed: u64, out: &Path, start: Start, wall: Inst
             }
         }
     }
-    if let Some(w) = ckpt.wait() {
-        observer.warn(&w);
-    }
-    info.checkpoint_seconds = clock.checkpoint_before + ckpt.seconds;
-    info.checkpoint_writer_cpu_seconds = clock.writer_before + ckpt.writer_cpu_seconds;
-
+    // The last checkpoint's flush to disk overlaps the test evaluation; it is waited for
+    // before the run's files are written.
     let result = trainer.finish(&mut model);
     let best_val_loss = result.history[result.best_epoch - 1].val_loss;
     if !val_set.is_empty() {
@@ -402,6 +398,11 @@ fn train_one(ctx: &TrainContext, seed: u64, out: &Path, start: Start, wall: Inst
     let t_eval = Instant::now();
     let eval = train::evaluate(&mut model, &cfg.normalization, test, 1000);
     let eval_secs = t_eval.elapsed().as_secs_f32();
+    if let Some(w) = ckpt.wait() {
+        observer.warn(&w);
+    }
+    info.checkpoint_seconds = clock.checkpoint_before + ckpt.seconds;
+    info.checkpoint_writer_cpu_seconds = clock.writer_before + ckpt.writer_cpu_seconds;
     let wall_seconds = (clock.wall_before + clock.started.elapsed().as_secs_f64()) as f32;
     println!(
         "Test loss {:.4}, test accuracy {:.2}% ({} images, {:.1}s)",
