@@ -58,39 +58,51 @@ pub(super) fn default_dir(preset: &str) -> PathBuf {
     dir
 }
 
-/// Refuses a run folder that holds anything, unless `overwrite`; then removes the earlier
-/// run's checkpoints (in it and in its `run-K/`), which a resume must never mix with the new
-/// run's. Its other files stay until the new run's replace them.
+/// The folder name of run `k` (1-based) of several: `run-K`.
+pub(super) fn run_folder(k: usize) -> String {
+    format!("run-{k}")
+}
+
+/// Refuses a run folder that holds anything, unless `overwrite`.
 pub(super) fn check_empty(out: &Path, overwrite: bool) -> CliResult<()> {
     if out.exists() && !out.is_dir() {
         return Err(format!("--out {} is a file, not a folder", out.display()));
     }
-    let entries: Vec<String> = match std::fs::read_dir(out) {
-        Ok(rd) => rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect(),
-        Err(_) => return Ok(()),
-    };
-    if entries.is_empty() {
+    let entries = entries(out);
+    if entries.is_empty() || overwrite {
         return Ok(());
     }
     let shown = out.display();
-    if !overwrite {
-        let interrupted = checkpoint::present(out) || checkpoint::present(&out.join(run_folder(1)));
-        let hint = if interrupted {
-            format!("continue its run with `train --resume {shown}`, or ")
-        } else {
-            String::new()
-        };
-        let mut listed = entries.clone();
-        listed.sort();
-        listed.truncate(6);
-        return Err(format!(
-            "--out {shown} is not empty (it holds {}{}): {hint}choose another --out, or add --overwrite to replace its run once the new one is complete",
-            listed.join(", "),
-            if entries.len() > listed.len() { ", ..." } else { "" }
-        ));
+    let interrupted = checkpoint::present(out) || checkpoint::present(&out.join(run_folder(1)));
+    let hint = if interrupted {
+        format!("continue its run with `train --resume {shown}`, or ")
+    } else {
+        String::new()
+    };
+    let mut listed = entries.clone();
+    listed.sort();
+    listed.truncate(6);
+    Err(format!(
+        "--out {shown} is not empty (it holds {}{}): {hint}choose another --out, or add --overwrite to replace its run once the new one is complete",
+        listed.join(", "),
+        if entries.len() > listed.len() { ", ..." } else { "" }
+    ))
+}
+
+/// The names in a folder (none if it cannot be read).
+fn entries(dir: &Path) -> Vec<String> {
+    match std::fs::read_dir(dir) {
+        Ok(rd) => rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect(),
+        Err(_) => Vec::new(),
     }
+}
+
+/// Removes the checkpoints of the run an `--overwrite` replaces (in `out` and its `run-K/`):
+/// a resume must never mix them with the new run's. Its other files stay until the new run's
+/// replace them.
+pub(super) fn remove_checkpoints(out: &Path) -> CliResult<()> {
     let mut dirs = vec![out.to_path_buf()];
-    dirs.extend(entries.iter().filter(|e| e.starts_with("run-")).map(|e| out.join(e)));
+    dirs.extend(entries(out).iter().filter(|e| e.starts_with("run-")).map(|e| out.join(e)));
     for d in dirs {
         for name in [checkpoint::LATEST, checkpoint::PREVIOUS] {
             let path = d.join(name);
@@ -100,11 +112,6 @@ pub(super) fn check_empty(out: &Path, overwrite: bool) -> CliResult<()> {
         }
     }
     Ok(())
-}
-
-/// The folder name of run `k` (1-based) of several: `run-K`.
-pub(super) fn run_folder(k: usize) -> String {
-    format!("run-{k}")
 }
 
 /// Writes a run's files into `out`: `config.json`, `model.safetensors` (the model and how to

@@ -73,8 +73,8 @@ pub(super) fn run_train(a: TrainArgs, given: &[String]) -> CliResult<i32> {
             (s, Some((d, path)))
         }
         None => {
-            let preset = a.model.clone();
-            (resume::fresh(a, &preset)?, None)
+            let preset = plan_training(&a)?.preset.name;
+            (resume::fresh(a, preset)?, None)
         }
     };
     let a = &session.args;
@@ -99,6 +99,9 @@ pub(super) fn run_train(a: TrainArgs, given: &[String]) -> CliResult<i32> {
         Some(n) => full_train.take(n),
         None => full_train,
     };
+    if a.overwrite {
+        run_dir::remove_checkpoints(&session.out)?;
+    }
     let interrupt = Interrupt::install()?;
     let hold = TestHold::from_env(&interrupt)?;
     let mut ctx = TrainContext {
@@ -151,7 +154,7 @@ pub(super) fn run_train(a: TrainArgs, given: &[String]) -> CliResult<i32> {
         }
         if k < a.runs {
             if let Some(code) = interrupt.requested() {
-                print_interrupted(code, &format!("after run {k} of {}", a.runs), out);
+                print_interrupted(code, &format!("after run {k} of {}", a.runs), Some(out));
                 return Ok(code);
             }
         }
@@ -195,10 +198,14 @@ fn shell_word(p: &Path) -> String {
     }
 }
 
-fn print_interrupted(code: i32, what: &str, out: &Path) {
-    let program = std::env::args().next().unwrap_or_else(|| "fmnist".into());
+/// The stop message, and the command that resumes from the run folder `out` (if there is a
+/// checkpoint to resume from).
+fn print_interrupted(code: i32, what: &str, out: Option<&PathBuf>) {
     println!("Interrupted by {}: stopped {what}.", signal_name(code));
-    println!("Resume with: {program} train --resume {}", shell_word(out));
+    if let Some(out) = out {
+        let program = std::env::args().next().unwrap_or_else(|| "fmnist".into());
+        println!("Resume with: {program} train --resume {}", shell_word(out));
+    }
 }
 
 /// Times carried over from the sessions before this one.
@@ -335,22 +342,19 @@ fn train_one(ctx: &TrainContext, seed: u64, out: &Path, start: Start, wall: Inst
                 save(&mut ckpt, &mut info, &clock, &trainer, &model, &observer);
             }
             let here = position(trainer.progress(), batches);
-            match ckpt.wait() {
-                None => print_interrupted(
-                    code,
-                    &format!("at {here}; checkpoint in {}", ckpt.path().display()),
-                    &s.out,
-                ),
-                Some(w) => {
-                    observer.warn(&w);
-                    let last = ckpt.last_good().map_or("none".to_string(), |l| format!("at {l}"));
-                    print_interrupted(
-                        code,
-                        &format!("at {here}; the last good checkpoint is {last}"),
-                        &s.out,
-                    );
-                }
+            if let Some(w) = ckpt.wait() {
+                observer.warn(&w);
             }
+            let saved = match ckpt.last_good() {
+                Some(l) if l == here => format!("checkpoint in {}", ckpt.path().display()),
+                Some(l) => format!("the last good checkpoint is at {l}"),
+                None => "no checkpoint could be written".to_string(),
+            };
+            print_interrupted(
+                code,
+                &format!("at {here}; {saved}"),
+                ckpt.last_good().is_some().then_some(&s.out),
+            );
             return Ok(RunEnd::Interrupted(code));
         }
         if let (Some(h), false) = (&ctx.hold, trainer.is_done()) {

@@ -235,6 +235,15 @@ impl<'d> Trainer<'d> {
                 self.cfg.epochs
             ));
         }
+        if let Some(b) = &state.best {
+            if b.epoch == 0 || b.epoch > p.history.len() {
+                return Err(format!(
+                    "the saved best epoch {} is not one of the {} epochs done",
+                    b.epoch,
+                    p.history.len()
+                ));
+            }
+        }
         self.stepper.restore(state.stepper, state.optimizer_step, state.moments)?;
         let set = |params: &mut Params, values: Vec<Vec<f32>>| {
             for (p, v) in params.iter_mut().zip(values) {
