@@ -157,9 +157,8 @@ pub(super) fn fresh(a: TrainArgs, preset: &str) -> CliResult<Session> {
 }
 
 /// `train --resume DIR`: the checkpoint's flags, with `given` (the flags on this command
-/// line) checked against them.
-/// Returns the session and the checkpoint to start from (with --runs, the first run's) with
-/// its path.
+/// line) checked against them. Returns the session and the checkpoint to start from (with
+/// `--runs N`, the first run's) with its path.
 pub(super) fn resume(a: &TrainArgs, given: &[String], dir: &Path) -> CliResult<(Session, Decoded, PathBuf)> {
     if !dir.is_dir() {
         return Err(format!("{}: no such run folder to resume", dir.display()));
@@ -178,7 +177,10 @@ pub(super) fn resume(a: &TrainArgs, given: &[String], dir: &Path) -> CliResult<(
     let info = loaded.decoded.info.clone();
     let shown = loaded.path.display();
     if info.runs > 1 && first == dir {
-        let parent = dir.parent().map_or("its parent folder".to_string(), |p| p.display().to_string());
+        let parent = match dir.parent().map(Path::as_os_str) {
+            Some(p) if !p.is_empty() => Path::new(p).display().to_string(),
+            _ => ".".to_string(),
+        };
         return Err(format!(
             "{} is run {} of the {} runs of one command: resume them all with --resume {parent}",
             dir.display(),
@@ -220,6 +222,14 @@ pub(super) fn resume(a: &TrainArgs, given: &[String], dir: &Path) -> CliResult<(
             if r != saved {
                 wrong.push(format!("--{} ({})", f.replace('_', "-"), differences(&saved, &r, "").join(", ")));
             }
+        }
+        if wrong.is_empty() {
+            // No one flag does it alone: name them all.
+            wrong = RECIPE_FLAGS
+                .iter()
+                .filter(|f| is_given(f))
+                .map(|f| format!("--{}", f.replace('_', "-")))
+                .collect();
         }
         return Err(format!(
             "{} contradicts the recipe of the run in {}; resume without it (only {} may change), or start a new run with --out",
