@@ -8,6 +8,7 @@
 
 pub mod arch;
 pub mod augment;
+pub mod checkpoint;
 pub mod cli;
 pub mod data;
 pub mod explain;

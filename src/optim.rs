@@ -1,7 +1,8 @@
 //! Optimizers, in order of increasing complexity: SGD (with momentum and weight decay), then
 //! Adam. The update loops are `kernels::optim`; this module owns the per-parameter state and
 //! the step counter, skips non-trainable buffers, and leaves zeroing the gradients to the
-//! caller (an explicit step, as in PyTorch).
+//! caller (an explicit step, as in PyTorch). Its whole state (`step` and the moments) is public
+//! and [`Optimizer::restore_state`] puts a saved one back, so a checkpoint resumes it exactly.
 
 use kernels::optim::{AdamParams, SgdParams};
 use kernels::Engine;
@@ -83,6 +84,31 @@ impl Optimizer {
     pub fn on(mut self, engine: Engine) -> Self {
         self.engine = engine;
         self
+    }
+
+    /// Puts back a state saved from an optimizer built for the same model (a checkpoint's):
+    /// the step count and every moment. Refused, with nothing changed, if the moments do not
+    /// have this optimizer's layout (parameters, slots, lengths).
+    pub fn restore_state(&mut self, step: u64, state: Vec<Vec<Vec<f32>>>) -> Result<(), String> {
+        if state.len() != self.state.len() {
+            return Err(format!(
+                "optimizer state for {} parameters, this model has {}",
+                state.len(),
+                self.state.len()
+            ));
+        }
+        for (i, (new, old)) in state.iter().zip(&self.state).enumerate() {
+            let (a, b): (Vec<usize>, Vec<usize>) =
+                (new.iter().map(Vec::len).collect(), old.iter().map(Vec::len).collect());
+            if a != b {
+                return Err(format!(
+                    "optimizer state of parameter {i} has slots of lengths {a:?}, expected {b:?}"
+                ));
+            }
+        }
+        self.step = step;
+        self.state = state;
+        Ok(())
     }
 
     /// Changes the learning rate (for schedules).

@@ -9,6 +9,10 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crate::data::DatasetKind;
 use crate::presets;
 
+/// `train --checkpoint-every`'s default: steps between two checkpoints within an epoch (see
+/// the README's "Checkpoints and resume" for its measured cost).
+pub const DEFAULT_CHECKPOINT_EVERY: usize = 200;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "fmnist",
@@ -86,7 +90,7 @@ pub struct DataArgs {
     pub no_download: bool,
 }
 
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args, Debug, Clone)]
 pub struct TrainArgs {
     /// Model and recipe: c1 (write-up C model 1), a and b (write-ups A and B), c2, c3, cmasch (write-up E), ours.
     #[arg(long, default_value = "c1", value_parser = clap::builder::PossibleValuesParser::new(presets::NAMES))]
@@ -168,6 +172,15 @@ pub struct TrainArgs {
     /// Run folder (default: `runs/<timestamp>-<model>`)
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+    /// Train into an --out folder that already holds a run: its files are replaced once the new run's are all written.
+    #[arg(long)]
+    pub overwrite: bool,
+    /// Continue the run in DIR from its checkpoint, to the bits an uninterrupted run gives; the recipe is the checkpoint's (a flag that contradicts it is refused; --threads may change).
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["out", "overwrite"])]
+    pub resume: Option<PathBuf>,
+    /// Write a checkpoint every N training steps, besides the one at the end of every epoch (0: only at epoch ends).
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_CHECKPOINT_EVERY)]
+    pub checkpoint_every: usize,
     /// Dataset.
     #[arg(long, value_enum, default_value = "fashion")]
     pub dataset: DatasetArg,

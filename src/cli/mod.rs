@@ -15,18 +15,24 @@
 //! - `progress.rs`: the console's progress bars and epoch lines during training;
 //! - `run_dir.rs`: run folders and the files a run writes;
 //! - `train.rs`, `eval.rs`, `predict.rs`, `summary.rs`: the four first commands;
+//! - `export.rs`: a saved model as a PyTorch module and state dict;
 //! - `pictures.rs`: a run's pictures and `report.html` (after `train`, `eval --report`);
 //! - `report.rs`, `explain.rs`: the commands that redraw a run folder's pictures and explain
 //!   one image;
-//! - `multi_run.rs`: the figures over the runs of `train --runs N` (`summary.json`).
+//! - `multi_run.rs`: the figures over the runs of `train --runs N` (`summary.json`);
+//! - `resume.rs`: what `train --resume DIR` continues, and the flags it may and may not change;
+//! - `checkpointer.rs`: the background writer of a run's checkpoints;
+//! - `interrupt.rs`: Ctrl-C and SIGTERM, and the test-only holds.
 //!
 //! Every public item is re-exported here, so the paths are `crate::cli::Item`; the files
 //! themselves are private.
 
 mod args;
+mod checkpointer;
 mod eval;
 mod explain;
 mod export;
+mod interrupt;
 mod load;
 mod multi_run;
 mod pictures;
@@ -34,32 +40,39 @@ mod predict;
 mod progress;
 mod recipe;
 mod report;
+mod resume;
 mod run_dir;
 mod summary;
 mod train;
 
-use clap::Parser;
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, FromArgMatches};
 
 pub use args::{
     Cli, Command, DataArgs, DatasetArg, EvalArgs, ExplainArgs, ExportArgs, OptimizerKind, PredictArgs,
-    ReportArgs, ScheduleArg, SummaryArgs, TrainArgs,
+    ReportArgs, ScheduleArg, SummaryArgs, TrainArgs, DEFAULT_CHECKPOINT_EVERY,
 };
 pub use recipe::{plan_training, TrainPlan};
 
-/// Runs the program; returns the process exit code.
+/// Runs the program; returns the process exit code: 0, 1 after an error, 130 or 143 after
+/// `train` stopped on SIGINT or SIGTERM.
 pub fn main() -> i32 {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let result = match cli.command {
-        Command::Train(a) => train::run_train(a),
-        Command::Eval(a) => eval::run_eval(a),
-        Command::Predict(a) => predict::run_predict(a),
-        Command::Summary(a) => summary::run_summary(a),
-        Command::Export(a) => export::run_export(a),
-        Command::Report(a) => report::run_report(a),
-        Command::Explain(a) => explain::run_explain(a),
+        Command::Train(a) => {
+            let given = matches.subcommand_matches("train").map(given_flags).unwrap_or_default();
+            train::run_train(a, &given)
+        }
+        Command::Eval(a) => eval::run_eval(a).map(|()| 0),
+        Command::Predict(a) => predict::run_predict(a).map(|()| 0),
+        Command::Summary(a) => summary::run_summary(a).map(|()| 0),
+        Command::Export(a) => export::run_export(a).map(|()| 0),
+        Command::Report(a) => report::run_report(a).map(|()| 0),
+        Command::Explain(a) => explain::run_explain(a).map(|()| 0),
     };
     match result {
-        Ok(()) => 0,
+        Ok(code) => code,
         Err(e) => {
             // One line, whatever a file name or a file's content put in the message.
             let line: String = e.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
@@ -67,6 +80,14 @@ pub fn main() -> i32 {
             1
         }
     }
+}
+
+/// The ids of the flags given on the command line (not filled in by a default).
+fn given_flags(m: &ArgMatches) -> Vec<String> {
+    m.ids()
+        .filter(|id| m.value_source(id.as_str()) == Some(ValueSource::CommandLine))
+        .map(|id| id.as_str().to_string())
+        .collect()
 }
 
 /// The commands' error type: a one-line message for the user.

@@ -44,6 +44,21 @@ impl<O: Observer> CurvesObserver<O> {
     pub(super) fn new(inner: O, dir: &Path, title: String) -> Self {
         CurvesObserver { inner, path: dir.join("curves.png"), title, history: Vec::new(), warned: false }
     }
+
+    /// The epochs trained before (a resumed run's), drawn with the ones to come.
+    pub(super) fn with_history(mut self, history: &[EpochStats]) -> Self {
+        self.history = history.to_vec();
+        self
+    }
+
+    /// The observer every callback is passed to.
+    pub(super) fn inner(&self) -> &O {
+        &self.inner
+    }
+
+    pub(super) fn inner_mut(&mut self) -> &mut O {
+        &mut self.inner
+    }
 }
 
 impl<O: Observer> Observer for CurvesObserver<O> {

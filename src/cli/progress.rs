@@ -22,6 +22,23 @@ impl ConsoleObserver {
     }
 }
 
+impl ConsoleObserver {
+    /// Prints a line (on standard error) without tearing the progress bar.
+    pub(super) fn warn(&self, line: &str) {
+        match &self.bar {
+            Some(bar) => bar.suspend(|| eprintln!("{line}")),
+            None => eprintln!("{line}"),
+        }
+    }
+
+    /// Removes the progress bar of an epoch that will not finish here.
+    pub(super) fn clear(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+    }
+}
+
 impl Observer for ConsoleObserver {
     fn epoch_start(&mut self, epoch: usize, epochs: usize, batches: usize) {
         let bar = ProgressBar::new(batches as u64);

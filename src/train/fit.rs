@@ -1,12 +1,17 @@
-//! The training loop ([`fit`]): the static augmented copies, epochs of [`Stepper`] steps,
-//! validation after each epoch, and the best epoch's weights kept. It does no I/O (progress
-//! goes to an [`Observer`]) and never looks at the test set.
+//! The training loop: the static augmented copies, epochs of [`Stepper`] steps, validation
+//! after each epoch, and the best epoch's weights kept. [`fit`] runs it in one go;
+//! [`Trainer`] runs it one unit of work (a step, or an epoch's validation) at a time, so the
+//! caller can save a checkpoint between two units ([`Trainer::snapshot`]), stop, and later
+//! continue from it ([`Trainer::restore`]) to the same bits. It does no I/O (progress goes to
+//! an [`Observer`]) and never looks at the test set.
 
+use std::borrow::Cow;
 use std::time::Instant;
 
 use kernels::Rng;
 
-use super::{evaluate, EpochStats, Observer, Stepper, TrainConfig};
+use super::{evaluate, Best, EpochStats, Observer, Progress, StepOutcome, Stepper, TrainConfig};
+use super::{TrainSnapshot, TrainState};
 use crate::augment;
 use crate::data::Dataset;
 use crate::params::Params;
@@ -19,6 +24,17 @@ pub struct FitResult {
     /// 1-based epoch whose weights the model holds at the end.
     pub best_epoch: usize,
     pub train_seconds: f32,
+}
+
+/// What one [`Trainer::advance`] did.
+#[derive(Clone, Debug)]
+pub enum Advance {
+    /// A training step.
+    Step(StepOutcome),
+    /// An epoch's validation: the epoch is over, with these figures.
+    EpochEnd(EpochStats),
+    /// Nothing: every epoch is done.
+    Done,
 }
 
 /// Trains `model` on `train`, validating on `val` after each epoch (skipped when `val` is
@@ -36,67 +52,233 @@ pub fn fit(
     rng: &mut Rng,
     observer: &mut dyn Observer,
 ) -> FitResult {
-    cfg.validate().expect("invalid training config");
-    assert!(!train.is_empty(), "fit: no training images");
-    let started = Instant::now();
-    let n_train = train.len() * (1 + cfg.static_augment.copies);
-    let mut stepper = Stepper::new(cfg, model, n_train, rng);
-    let mut static_rng = rng.fork();
-    let expanded;
-    let train = if cfg.static_augment.is_active() {
-        expanded = augment::expand(train, &cfg.static_augment, &mut static_rng);
-        &expanded
-    } else {
-        train
-    };
-    let batches = stepper.batches_per_epoch();
-    let mut history = Vec::with_capacity(cfg.epochs);
-    let mut best: Option<(f32, usize, Params)> = None;
+    let mut trainer = Trainer::new(model, cfg, train, val, rng);
+    while !matches!(trainer.advance(model, observer), Advance::Done) {}
+    trainer.finish(model)
+}
 
-    for epoch in 1..=cfg.epochs {
-        observer.epoch_start(epoch, cfg.epochs, batches);
-        let t0 = Instant::now();
-        let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
-        let mut lr = cfg.optimizer.lr();
-        for b in 0..batches {
-            let s = stepper.step(model, train);
-            (loss_sum, correct, seen, lr) =
-                (loss_sum + s.loss_sum, correct + s.correct, seen + s.images, s.lr);
-            observer.batch_end(b + 1, seen, (loss_sum / seen as f64) as f32);
+/// [`fit`], one unit of work at a time, with its state open to checkpoints.
+pub struct Trainer<'d> {
+    cfg: TrainConfig,
+    stepper: Stepper,
+    /// The training images, with the static copies when they are on.
+    train: Cow<'d, Dataset>,
+    val: &'d Dataset,
+    progress: Progress,
+    best: Option<Best<Params>>,
+    /// When this session started, and when it started on the epoch in progress.
+    session: Instant,
+    epoch_clock: Option<Instant>,
+    /// `progress`'s times when this session started (or its epoch clock did).
+    train_seconds_before: f64,
+    epoch_train_before: f64,
+    epoch_before: f64,
+}
+
+impl<'d> Trainer<'d> {
+    /// A trainer before its first step: forks `rng` as [`fit`] does and makes the static
+    /// copies.
+    pub fn new(
+        model: &Sequential,
+        cfg: &TrainConfig,
+        train: &'d Dataset,
+        val: &'d Dataset,
+        rng: &mut Rng,
+    ) -> Trainer<'d> {
+        cfg.validate().expect("invalid training config");
+        assert!(!train.is_empty(), "fit: no training images");
+        let session = Instant::now();
+        let n_train = train.len() * (1 + cfg.static_augment.copies);
+        let stepper = Stepper::new(cfg, model, n_train, rng);
+        let mut static_rng = rng.fork();
+        let train = if cfg.static_augment.is_active() {
+            Cow::Owned(augment::expand(train, &cfg.static_augment, &mut static_rng))
+        } else {
+            Cow::Borrowed(train)
+        };
+        Trainer {
+            cfg: cfg.clone(),
+            stepper,
+            train,
+            val,
+            progress: Progress::start(cfg.optimizer.lr()),
+            best: None,
+            session,
+            epoch_clock: None,
+            train_seconds_before: 0.0,
+            epoch_train_before: 0.0,
+            epoch_before: 0.0,
         }
-        let train_secs = t0.elapsed().as_secs_f32();
-        let (val_loss, val_accuracy) = if val.is_empty() {
+    }
+
+    /// Batches in one epoch.
+    pub fn batches_per_epoch(&self) -> usize {
+        self.stepper.batches_per_epoch()
+    }
+
+    /// Training steps taken so far (in every session).
+    pub fn steps(&self) -> usize {
+        self.stepper.steps()
+    }
+
+    /// Where the run stands (its times as of the last unit of work).
+    pub fn progress(&self) -> &Progress {
+        &self.progress
+    }
+
+    /// Whether every epoch is done.
+    pub fn is_done(&self) -> bool {
+        self.progress.epoch > self.cfg.epochs
+    }
+
+    /// Runs the next unit of work: the epoch's next step, or, once its steps are done, its
+    /// validation and the best-weights bookkeeping.
+    pub fn advance(&mut self, model: &mut Sequential, observer: &mut dyn Observer) -> Advance {
+        if self.is_done() {
+            return Advance::Done;
+        }
+        let batches = self.stepper.batches_per_epoch();
+        let clock = *self.epoch_clock.get_or_insert_with(|| {
+            if self.progress.batch < batches {
+                observer.epoch_start(self.progress.epoch, self.cfg.epochs, batches);
+            }
+            Instant::now()
+        });
+        let p = &mut self.progress;
+        if p.batch < batches {
+            let s = self.stepper.step(model, &self.train);
+            p.batch += 1;
+            (p.loss_sum, p.correct, p.seen, p.lr) =
+                (p.loss_sum + s.loss_sum, p.correct + s.correct, p.seen + s.images, s.lr);
+            p.epoch_train_seconds = self.epoch_train_before + clock.elapsed().as_secs_f64();
+            p.epoch_seconds = self.epoch_before + clock.elapsed().as_secs_f64();
+            p.train_seconds = self.train_seconds_before + self.session.elapsed().as_secs_f64();
+            observer.batch_end(p.batch, p.seen, (p.loss_sum / p.seen as f64) as f32);
+            return Advance::Step(s);
+        }
+
+        let (val_loss, val_accuracy) = if self.val.is_empty() {
             (None, None)
         } else {
-            let e = evaluate(model, &cfg.normalization, val, 1000);
+            let e = evaluate(model, &self.cfg.normalization, self.val, 1000);
             (Some(e.loss), Some(e.accuracy))
         };
         let stats = EpochStats {
-            epoch,
-            loss: (loss_sum / seen as f64) as f32,
-            accuracy: correct as f32 / seen as f32,
+            epoch: p.epoch,
+            loss: (p.loss_sum / p.seen as f64) as f32,
+            accuracy: p.correct as f32 / p.seen as f32,
             val_loss,
             val_accuracy,
-            seconds: t0.elapsed().as_secs_f32(),
-            images_per_second: seen as f32 / train_secs.max(1e-9),
-            lr,
+            seconds: (self.epoch_before + clock.elapsed().as_secs_f64()) as f32,
+            images_per_second: (p.seen as f64 / p.epoch_train_seconds.max(1e-9)) as f32,
+            lr: p.lr,
         };
         observer.epoch_end(&stats);
-        if cfg.keep_best {
+        if self.cfg.keep_best {
             if let Some(vl) = val_loss {
-                if best.as_ref().is_none_or(|(b, _, _)| vl < *b) {
-                    best = Some((vl, epoch, model.params().clone()));
+                if self.best.as_ref().is_none_or(|b| vl < b.val_loss) {
+                    self.best = Some(Best { val_loss: vl, epoch: p.epoch, params: model.params().clone() });
                 }
             }
         }
-        history.push(stats);
+        p.history.push(stats.clone());
+        *p = Progress {
+            epoch: p.epoch + 1,
+            lr: p.lr,
+            train_seconds: self.train_seconds_before + self.session.elapsed().as_secs_f64(),
+            history: std::mem::take(&mut p.history),
+            ..Progress::start(p.lr)
+        };
+        (self.epoch_clock, self.epoch_train_before, self.epoch_before) = (None, 0.0, 0.0);
+        Advance::EpochEnd(stats)
     }
-    let best_epoch = match best {
-        Some((_, epoch, params)) => {
-            *model.params_mut() = params;
-            epoch
+
+    /// The whole state, borrowed from the trainer and `model` (the model it trains).
+    pub fn snapshot<'a>(&'a self, model: &'a Sequential) -> TrainSnapshot<'a> {
+        TrainSnapshot {
+            progress: self.progress.clone(),
+            stepper: self.stepper.position(),
+            optimizer: self.stepper.optimizer(),
+            params: model.params(),
+            best: self.best.as_ref().map(|b| Best {
+                val_loss: b.val_loss,
+                epoch: b.epoch,
+                params: &b.params,
+            }),
         }
-        None => cfg.epochs,
-    };
-    FitResult { history, best_epoch, train_seconds: started.elapsed().as_secs_f32() }
+    }
+
+    /// Puts a saved state back into this trainer, fresh from [`Trainer::new`] with the same
+    /// configuration, data and generator, and into `model`: the next [`advance`](Self::advance)
+    /// does what the saved run's next one would have. Refused, with the trainer unchanged,
+    /// if the state does not fit the model or the training set.
+    pub fn restore(&mut self, model: &mut Sequential, state: TrainState) -> Result<(), String> {
+        let fits = |values: &[Vec<f32>]| {
+            values.len() == model.params().len()
+                && values.iter().zip(model.params().iter()).all(|(v, p)| v.len() == p.value.len())
+        };
+        if !fits(&state.params) || !state.best.as_ref().is_none_or(|b| fits(&b.params)) {
+            return Err("the saved weights do not fit this model".into());
+        }
+        let batches = self.stepper.batches_per_epoch();
+        let p = &state.progress;
+        if p.epoch == 0
+            || p.epoch > self.cfg.epochs + 1
+            || p.batch > batches
+            || p.history.len() != p.epoch - 1
+        {
+            return Err(format!(
+                "the saved position (epoch {}, batch {}, {} epochs of history) does not fit a run of {} epochs of {batches} batches",
+                p.epoch,
+                p.batch,
+                p.history.len(),
+                self.cfg.epochs
+            ));
+        }
+        if let Some(b) = &state.best {
+            if b.epoch == 0 || b.epoch > p.history.len() {
+                return Err(format!(
+                    "the saved best epoch {} is not one of the {} epochs done",
+                    b.epoch,
+                    p.history.len()
+                ));
+            }
+        }
+        self.stepper.restore(state.stepper, state.optimizer_step, state.moments)?;
+        let set = |params: &mut Params, values: Vec<Vec<f32>>| {
+            for (p, v) in params.iter_mut().zip(values) {
+                p.value.data_mut().copy_from_slice(&v);
+            }
+        };
+        set(model.params_mut(), state.params);
+        self.best = state.best.map(|b| {
+            let mut params = model.params().clone();
+            set(&mut params, b.params);
+            Best { val_loss: b.val_loss, epoch: b.epoch, params }
+        });
+        self.train_seconds_before = state.progress.train_seconds;
+        self.epoch_train_before = state.progress.epoch_train_seconds;
+        self.epoch_before = state.progress.epoch_seconds;
+        self.session = Instant::now();
+        self.epoch_clock = None;
+        self.progress = state.progress;
+        Ok(())
+    }
+
+    /// Ends training: puts the best epoch's weights into `model` (with `keep_best` and a
+    /// validation set) and returns the history.
+    pub fn finish(self, model: &mut Sequential) -> FitResult {
+        let best_epoch = match self.best {
+            Some(b) => {
+                *model.params_mut() = b.params;
+                b.epoch
+            }
+            None => self.cfg.epochs,
+        };
+        FitResult {
+            history: self.progress.history,
+            best_epoch,
+            train_seconds: (self.train_seconds_before + self.session.elapsed().as_secs_f64()) as f32,
+        }
+    }
 }

@@ -33,8 +33,11 @@
 //! 5. `observer.rs`: [`EpochStats`], [`Observer`] and [`Silent`], how progress is reported;
 //! 6. `evaluate.rs`: [`evaluate`], [`evaluate_flip_tta`], [`ensemble`] and [`argmax`];
 //! 7. `step.rs`: [`Stepper`], one training step (batch, forward, backward, update);
-//! 8. `fit.rs`: [`fit`], the epochs of steps, validation and the best weights;
-//! 9. `stats.rs`: [`mean_and_sample_std`], the figures over several runs.
+//! 8. `state.rs`: [`Progress`], [`TrainSnapshot`] and [`TrainState`], a run's state between
+//!    two units of work, as a checkpoint holds it;
+//! 9. `fit.rs`: [`fit`], the epochs of steps, validation and the best weights; [`Trainer`],
+//!    the same one unit of work at a time, with its state saved and restored;
+//! 10. `stats.rs`: [`mean_and_sample_std`], the figures over several runs.
 //!
 //! Everything public is re-exported here, so the paths are `crate::train::Item`; the files
 //! themselves are private.
@@ -45,16 +48,18 @@ mod fit;
 mod normalize;
 mod observer;
 mod schedule;
+mod state;
 mod stats;
 mod step;
 mod streams;
 
 pub use config::{weight_decay, with_weight_decay, TrainConfig};
 pub use evaluate::{argmax, ensemble, evaluate, evaluate_flip_tta, logits, Evaluation, ENSEMBLE_EPS};
-pub use fit::{fit, FitResult};
+pub use fit::{fit, Advance, FitResult, Trainer};
 pub use normalize::Normalization;
 pub use observer::{EpochStats, Observer, Silent};
 pub use schedule::{LrSchedule, ScheduleKind};
+pub use state::{Best, Progress, TrainSnapshot, TrainState};
 pub use stats::mean_and_sample_std;
-pub use step::{StepOutcome, Stepper};
+pub use step::{StepOutcome, Stepper, StepperPosition};
 pub use streams::RunStreams;

@@ -2,6 +2,12 @@
 //! augmentation, forward, loss, backward, the schedule's learning rate and the optimizer's
 //! update. It knows nothing of epochs, validation or best weights:
 //! [`fit`](crate::train::fit) counts the epochs, and `fmnist-speed` times bare steps.
+//!
+//! Everything a step reads from the steps before it is the optimizer's state, the shuffled
+//! order with the cursor into it, the update count and three random streams;
+//! [`Stepper::position`] and [`Stepper::optimizer`] expose it for a checkpoint and
+//! [`Stepper::restore`] puts it back, so the next step is the one an uninterrupted run takes.
+//! The tape's recycled buffers are not state: every op overwrites or zeroes what it reuses.
 
 use kernels::Rng;
 
@@ -23,6 +29,22 @@ pub struct StepOutcome {
     pub correct: usize,
     /// The learning rate this step used.
     pub lr: f32,
+}
+
+/// Where a [`Stepper`] stands between two steps, besides the optimizer's state: all a
+/// checkpoint needs to resume it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StepperPosition {
+    /// Updates taken so far (the schedule's `t` of the next one).
+    pub step: usize,
+    /// The current pass's shuffled order of the training images, `[n_train]`.
+    pub order: Vec<usize>,
+    /// Images of `order` already used; `n_train` means the next step reshuffles.
+    pub cursor: usize,
+    /// The shuffling, dropout and on-the-fly augmentation streams' states.
+    pub shuffle_rng: [u64; 4],
+    pub dropout_rng: [u64; 4],
+    pub augment_rng: [u64; 4],
 }
 
 /// Training steps one after another, as [`fit`](crate::train::fit) runs them and
@@ -72,6 +94,61 @@ impl Stepper {
     /// Batches in one epoch.
     pub fn batches_per_epoch(&self) -> usize {
         self.batches_per_epoch
+    }
+
+    /// Updates taken so far.
+    pub fn steps(&self) -> usize {
+        self.step
+    }
+
+    /// Where the stepper stands (see [`StepperPosition`]).
+    pub fn position(&self) -> StepperPosition {
+        StepperPosition {
+            step: self.step,
+            order: self.order.clone(),
+            cursor: self.cursor,
+            shuffle_rng: self.shuffle_rng.state(),
+            dropout_rng: self.dropout_rng.state(),
+            augment_rng: self.augment_rng.state(),
+        }
+    }
+
+    /// The optimizer, whose step count and moments a checkpoint saves.
+    pub fn optimizer(&self) -> &Optimizer {
+        &self.opt
+    }
+
+    /// Puts back a saved position and optimizer state (see [`Optimizer::restore_state`]), so
+    /// the next [`step`](Self::step) is the one the saved run would have taken. Refused, with
+    /// nothing changed, unless `order` is a permutation of this stepper's training images and
+    /// the optimizer state fits the model.
+    pub fn restore(
+        &mut self,
+        pos: StepperPosition,
+        optimizer_step: u64,
+        moments: Vec<Vec<Vec<f32>>>,
+    ) -> Result<(), String> {
+        let n = self.order.len();
+        if pos.order.len() != n {
+            return Err(format!("the saved order has {} images, the training set {n}", pos.order.len()));
+        }
+        let mut seen = vec![false; n];
+        for &i in &pos.order {
+            if i >= n || std::mem::replace(&mut seen[i], true) {
+                return Err(format!("the saved order is not a permutation of the {n} training images"));
+            }
+        }
+        if pos.cursor > n {
+            return Err(format!("the saved cursor {} is past the {n} training images", pos.cursor));
+        }
+        self.opt.restore_state(optimizer_step, moments)?;
+        self.step = pos.step;
+        self.order = pos.order;
+        self.cursor = pos.cursor;
+        self.shuffle_rng = Rng::from_state(pos.shuffle_rng);
+        self.dropout_rng = Rng::from_state(pos.dropout_rng);
+        self.augment_rng = Rng::from_state(pos.augment_rng);
+        Ok(())
     }
 
     /// Trains `model` on the next batch of `train` (the set the stepper was built for).
