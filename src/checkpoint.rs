@@ -5,10 +5,10 @@
 //! run's identity alone), a run in progress ([`Contents::Training`]: the weights and
 //! batch-norm statistics, the optimizer's moments and step count, the random streams, the
 //! position in the data with the pass's shuffled order, the step count (the learning-rate
-//! schedule is a function of it), the epoch's running sums, the best
-//! weights so far with their score, the history) or a finished run ([`Contents::Finished`]:
-//! the final weights and the history), and always a [`RunInfo`]: the program, the command
-//! that started the run, its resolved recipe and the data's checksums.
+//! schedule is a function of it), the epoch's running sums, the best weights so far with
+//! their score, the history) or a finished run ([`Contents::Finished`]: the final weights and
+//! the history), and always a [`RunInfo`]: the program, the command that started the run, its
+//! resolved recipe and the data's checksums.
 //!
 //! # File layout
 //! All integers little-endian:
