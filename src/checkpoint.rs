@@ -4,10 +4,11 @@
 //! A checkpoint holds either a run that has not taken a step yet ([`Contents::Start`], the
 //! run's identity alone), a run in progress ([`Contents::Training`]: the weights and
 //! batch-norm statistics, the optimizer's moments and step count, the random streams, the
-//! position in the data with the pass's shuffled order, the epoch's running sums, the best
-//! weights so far with their score, the history) or a finished run ([`Contents::Finished`]:
-//! the final weights and the history), and always a [`RunInfo`]: the program, the command
-//! that started the run, its resolved recipe and the data's checksums.
+//! position in the data with the pass's shuffled order, the step count (the learning-rate
+//! schedule is a function of it), the epoch's running sums, the best weights so far with
+//! their score, the history) or a finished run ([`Contents::Finished`]: the final weights and
+//! the history), and always a [`RunInfo`]: the program, the command that started the run, its
+//! resolved recipe and the data's checksums.
 //!
 //! # File layout
 //! All integers little-endian:
