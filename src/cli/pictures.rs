@@ -38,11 +38,28 @@ pub(super) struct CurvesObserver<O: Observer> {
     title: String,
     history: Vec<EpochStats>,
     warned: bool,
+    /// Whether to draw after each epoch (see [`CurvesObserver::live`]).
+    live: bool,
 }
 
 impl<O: Observer> CurvesObserver<O> {
     pub(super) fn new(inner: O, dir: &Path, title: String) -> Self {
-        CurvesObserver { inner, path: dir.join("curves.png"), title, history: Vec::new(), warned: false }
+        CurvesObserver {
+            inner,
+            path: dir.join("curves.png"),
+            title,
+            history: Vec::new(),
+            warned: false,
+            live: true,
+        }
+    }
+
+    /// Draws after each epoch only when `on`: a run that `--overwrite`s another's folder must
+    /// not replace that run's picture before its own files replace the rest (the final picture
+    /// comes with the run's report).
+    pub(super) fn live(mut self, on: bool) -> Self {
+        self.live = on;
+        self
     }
 
     /// The epochs trained before (a resumed run's), drawn with the ones to come.
@@ -71,6 +88,9 @@ impl<O: Observer> Observer for CurvesObserver<O> {
     fn epoch_end(&mut self, stats: &EpochStats) {
         self.inner.epoch_end(stats);
         self.history.push(stats.clone());
+        if !self.live {
+            return;
+        }
         let run = curves::Run { label: "", history: &self.history, best_epoch: best_so_far(&self.history) };
         let result = curves::draw(&self.title, &[run]).and_then(|p| plots::write_png(&self.path, &p));
         if let Err(e) = result {

@@ -44,6 +44,7 @@ macro_rules! recipe_flags {
 
 recipe_flags!(
     model,
+    arch,
     epochs,
     batch_size,
     lr,
