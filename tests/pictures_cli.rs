@@ -182,6 +182,8 @@ fn an_unwritable_picture_warns_and_costs_nothing_else() {
         "--no-download",
         "--out",
         out.to_str().unwrap(),
+        // The folder is not empty (it holds the obstacles).
+        "--overwrite",
     ]);
     let err = stderr(&o);
     assert!(o.status.success(), "a failed picture must not fail training:\n{err}");

@@ -302,8 +302,11 @@ fn train_one(ctx: &TrainContext, seed: u64, out: &Path, start: Start, wall: Inst
     let mut clock = Clock { started: wall, wall_before: 0.0, checkpoint_before: 0.0, writer_before: 0.0 };
     // The console's lines and bars, and curves.png redrawn after every epoch (`pictures.rs`).
     let title = format!("Training curves: {}, seed {seed}", plan.preset.name);
-    // A fresh run over another run's folder (`--overwrite`) draws its curves only at the end.
-    let replacing = matches!(start, Start::Fresh) && ctx.args.overwrite;
+    // A fresh run over another run's folder (`--overwrite`) draws its curves only with its
+    // final files, so the kept run stays whole until they replace it.
+    let holds_a_run =
+        ["config.json", "model.safetensors", "metrics.json"].iter().any(|f| out.join(f).exists());
+    let replacing = matches!(start, Start::Fresh) && ctx.args.overwrite && holds_a_run;
     let mut observer =
         super::pictures::CurvesObserver::new(ConsoleObserver::new(), out, title).live(!replacing);
     let mut ckpt = match start {
