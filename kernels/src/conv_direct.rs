@@ -58,7 +58,13 @@ fn check(g: &ConvGeom, oc: usize, x: usize, w: usize, y: usize) {
 }
 
 /// Vectors per block in the wide-row loops: independent accumulators hide the FMA latency.
+/// With [`OC_BLOCK`] channels that is `OC_BLOCK * BLOCK` accumulators, plus `BLOCK` input
+/// vectors and a weight: 21 of AVX-512's 32 registers with 4, while AVX2's 16 registers would
+/// spill, so 2 there (11).
+#[cfg(target_feature = "avx512f")]
 const BLOCK: usize = 4;
+#[cfg(not(target_feature = "avx512f"))]
+const BLOCK: usize = 2;
 /// Values per block.
 const STEP: usize = BLOCK * LANES;
 

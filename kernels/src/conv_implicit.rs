@@ -131,10 +131,19 @@ impl ImplicitConv {
             let (wt_block, rest) = wt.split_at(taps * nv * LANES);
             let block =
                 Block { g, xp, wt: wt_block, b: b.map(|b| &b[o0..]), o0, oc: self.oc, plane: g.out_plane() };
+            // NV x PB accumulators: 24 of AVX-512's 32 registers; at most 12 of AVX2's 16.
+            #[cfg(target_feature = "avx512f")]
             match nv {
                 4 => block.run::<4, 6>(at, ys),
                 3 => block.run::<3, 8>(at, ys),
                 2 => block.run::<2, 8>(at, ys),
+                _ => block.run::<1, 8>(at, ys),
+            }
+            #[cfg(not(target_feature = "avx512f"))]
+            match nv {
+                4 => block.run::<4, 3>(at, ys),
+                3 => block.run::<3, 4>(at, ys),
+                2 => block.run::<2, 6>(at, ys),
                 _ => block.run::<1, 8>(at, ys),
             }
             wt = rest;

@@ -126,8 +126,12 @@ const KC: usize = 512;
 const SHORT_K: usize = 256;
 /// Rows of `x` per tile.
 const R: usize = 6;
-/// Vectors of columns per tile: with [`R`] rows, 24 accumulator registers of the 32.
+/// Vectors of columns per tile: with [`R`] rows, 24 accumulators of AVX-512's 32 registers;
+/// AVX2 has 16, so 2 there (12 accumulators, 2 rows of `w` and a broadcast).
+#[cfg(target_feature = "avx512f")]
 const V: usize = 4;
+#[cfg(not(target_feature = "avx512f"))]
+const V: usize = 2;
 
 /// `y[M, N] += x[M, K] w[K, N]`, all row-major, `N` a multiple of [`LANES`]: a dense layer's
 /// forward pass for a batch (and its input gradient, `dx += dy w^T` with `w^T` stored), as
