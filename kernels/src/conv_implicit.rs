@@ -33,8 +33,13 @@ use crate::conv_direct::{pad_into, padded_dims};
 use crate::im2col::ConvGeom;
 use crate::simd::{transpose, Fx, LANES};
 
-/// Vectors of output channels in one block of accumulators (64 channels with AVX-512).
+/// Vectors of output channels in one block of accumulators (64 channels with AVX-512). The
+/// weight gradient keeps `KW x NV` vectors in registers (up to 20 of AVX-512's 32); AVX2 has
+/// 16, so 2 vectors (16 channels) there.
+#[cfg(target_feature = "avx512f")]
 const MAX_NV: usize = 4;
+#[cfg(not(target_feature = "avx512f"))]
+const MAX_NV: usize = 2;
 
 /// The widest kernel row the specialised loops handle; [`supports`] says which layers qualify.
 const MAX_KW: usize = 5;
