@@ -21,7 +21,7 @@ use std::fs::File;
 use std::io::Read;
 use std::path::Path;
 
-use crate::model::{LayerConfig, Padding};
+use crate::model::{same_padding, LayerConfig, Padding};
 
 /// The side of a Fashion-MNIST and MNIST image, in pixels.
 pub const IMAGE_SIDE: usize = 28;
@@ -225,13 +225,6 @@ impl Architecture {
 /// The name `model.rs` gives a layer kind in tensor names and messages.
 pub fn layer_kind(config: &LayerConfig) -> &'static str {
     config.kind()
-}
-
-/// TensorFlow's 'same' padding along one axis, `(before, after)`, as `model.rs` computes it.
-fn same_padding(input: usize, k: usize, stride: usize) -> (usize, usize) {
-    let out = input.div_ceil(stride);
-    let total = (out.saturating_sub(1).saturating_mul(stride).saturating_add(k)).saturating_sub(input);
-    (total / 2, total - total / 2)
 }
 
 /// The product of `dims`, or `None` on overflow.

@@ -231,10 +231,11 @@ impl std::fmt::Display for ModelError {
 
 impl std::error::Error for ModelError {}
 
-/// TensorFlow's 'same' padding along one axis: `(before, after, out)`.
-fn same_padding(input: usize, k: usize, stride: usize) -> (usize, usize) {
+/// TensorFlow's 'same' padding along one axis: `(before, after)`.
+/// Saturating, so that the dry run of `limits` can call it on unchecked sizes.
+pub(crate) fn same_padding(input: usize, k: usize, stride: usize) -> (usize, usize) {
     let out = input.div_ceil(stride);
-    let total = ((out.saturating_sub(1)) * stride + k).saturating_sub(input);
+    let total = (out.saturating_sub(1).saturating_mul(stride).saturating_add(k)).saturating_sub(input);
     (total / 2, total - total / 2)
 }
 

@@ -198,11 +198,13 @@ impl ConvPlan {
     /// `ys[N, OC, OH, OW] = w (*) xs + b` for the images `xs[N, C, H, W]`.
     pub fn forward(&self, xs: &[f32], w: &[f32], b: &[f32], ys: &mut [f32]) {
         let (g, oc, in_len, out_len) = (&self.g, self.oc, self.in_len(), self.out_len());
-        if ys.is_empty() || in_len == 0 {
-            ys.fill(0.0); // no images, or an empty sum plus... nothing to convolve
-            if in_len == 0 && !ys.is_empty() {
-                bias_add_ref(ys, b, ys.len() / out_len, oc, g.out_plane());
-            }
+        if ys.is_empty() {
+            return;
+        }
+        if in_len == 0 {
+            // No input values: every output is the empty sum plus its bias.
+            ys.fill(0.0);
+            bias_add_ref(ys, b, ys.len() / out_len, oc, g.out_plane());
             return;
         }
         let Some(fast) = &self.fast else {

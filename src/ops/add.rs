@@ -9,8 +9,15 @@ use crate::tensor::Tensor;
 /// # Shapes
 /// `a` and `b` the same shape -> that shape.
 pub fn add(tape: &mut Tape, a: Var, b: Var) -> Var {
-    let mut y = tape.value(a).clone();
-    y.add_assign(tape.value(b));
+    let (av, bv) = (tape.value(a), tape.value(b));
+    assert_eq!(av.shape(), bv.shape(), "add: {:?} + {:?}", av.shape(), bv.shape());
+    let shape = av.shape().to_vec();
+    // The output from the tape's pool (a residual block adds once per step).
+    let mut y = tape.scratch(&shape);
+    let (av, bv) = (tape.value(a), tape.value(b));
+    for ((o, &x), &z) in y.data_mut().iter_mut().zip(av.data()).zip(bv.data()) {
+        *o = x + z;
+    }
     let needs = tape.needs_grad(a) || tape.needs_grad(b);
     tape.push(y, needs, Box::new(AddBackward { a, b }))
 }
