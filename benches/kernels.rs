@@ -31,6 +31,7 @@ use std::time::Duration;
 use criterion::{BenchmarkGroup, Criterion, Throughput};
 use kernels::conv_direct::{conv_backward_weights, conv_forward, conv_forward_relu_pool2, InputGrad};
 use kernels::conv_implicit::{ImplicitConv, ImplicitInputGrad, ImplicitScratch, WeightGrad};
+use kernels::conv_scatter::{ScatterInputGrad, ScatterScratch};
 use kernels::gemm::matmul;
 use kernels::gemv::{rowsmat, vecmat};
 use kernels::im2col::{col2im, im2col, ConvGeom};
@@ -257,6 +258,15 @@ fn bench_implicit(g: &mut Group, name: &str, geom: ConvGeom, oc: usize, n: usize
         bench.iter(|| {
             for (dxs, dys) in dx.chunks_mut(group * geom.in_len()).zip(dy.chunks(group * oc * plane)) {
                 input_grad.accumulate(black_box(dys), dxs, &mut s);
+            }
+        })
+    });
+    let scatter = ScatterInputGrad::new(&geom, oc, &w);
+    let mut ss = ScatterScratch::default();
+    g.bench_function(format!("scatter_{name}_bwd_input"), |bench| {
+        bench.iter(|| {
+            for (dxs, dys) in dx.chunks_mut(group * geom.in_len()).zip(dy.chunks(group * oc * plane)) {
+                scatter.accumulate(black_box(dys), dxs, &mut ss);
             }
         })
     });

@@ -16,8 +16,10 @@
 //!   weights, except with one input channel, where `w^T dy` by GEMM, then col2im, is faster;
 //! - **implicit GEMM** (`conv_implicit`) for the other layers with kernels up to 5 wide: the
 //!   GEMM of im2col computed straight from the padded images, output channels along the SIMD
-//!   lanes, so no column matrix is built or packed. The input gradient of a stride-1 layer is
-//!   again a convolution (with another stride it is `w^T dy` by GEMM, then col2im);
+//!   lanes, so no column matrix is built or packed. The input gradient of a layer with as
+//!   many outputs as inputs ('same', stride 1) is again a convolution; with fewer ('valid',
+//!   or a stride over 1) it is scattered from the output side (`conv_scatter`), so that no
+//!   padding is multiplied;
 //! - **im2col + GEMM** otherwise, per group of images: `y[OC, G*OH*OW] = w[OC, C*KH*KW] * col`.
 //!   Backward: `dw += dy * col^T`, `dcol = w^T * dy`, then `col2im(dcol)` into `dx`. The
 //!   column matrix is rebuilt in backward rather than stored.
@@ -43,6 +45,7 @@ use crate::conv_direct::{
     conv_forward_ref, conv_forward_relu_pool2, InputGrad,
 };
 use crate::conv_implicit::{self, ImplicitConv, ImplicitInputGrad, ImplicitScratch, WeightGrad};
+use crate::conv_scatter::{ScatterInputGrad, ScatterScratch};
 use crate::engine::{sum_into, Engine, IMAGES_PER_CHUNK};
 use crate::gemm::matmul;
 use crate::im2col::{col2im_ld, im2col_ld, ConvGeom};
@@ -97,6 +100,8 @@ enum InputGradOf {
     Direct(InputGrad),
     /// The same by the implicit GEMM (stride 1).
     Implicit(ImplicitInputGrad),
+    /// `col2im(w^T dy)` from the output side, without the column matrix (`conv_scatter`).
+    Scatter(ScatterInputGrad),
     /// `w^T dy` by GEMM, then col2im.
     Gemm,
 }
@@ -113,6 +118,7 @@ struct Scratch {
     /// A group's rebuilt output gradient (fused op).
     dy: Vec<f32>,
     implicit: ImplicitScratch,
+    scatter: ScatterScratch,
     /// The fused op's full-size convolution output of a group, and its argmaxes in inference.
     conv_out: Vec<f32>,
     argmax: Vec<u32>,
@@ -178,7 +184,11 @@ impl ConvPlan {
             // output channel, whose every input load feeds a single multiply-add.
             Path::Direct if g.c == 1 => InputGradOf::Gemm,
             Path::Direct => InputGradOf::Direct(InputGrad::new(g, oc, w)),
-            // A stride other than 1 has no implicit input gradient.
+            // Fewer outputs than inputs (a 'valid' layer, or a stride over 1): the turned
+            // convolution would multiply padding (38% of E conv2's work), the scatter does not.
+            Path::Implicit if g.out_plane() < g.h * g.w => {
+                InputGradOf::Scatter(ScatterInputGrad::new(g, oc, w))
+            }
             Path::Implicit => {
                 ImplicitInputGrad::new(g, oc, w).map_or(InputGradOf::Gemm, InputGradOf::Implicit)
             }
@@ -488,6 +498,7 @@ impl ConvPlan {
                 }
             }
             InputGradOf::Implicit(input_grad) => input_grad.accumulate(dys, dxs, &mut s.implicit),
+            InputGradOf::Scatter(input_grad) => input_grad.accumulate(dys, dxs, &mut s.scatter),
             InputGradOf::Gemm => {
                 self.gather_dy(dys, &mut s.out);
                 self.input_grad_by_gemm(w, &s.out, dxs, &mut s.col);

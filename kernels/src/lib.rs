@@ -34,6 +34,7 @@ pub mod bias;
 pub mod conv_direct;
 pub mod conv_implicit;
 pub mod conv_plan;
+pub mod conv_scatter;
 pub mod dense_plan;
 pub mod dropout;
 pub mod engine;
