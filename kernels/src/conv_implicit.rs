@@ -25,6 +25,19 @@
 //! channel vectors in registers and broadcasts the input while it runs over the positions,
 //! and [`ImplicitInputGrad`] is the forward kernel on turned weights (stride 1).
 //!
+//! # Why the same loops reach a smaller share of an Intel core's peak than of an AMD one's
+//! An Intel Xeon core since Skylake-SP has two 512-bit FMA ports (0 and 5); AMD's Zen 4 runs a
+//! 512-bit FMA as two 256-bit halves, one per cycle. At the same clock the Xeon does twice the
+//! FLOPs per cycle, so every load, every byte from L2 and every scalar instruction costs twice
+//! as large a share of its peak, and its scalar instructions (counting, addresses, bounds
+//! checks) compete with the FMAs for ports 0 and 5, where Zen 4 has separate integer pipes.
+//! Measured on a Xeon (232 GFLOP/s a core, 2026-11-30), write-up E's conv2 forward went from
+//! 152-159 to 166-172 GFLOP/s when the bounds of a kernel row were checked once per block
+//! instead of once per position (`Block::accumulate`'s `windows`), and its weight gradient
+//! from 114-121 to 141-159 when the output gradients stayed in L1 (`POSITIONS_PER_PASS`).
+//! Keeping the forward's weights in L1 (passes of a few input channels over all positions)
+//! made it slower on the same Xeon (128-148): it is not bound by L2 there.
+//!
 //! Reference twins: [`crate::conv_direct::conv_forward_ref`] (plus the bias),
 //! [`crate::conv_direct::conv_backward_weights_ref`] and
 //! [`crate::conv_direct::conv_backward_input_ref`], which the tests compare against.
@@ -332,7 +345,7 @@ pub fn weight_grad(
 /// `dwt[C*KH*KW, NV*LANES]` (as [`ImplicitConv`]'s weights). The output gradients are
 /// transposed once per group (`dyT[p, NV*LANES]`) so that each position's channels are
 /// vectors; the `KW` taps of one kernel row times `NV` channel vectors stay in registers while
-/// the loop runs over a slice of [`POSITIONS_PER_PASS`] positions, so each value of `dwt` is
+/// the loop runs over a slice of `POSITIONS_PER_PASS` positions, so each value of `dwt` is
 /// one running sum over the groups' positions in order. [`WeightGrad::finish`] adds the
 /// transpose into a layer's `dw[OC, C*KH*KW]` once.
 pub struct WeightGrad {
