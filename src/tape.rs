@@ -138,6 +138,20 @@ impl NodeGrads<'_> {
     pub fn grad_mut(&mut self, v: Var) -> &mut Tensor {
         self.value_and_grad(v).1
     }
+
+    /// The value of `v` and its gradient, for an op whose backward sets every element of it:
+    /// `(value, grad, accumulate)`. The first op to reach `v` gets a buffer of stale values and
+    /// `accumulate == false`, and must overwrite all of it; a later one (a node read by two
+    /// ops, as a residual block's input) gets `true` and adds. Overwriting saves zeroing the
+    /// buffer first, a pass over memory as long as the op's own (on the `ours` preset, an
+    /// eighth of a training step went to zeroing gradients).
+    pub fn value_and_grad_to_set(&mut self, v: Var) -> (&Tensor, &mut Tensor, bool) {
+        let node = &mut self.nodes[v.0];
+        let pool = &mut *self.pool;
+        let accumulate = node.grad.is_some();
+        let grad = node.grad.get_or_insert_with(|| pool.scratch(node.value.shape()));
+        (&node.value, grad, accumulate)
+    }
 }
 
 /// The arena of nodes for one forward/backward pass. A training loop keeps one tape and

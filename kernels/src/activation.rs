@@ -16,8 +16,8 @@ pub fn relu_forward(x: &[f32], y: &mut [f32]) {
     relu_forward_ref(xc.remainder(), yc.into_remainder());
 }
 
-/// `dx += dy` where `y > 0`.
-pub fn relu_backward(y: &[f32], dy: &[f32], dx: &mut [f32]) {
+/// `dx += dy` where `y > 0`, or `dx = ` that (0 elsewhere) when not `accumulate`.
+pub fn relu_backward(y: &[f32], dy: &[f32], dx: &mut [f32], accumulate: bool) {
     assert!(y.len() == dy.len() && dy.len() == dx.len(), "relu_backward: lengths differ");
     let zero = Fx::splat(0.0);
     let mut yc = y.chunks_exact(LANES);
@@ -26,9 +26,9 @@ pub fn relu_backward(y: &[f32], dy: &[f32], dx: &mut [f32]) {
     for ((ys, dys), dxs) in (&mut yc).zip(&mut dyc).zip(&mut dxc) {
         let pass = load(ys).simd_gt(zero);
         let g = pass.select(load(dys), zero);
-        store(load(dxs) + g, dxs);
+        store(if accumulate { load(dxs) + g } else { g }, dxs);
     }
-    relu_backward_ref(yc.remainder(), dyc.remainder(), dxc.into_remainder());
+    relu_backward_ref(yc.remainder(), dyc.remainder(), dxc.into_remainder(), accumulate);
 }
 
 /// Reference twin of [`relu_forward`].
@@ -39,10 +39,9 @@ pub fn relu_forward_ref(x: &[f32], y: &mut [f32]) {
 }
 
 /// Reference twin of [`relu_backward`].
-pub fn relu_backward_ref(y: &[f32], dy: &[f32], dx: &mut [f32]) {
+pub fn relu_backward_ref(y: &[f32], dy: &[f32], dx: &mut [f32], accumulate: bool) {
     for ((d, &o), &g) in dx.iter_mut().zip(y).zip(dy) {
-        if o > 0.0 {
-            *d += g;
-        }
+        let g = if o > 0.0 { g } else { 0.0 };
+        *d = if accumulate { *d + g } else { g };
     }
 }

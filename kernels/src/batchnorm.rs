@@ -133,7 +133,8 @@ pub fn batchnorm_normalize_ref(
     }
 }
 
-/// Backward of training-mode batch-norm; accumulates into `dx`, `dgamma`, `dbeta`.
+/// Backward of training-mode batch-norm; accumulates into `dgamma` and `dbeta`, and into `dx`
+/// (overwrites it when not `accumulate`).
 #[allow(clippy::too_many_arguments)]
 pub fn batchnorm_backward(
     x: &[f32],
@@ -144,7 +145,7 @@ pub fn batchnorm_backward(
     mean: &[f32],
     inv_std: &[f32],
     gamma: &[f32],
-    dx: &mut [f32],
+    (dx, accumulate): (&mut [f32], bool),
     dgamma: &mut [f32],
     dbeta: &mut [f32],
 ) {
@@ -194,7 +195,8 @@ pub fn batchnorm_backward(
                 let r = ch * s..(ch + 1) * s;
                 for ((d, &xv), &g) in dxi[r.clone()].iter_mut().zip(&xi[r.clone()]).zip(&dyi[r]) {
                     let xhat = (xv - mu) * is;
-                    *d += k * (g - a - xhat * b);
+                    let v = k * (g - a - xhat * b);
+                    *d = if accumulate { *d + v } else { v };
                 }
             }
         },
@@ -216,7 +218,7 @@ pub fn batchnorm_backward_ref(
     mean: &[f32],
     inv_std: &[f32],
     gamma: &[f32],
-    dx: &mut [f32],
+    (dx, accumulate): (&mut [f32], bool),
     dgamma: &mut [f32],
     dbeta: &mut [f32],
 ) {
@@ -238,7 +240,8 @@ pub fn batchnorm_backward_ref(
             for k in 0..s {
                 let j = (i * c + ch) * s + k;
                 let (xv, g) = (x[j] as f64, dy[j] as f64);
-                dx[j] += (g * ga * is + dvar * 2.0 * (xv - mu) / m + dmean / m) as f32;
+                let v = (g * ga * is + dvar * 2.0 * (xv - mu) / m + dmean / m) as f32;
+                dx[j] = if accumulate { dx[j] + v } else { v };
             }
         }
         dgamma[ch] += dg as f32;

@@ -63,15 +63,15 @@ impl Engine {
         }
     }
 
-    /// `dx += dy` where `y > 0`.
-    pub fn relu_backward(self, y: &[f32], dy: &[f32], dx: &mut [f32]) {
+    /// `dx += dy` where `y > 0`; with `accumulate` false, `dx` is overwritten instead.
+    pub fn relu_backward(self, y: &[f32], dy: &[f32], dx: &mut [f32], accumulate: bool) {
         match self {
-            Engine::Reference => activation::relu_backward_ref(y, dy, dx),
+            Engine::Reference => activation::relu_backward_ref(y, dy, dx, accumulate),
             Engine::Fast => dx
                 .par_chunks_mut(ELEMS_PER_TASK)
                 .zip(y.par_chunks(ELEMS_PER_TASK))
                 .zip(dy.par_chunks(ELEMS_PER_TASK))
-                .for_each(|((dxc, yc), dyc)| activation::relu_backward(yc, dyc, dxc)),
+                .for_each(|((dxc, yc), dyc)| activation::relu_backward(yc, dyc, dxc, accumulate)),
         }
     }
 
@@ -230,10 +230,11 @@ impl Engine {
         mean: &[f32],
         inv_std: &[f32],
         gamma: &[f32],
-        dx: &mut [f32],
+        (dx, accumulate): (&mut [f32], bool),
         dgamma: &mut [f32],
         dbeta: &mut [f32],
     ) {
+        let dx = (dx, accumulate);
         match self {
             Engine::Reference => {
                 batchnorm::batchnorm_backward_ref(x, dy, n, c, s, mean, inv_std, gamma, dx, dgamma, dbeta)

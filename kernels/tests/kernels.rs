@@ -981,12 +981,21 @@ proptest! {
         let dy = ints(&mut rng, n);
         let dx0 = ints(&mut rng, n);
         let (mut dx, mut dx_ref) = (dx0.clone(), dx0.clone());
-        relu_backward(&y, &dy, &mut dx);
-        relu_backward_ref(&y_ref, &dy, &mut dx_ref);
+        relu_backward(&y, &dy, &mut dx, true);
+        relu_backward_ref(&y_ref, &dy, &mut dx_ref, true);
         assert_same("relu backward", &dx, &dx_ref);
         for i in 0..n {
             let expect = if x[i] > 0.0 { dx0[i] + dy[i] } else { dx0[i] };
             prop_assert_eq!(dx[i], expect, "relu kink convention at x = {}", x[i]);
+        }
+        // Overwriting (the first gradient a node gets): every stale value replaced.
+        let (mut dx, mut dx_ref) = (nans(n), nans(n));
+        relu_backward(&y, &dy, &mut dx, false);
+        relu_backward_ref(&y_ref, &dy, &mut dx_ref, false);
+        assert_same("relu backward, overwriting", &dx, &dx_ref);
+        for i in 0..n {
+            let expect = if x[i] > 0.0 { dy[i] } else { 0.0 };
+            prop_assert_eq!(dx[i], expect, "relu backward overwriting at x = {}", x[i]);
         }
     }
 
@@ -1207,14 +1216,25 @@ proptest! {
         let (dx0, dg0, db0) = (reals(&mut rng, n * c * s), reals(&mut rng, c), reals(&mut rng, c));
         let (mut dx, mut dg, mut db) = (dx0.clone(), dg0.clone(), db0.clone());
         let (mut dx_ref, mut dg_ref, mut db_ref) = (dx0, dg0, db0);
-        batchnorm_backward(&x, &dy, n, c, s, &mean, &inv_std, &gamma, &mut dx, &mut dg, &mut db);
-        batchnorm_backward_ref(&x, &dy, n, c, s, &mean, &inv_std, &gamma, &mut dx_ref, &mut dg_ref, &mut db_ref);
+        batchnorm_backward(&x, &dy, n, c, s, &mean, &inv_std, &gamma, (&mut dx[..], true), &mut dg, &mut db);
+        let dx_ref_set = (&mut dx_ref[..], true);
+        batchnorm_backward_ref(&x, &dy, n, c, s, &mean, &inv_std, &gamma, dx_ref_set, &mut dg_ref, &mut db_ref);
         // dx = gamma * inv_std * (dy - mean(dy) - xhat * mean(dy * xhat)): three O(1) terms
         // in f32 times inv_std <= 1/sqrt(eps) ~ 32 (when a channel is constant).
         assert_close("batchnorm dx", &dx, &dx_ref, 2e-4);
         // Sums of up to 561 products, each term rounded in f32 before the f64 sum.
         assert_close("batchnorm dgamma", &dg, &dg_ref, 1e-5);
         assert_close("batchnorm dbeta", &db, &db_ref, 1e-5);
+        // Overwriting: the same dx as adding to zeros, whatever the buffer held.
+        let (mut set, mut added) = (nans(n * c * s), vec![0.0; n * c * s]);
+        let (mut dg, mut db) = (vec![0.0; c], vec![0.0; c]);
+        batchnorm_backward(&x, &dy, n, c, s, &mean, &inv_std, &gamma, (&mut set[..], false), &mut dg, &mut db);
+        batchnorm_backward(&x, &dy, n, c, s, &mean, &inv_std, &gamma, (&mut added[..], true), &mut dg, &mut db);
+        assert_same("batchnorm dx, overwriting", &set, &added);
+        let (mut set, mut added) = (nans(n * c * s), vec![0.0; n * c * s]);
+        batchnorm_backward_ref(&x, &dy, n, c, s, &mean, &inv_std, &gamma, (&mut set[..], false), &mut dg, &mut db);
+        batchnorm_backward_ref(&x, &dy, n, c, s, &mean, &inv_std, &gamma, (&mut added[..], true), &mut dg, &mut db);
+        assert_same("batchnorm_ref dx, overwriting", &set, &added);
     }
 }
 

@@ -25,7 +25,7 @@ struct ReluBackward {
 
 impl Backward for ReluBackward {
     fn backward(&self, out: &Tensor, dout: &Tensor, grads: &mut Grads) {
-        let dx = grads.nodes.grad_mut(self.x);
-        self.engine.relu_backward(out.data(), dout.data(), dx.data_mut());
+        let (_, dx, accumulate) = grads.nodes.value_and_grad_to_set(self.x);
+        self.engine.relu_backward(out.data(), dout.data(), dx.data_mut(), accumulate);
     }
 }

@@ -112,17 +112,18 @@ impl Backward for BatchNormBackward {
         let gamma = grads.params.value(self.gamma).data().to_vec();
         let c = gamma.len();
         let (mut dgamma, mut dbeta) = (vec![0.0; c], vec![0.0; c]);
-        // Accumulate straight into the input's gradient; an input that needs none (the data,
+        // Straight into the input's gradient (set by the first op to reach it, added to by
+        // later ones: `value_and_grad_to_set`); an input that needs none (the data,
         // for a batch-norm on the input) gets a throwaway buffer, since gamma and beta still
         // need their gradients.
         let mut throwaway = Vec::new();
-        let (x, dx) = if grads.nodes.needs_grad(self.x) {
-            let (x, dx) = grads.nodes.value_and_grad(self.x);
-            (x, dx.data_mut())
+        let (x, dx, accumulate) = if grads.nodes.needs_grad(self.x) {
+            let (x, dx, accumulate) = grads.nodes.value_and_grad_to_set(self.x);
+            (x, dx.data_mut(), accumulate)
         } else {
             let x = grads.nodes.value(self.x);
             throwaway.resize(x.len(), 0.0);
-            (x, &mut throwaway[..])
+            (x, &mut throwaway[..], false)
         };
         let (n, c, s) = ncs(x.shape());
         if self.batch_stats {
@@ -134,7 +135,7 @@ impl Backward for BatchNormBackward {
                 mean,
                 inv_std,
                 &gamma,
-                dx,
+                (dx, accumulate),
                 &mut dgamma,
                 &mut dbeta,
             );
@@ -148,7 +149,8 @@ impl Backward for BatchNormBackward {
                 for ((&xv, &g), d) in xp.iter().zip(dyp).zip(dxp.iter_mut()) {
                     dgamma[ch] += g * (xv - mu) * is;
                     dbeta[ch] += g;
-                    *d += g * gamma[ch] * is;
+                    let v = g * gamma[ch] * is;
+                    *d = if accumulate { *d + v } else { v };
                 }
             }
         }

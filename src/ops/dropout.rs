@@ -44,7 +44,7 @@ struct DropoutBackward {
 
 impl Backward for DropoutBackward {
     fn backward(&self, _out: &Tensor, dout: &Tensor, grads: &mut Grads) {
-        let dx = grads.nodes.grad_mut(self.x);
-        self.engine.apply_mask(dout.data(), &self.mask, dx.data_mut(), true);
+        let (_, dx, accumulate) = grads.nodes.value_and_grad_to_set(self.x);
+        self.engine.apply_mask(dout.data(), &self.mask, dx.data_mut(), accumulate);
     }
 }
