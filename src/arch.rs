@@ -141,7 +141,9 @@ impl RecipeFile {
             },
         };
         if self.nesterov.is_some() && !matches!(optimizer, OptimizerConfig::Sgd { .. }) {
-            return Err("`nesterov` applies only to optimizer = \"sgd\"; remove it or set the optimizer".into());
+            return Err(
+                "`nesterov` applies only to optimizer = \"sgd\"; remove it or set the optimizer".into()
+            );
         }
         if self.shift.is_some() && self.crop_padding.is_some() {
             return Err("`shift` and `crop_padding` are the same random crops; give only one of them".into());

@@ -167,7 +167,12 @@ pub fn erase_size(rows: usize, cols: usize, frac: f64, aspect: f64) -> (usize, u
 /// sides. Draws, in order: the probability (`next_f32() < prob`); then per attempt the area
 /// fraction (uniform in `scale`) and the log aspect ratio (uniform in `ln ratio`); then, for
 /// the rectangle that fits, its top row (uniform in `0..=rows-h`) and left column.
-pub fn erase_rect(rows: usize, cols: usize, cfg: &RandomErasing, rng: &mut Rng) -> Option<(usize, usize, usize, usize)> {
+pub fn erase_rect(
+    rows: usize,
+    cols: usize,
+    cfg: &RandomErasing,
+    rng: &mut Rng,
+) -> Option<(usize, usize, usize, usize)> {
     if rng.next_f32() >= cfg.prob {
         return None;
     }

@@ -20,30 +20,19 @@ pub enum OptimizerConfig {
         momentum: f32,
         weight_decay: f32,
         /// Nesterov momentum, PyTorch's `SGD(nesterov=True)` (formula in `kernels::optim`);
-        /// needs `momentum > 0`. Absent from files written before it existed: off.
-        #[serde(default)]
+        /// needs `momentum > 0`. Absent from files written before it existed: off; left out
+        /// when off, so such files and a plain SGD run's configuration compare equal.
+        #[serde(default, skip_serializing_if = "is_false")]
         nesterov: bool,
     },
     /// `eps` defaults to Keras's 1e-7; PyTorch uses 1e-8 (see `kernels::optim` for where it
     /// enters the update).
-    Adam {
-        lr: f32,
-        beta1: f32,
-        beta2: f32,
-        eps: f32,
-        weight_decay: f32,
-    },
+    Adam { lr: f32, beta1: f32, beta2: f32, eps: f32, weight_decay: f32 },
     /// PyTorch's `AdamW` (Loshchilov & Hutter 2019): `weight_decay` shrinks the weights
     /// (`p -= lr * wd * p`) instead of entering the gradient. Defaults are PyTorch's: betas
     /// 0.9 and 0.999, eps 1e-8, weight decay 0.01.
     #[serde(rename = "adamw")]
-    AdamW {
-        lr: f32,
-        beta1: f32,
-        beta2: f32,
-        eps: f32,
-        weight_decay: f32,
-    },
+    AdamW { lr: f32, beta1: f32, beta2: f32, eps: f32, weight_decay: f32 },
 }
 
 impl OptimizerConfig {
@@ -78,6 +67,10 @@ impl OptimizerConfig {
         }
         self
     }
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// An optimizer bound to a model's parameters.

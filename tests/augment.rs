@@ -567,8 +567,10 @@ fn train_config_checks_the_new_knobs() {
     assert!(ok.validate().is_ok());
     let bad_wd = TrainConfig { optimizer: train::with_weight_decay(ok.optimizer, -1.0), ..ok.clone() };
     assert!(bad_wd.validate().unwrap_err().contains("weight decay"));
-    let bad_flip =
-        TrainConfig { augment: BatchAugment { max_shift: 1, flip_prob: 2.0, ..BatchAugment::default() }, ..ok.clone() };
+    let bad_flip = TrainConfig {
+        augment: BatchAugment { max_shift: 1, flip_prob: 2.0, ..BatchAugment::default() },
+        ..ok.clone()
+    };
     assert!(bad_flip.validate().unwrap_err().contains("flip"));
     let bad_smooth = TrainConfig { label_smoothing: 1.0, ..ok };
     assert!(bad_smooth.validate().unwrap_err().contains("label smoothing"));

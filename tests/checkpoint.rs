@@ -110,12 +110,8 @@ fn featured_config() -> TrainConfig {
 /// final model is the average).
 fn nesterov_ema_config() -> TrainConfig {
     let mut cfg = small_config();
-    cfg.optimizer = fmnist::optim::OptimizerConfig::Sgd {
-        lr: 0.05,
-        momentum: 0.9,
-        weight_decay: 5e-4,
-        nesterov: true,
-    };
+    cfg.optimizer =
+        fmnist::optim::OptimizerConfig::Sgd { lr: 0.05, momentum: 0.9, weight_decay: 5e-4, nesterov: true };
     cfg.keep_best = false;
     cfg.ema = Some(0.95);
     cfg

@@ -87,15 +87,7 @@ pub fn adamw_update(h: &AdamParams, p: &mut [f32], g: &[f32], m: &mut [f32], v: 
 
 /// Adam's loop: the parameter is first scaled by `shrink` (AdamW's decay; 1 for Adam, an
 /// exact no-op), then `g' = g + l2 * p` (0 for AdamW) feeds the moments.
-fn adam_core(
-    h: &AdamParams,
-    l2: f32,
-    shrink: f32,
-    p: &mut [f32],
-    g: &[f32],
-    m: &mut [f32],
-    v: &mut [f32],
-) {
+fn adam_core(h: &AdamParams, l2: f32, shrink: f32, p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]) {
     check3(p.len(), g.len(), m.len());
     check3(p.len(), g.len(), v.len());
     assert!(h.t >= 1, "adam: step numbers start at 1");

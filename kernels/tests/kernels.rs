@@ -29,7 +29,8 @@ use kernels::gemm::{matmul, matmul_ref, sgemm, sgemm_ref, MatMut, MatRef};
 use kernels::gemv::{rowsmat, rowsmat_ref, vecmat, vecmat_ref, BLOCK};
 use kernels::im2col::{col2im, col2im_ref, im2col, im2col_ref, ConvGeom};
 use kernels::optim::{
-    adam_update, adam_update_ref, adamw_update, adamw_update_ref, sgd_update, sgd_update_ref, AdamParams, SgdParams,
+    adam_update, adam_update_ref, adamw_update, adamw_update_ref, sgd_update, sgd_update_ref, AdamParams,
+    SgdParams,
 };
 use kernels::pool::{
     avgpool_backward, avgpool_backward_ref, avgpool_forward, avgpool_forward_ref, global_avgpool_backward,
