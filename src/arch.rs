@@ -33,12 +33,16 @@
 //!   1x1 convolution (and a batch-norm) on the shortcut when the body changes the shape.
 //!
 //! Recipe keys (all optional; a flag given to `train` wins over the file, the file over the
-//! defaults): `epochs` (= 10), `batch_size` (= 32), `optimizer` (= `"adam"`) or `"sgd"`, `lr` (= 1e-3
-//! for Adam, 0.01 for SGD), `momentum` (= 0.9, SGD), `weight_decay` (= 0), `steps_per_epoch` (= a
-//! full pass), `val_split` (= 0.2), `schedule` (= `"constant"`), `"cosine"` or `"step"`,
-//! `warmup_epochs` (= 0), `step_epochs` (= a third of the epochs), `step_gamma` (= 0.1),
-//! `label_smoothing` (= 0), `shift` (= 0), `flip` (= 0), `cutout` (= 0), `static_copies` (= 0),
-//! `static_rotation` (= 10), `static_flip` (= 0.5).
+//! defaults): `epochs` (= 10), `batch_size` (= 32), `optimizer` (= `"adam"`), `"sgd"` or
+//! `"adamw"`, `lr` (= 1e-3 for Adam and AdamW, 0.01 for SGD), `momentum` (= 0.9, SGD),
+//! `nesterov` (= false, SGD), `weight_decay` (= 0; AdamW's decoupled decay = 0.01),
+//! `steps_per_epoch` (= a full pass), `val_split` (= 0.2), `schedule` (= `"constant"`),
+//! `"cosine"`, `"step"` or `"one_cycle"`, `warmup_epochs` (= 0), `step_epochs` (= a third of
+//! the epochs), `step_gamma` (= 0.1), `label_smoothing` (= 0), `shift` (= 0) or its PyTorch
+//! name `crop_padding` (the same random crops; not both), `flip` (= 0), `cutout` (= 0),
+//! `random_erasing` (= 0, the probability), `random_erasing_scale` (= `[0.02, 0.33]`),
+//! `random_erasing_ratio` (= `[0.3, 3.3]`), `ema` (= none, the decay of the weights' moving
+//! average), `static_copies` (= 0), `static_rotation` (= 10), `static_flip` (= 0.5).
 //!
 //! Unknown keys are refused, and every error names the file and, for a layer, its place:
 //! `models/x.toml: layer 4 (dense): its input is [N, 64, 7, 7]; put a flatten (or
@@ -50,7 +54,7 @@ use std::path::Path;
 use kernels::Rng;
 use serde::Deserialize;
 
-use crate::augment::{BatchAugment, StaticAugment};
+use crate::augment::{BatchAugment, RandomErasing, StaticAugment};
 use crate::model::{Init, LayerConfig, Sequential};
 use crate::optim::OptimizerConfig;
 use crate::presets::{Preset, Recipe, INPUT_SHAPE};
@@ -80,6 +84,7 @@ struct RecipeFile {
     optimizer: Option<OptimizerName>,
     lr: Option<f32>,
     momentum: Option<f32>,
+    nesterov: Option<bool>,
     weight_decay: Option<f32>,
     steps_per_epoch: Option<usize>,
     val_split: Option<f32>,
@@ -89,8 +94,13 @@ struct RecipeFile {
     step_gamma: Option<f32>,
     label_smoothing: Option<f32>,
     shift: Option<usize>,
+    crop_padding: Option<usize>,
     flip: Option<f32>,
     cutout: Option<usize>,
+    random_erasing: Option<f32>,
+    random_erasing_scale: Option<[f32; 2]>,
+    random_erasing_ratio: Option<[f32; 2]>,
+    ema: Option<f32>,
     static_copies: Option<usize>,
     static_rotation: Option<f32>,
     static_flip: Option<f32>,
@@ -101,6 +111,8 @@ struct RecipeFile {
 enum OptimizerName {
     Adam,
     Sgd,
+    #[serde(rename = "adamw")]
+    AdamW,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize)]
@@ -109,17 +121,33 @@ enum ScheduleName {
     Constant,
     Cosine,
     Step,
+    OneCycle,
 }
 
 impl RecipeFile {
     /// The recipe: the file's keys over the defaults (the write-ups': Adam 1e-3, batch 32,
-    /// 10 epochs, 20% validation, nothing else).
-    fn recipe(&self) -> Recipe {
+    /// 10 epochs, 20% validation, nothing else). Keys that contradict each other are refused,
+    /// the message naming them and the fix.
+    fn recipe(&self) -> Result<Recipe, String> {
         let epochs = self.epochs.unwrap_or(10);
         let mut optimizer = match self.optimizer.unwrap_or(OptimizerName::Adam) {
             OptimizerName::Adam => OptimizerConfig::adam(1e-3),
-            OptimizerName::Sgd => OptimizerConfig::sgd(0.01, self.momentum.unwrap_or(0.9)),
+            OptimizerName::AdamW => OptimizerConfig::adamw(1e-3),
+            OptimizerName::Sgd => OptimizerConfig::Sgd {
+                lr: 0.01,
+                momentum: self.momentum.unwrap_or(0.9),
+                weight_decay: 0.0,
+                nesterov: self.nesterov.unwrap_or(false),
+            },
         };
+        if self.nesterov.is_some() && !matches!(optimizer, OptimizerConfig::Sgd { .. }) {
+            return Err(
+                "`nesterov` applies only to optimizer = \"sgd\"; remove it or set the optimizer".into()
+            );
+        }
+        if self.shift.is_some() && self.crop_padding.is_some() {
+            return Err("`shift` and `crop_padding` are the same random crops; give only one of them".into());
+        }
         if let Some(lr) = self.lr {
             optimizer = optimizer.with_lr(lr);
         }
@@ -133,9 +161,19 @@ impl RecipeFile {
                 every_epochs: self.step_epochs.unwrap_or(epochs.div_ceil(3)),
                 gamma: self.step_gamma.unwrap_or(0.1),
             },
+            ScheduleName::OneCycle => ScheduleKind::one_cycle(),
         };
+        let defaults = RandomErasing::default();
+        let erasing = RandomErasing {
+            prob: self.random_erasing.unwrap_or(0.0),
+            scale: self.random_erasing_scale.unwrap_or(defaults.scale),
+            ratio: self.random_erasing_ratio.unwrap_or(defaults.ratio),
+        };
+        if erasing.is_off() && (self.random_erasing_scale.is_some() || self.random_erasing_ratio.is_some()) {
+            return Err("`random_erasing_scale` and `random_erasing_ratio` need `random_erasing` (its probability) above 0".into());
+        }
         let e = StaticAugment::cmasch();
-        Recipe {
+        Ok(Recipe {
             epochs,
             batch_size: self.batch_size.unwrap_or(32),
             optimizer,
@@ -144,16 +182,18 @@ impl RecipeFile {
             schedule: LrSchedule { kind, warmup_epochs: self.warmup_epochs.unwrap_or(0) },
             label_smoothing: self.label_smoothing.unwrap_or(0.0),
             augment: BatchAugment {
-                max_shift: self.shift.unwrap_or(0),
+                max_shift: self.shift.or(self.crop_padding).unwrap_or(0),
                 flip_prob: self.flip.unwrap_or(0.0),
                 cutout: self.cutout.unwrap_or(0),
+                erasing,
             },
             static_augment: StaticAugment {
                 copies: self.static_copies.unwrap_or(0),
                 max_degrees: self.static_rotation.unwrap_or(e.max_degrees),
                 flip_prob: self.static_flip.unwrap_or(e.flip_prob),
             },
-        }
+            ema: self.ema,
+        })
     }
 }
 
@@ -171,7 +211,7 @@ pub fn parse(text: &str, origin: &str, default_name: &str) -> Result<Preset, Str
     if file.layers.is_empty() {
         return Err(format!("{origin}: `layers` is empty; list the network's layers"));
     }
-    let recipe = file.recipe.recipe();
+    let recipe = file.recipe.recipe().map_err(|e| format!("{origin}: [recipe]: {e}"))?;
     Ok(Preset {
         name: file.name.unwrap_or_else(|| default_name.to_string()),
         description: file.description,

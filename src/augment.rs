@@ -10,10 +10,20 @@
 //! - [`BatchAugment`], on the fly: every time an image enters a batch it is flipped
 //!   horizontally with probability `flip_prob`, then shifted by `(dy, dx)` drawn uniformly
 //!   from `-max_shift..=max_shift` each, zero fill, then (with `cutout > 0`) a `cutout x
-//!   cutout` square centred at a uniform pixel is set to 0 ([`augment_batch`]). Draws per
-//!   image, in batch order: `dy`, `dx`, the flip (always these three, so the stream does not
-//!   depend on which of them are switched on), then the cutout's centre row and column (only
-//!   with a cutout, so runs without one draw what they drew before it existed).
+//!   cutout` square centred at a uniform pixel is set to 0, then (with `erasing.prob > 0`)
+//!   random erasing sets one random rectangle to 0 ([`augment_batch`], [`erase_rect`]). Draws
+//!   per image, in batch order: `dy`, `dx`, the flip (always these three, so the stream does
+//!   not depend on which of them are switched on), then the cutout's centre row and column
+//!   (only with a cutout, so runs without one draw what they drew before it existed), then
+//!   random erasing's (only with it on; see [`erase_rect`]).
+//!
+//! # Random crops with padding are the shifts
+//! torchvision's `RandomCrop(28, padding=P)` (zero padding) pads the image with `P` zero
+//! pixels on every side and crops a 28x28 window whose top-left corner `(i, j)` is uniform in
+//! `0..=2P` each: `out[y][x] = padded[y + i][x + j] = src[y + i - P][x + j - P]` (0 outside).
+//! That is [`shift`] by `(dy, dx) = (P - i, P - j)`, and `dy` uniform in `-P..=P` is `P - i`
+//! with `i` uniform in `0..=2P`: the same distribution. So `--crop-padding P` is `--shift P`,
+//! one mechanism and the same draws (tests/recipe.rs checks it against a pad-then-crop).
 //! - [`StaticAugment`], once before training (write-up E's "2x augmentation", Keras's
 //!   `ImageDataGenerator(rotation_range=10, horizontal_flip=True, fill_mode='nearest')` run
 //!   twice over the training images): [`expand`] appends `copies` transformed copies of every
@@ -40,7 +50,7 @@
 //! from its by at most half a grey level.
 //!
 //! # Not here
-//! No zooms, shears, crops with padding, random-size erasing or mixup; no normalisation (the trainer's
+//! No zooms, shears, mixup or cutmix; no normalisation (the trainer's
 //! `Normalization` comes after).
 
 use kernels::Rng;
@@ -62,17 +72,21 @@ pub struct BatchAugment {
     /// centre is uniform over the image, and the part outside the image is dropped. 0 = none.
     #[serde(default)]
     pub cutout: usize,
+    /// Random erasing after the cutout (off when its probability is 0). Left out of saved
+    /// configurations when off, so files from before it existed read back equal.
+    #[serde(default, skip_serializing_if = "RandomErasing::is_off")]
+    pub erasing: RandomErasing,
 }
 
 impl BatchAugment {
     /// Shifts of up to `max_shift` pixels and horizontal flips with probability 0.5.
     pub fn shift_flip(max_shift: usize) -> Self {
-        BatchAugment { max_shift, flip_prob: 0.5, cutout: 0 }
+        BatchAugment { max_shift, flip_prob: 0.5, ..BatchAugment::default() }
     }
 
     /// Whether it changes anything.
     pub fn is_active(&self) -> bool {
-        self.max_shift > 0 || self.flip_prob > 0.0 || self.cutout > 0
+        self.max_shift > 0 || self.flip_prob > 0.0 || self.cutout > 0 || !self.erasing.is_off()
     }
 
     /// Checks the knobs; the message names the offending one.
@@ -80,8 +94,100 @@ impl BatchAugment {
         if !(0.0..=1.0).contains(&self.flip_prob) {
             return Err(format!("flip probability {} is not in [0, 1]", self.flip_prob));
         }
+        self.erasing.validate()
+    }
+}
+
+/// Random erasing (Zhong et al. 2017, "Random Erasing Data Augmentation"), as torchvision's
+/// `RandomErasing(p, scale, ratio, value=0)` draws it: with probability `prob`, one
+/// rectangle of the image is set to 0. Its area is a fraction of the image's uniform in
+/// `scale`, its aspect ratio (height / width) log-uniform in `ratio`; up to 10 attempts to
+/// find one that fits, else nothing is erased ([`erase_rect`]).
+///
+/// The value 0 is the background (black) of the raw pixels, as the cutout's. torchvision
+/// erases the normalised tensor, where its `value=0` is the mean grey; here erasing comes
+/// before normalisation, so an erased patch looks like empty background, not a grey square.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RandomErasing {
+    /// Probability of erasing a rectangle from an image (torchvision's default 0.5 when on);
+    /// 0 = off, nothing drawn.
+    pub prob: f32,
+    /// Range of the erased area as a fraction of the image (torchvision: 0.02 to 0.33).
+    pub scale: [f32; 2],
+    /// Range of the aspect ratio height / width, sampled log-uniformly (torchvision: 0.3 to 3.3).
+    pub ratio: [f32; 2],
+}
+
+impl Default for RandomErasing {
+    /// Off, with torchvision's scale and ratio ranges.
+    fn default() -> Self {
+        RandomErasing { prob: 0.0, scale: [0.02, 0.33], ratio: [0.3, 3.3] }
+    }
+}
+
+impl RandomErasing {
+    /// torchvision's ranges with probability `prob`.
+    pub fn with_prob(prob: f32) -> Self {
+        RandomErasing { prob, ..RandomErasing::default() }
+    }
+
+    /// Whether it never erases (and draws nothing).
+    pub fn is_off(&self) -> bool {
+        self.prob == 0.0
+    }
+
+    /// Checks the knobs; the message names the offending one.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(0.0..=1.0).contains(&self.prob) {
+            return Err(format!("random erasing probability {} is not in [0, 1]", self.prob));
+        }
+        let [s0, s1] = self.scale;
+        if !(s0 > 0.0 && s0 <= s1 && s1 <= 1.0) {
+            return Err(format!("random erasing scale [{s0}, {s1}] must satisfy 0 < low <= high <= 1"));
+        }
+        let [r0, r1] = self.ratio;
+        if !(r0 > 0.0 && r0 <= r1 && r1.is_finite()) {
+            return Err(format!("random erasing ratio [{r0}, {r1}] must satisfy 0 < low <= high (finite)"));
+        }
         Ok(())
     }
+}
+
+/// The height and width torchvision derives from an area fraction and an aspect ratio:
+/// `h = round(sqrt(A * r))`, `w = round(sqrt(A / r))` with `A = frac * rows * cols`, rounding
+/// half to even as Python's `round`.
+pub fn erase_size(rows: usize, cols: usize, frac: f64, aspect: f64) -> (usize, usize) {
+    let area = frac * (rows * cols) as f64;
+    ((area * aspect).sqrt().round_ties_even() as usize, (area / aspect).sqrt().round_ties_even() as usize)
+}
+
+/// torchvision's `RandomErasing.get_params` for an image of `rows x cols`: the rectangle
+/// `(top, left, height, width)` to erase, or `None` (nothing erased) when the probability
+/// draw says no or 10 attempts found no rectangle strictly smaller than the image in both
+/// sides. Draws, in order: the probability (`next_f32() < prob`); then per attempt the area
+/// fraction (uniform in `scale`) and the log aspect ratio (uniform in `ln ratio`); then, for
+/// the rectangle that fits, its top row (uniform in `0..=rows-h`) and left column.
+pub fn erase_rect(
+    rows: usize,
+    cols: usize,
+    cfg: &RandomErasing,
+    rng: &mut Rng,
+) -> Option<(usize, usize, usize, usize)> {
+    if rng.next_f32() >= cfg.prob {
+        return None;
+    }
+    let (lr0, lr1) = ((cfg.ratio[0] as f64).ln() as f32, (cfg.ratio[1] as f64).ln() as f32);
+    for _ in 0..10 {
+        let frac = rng.uniform(cfg.scale[0], cfg.scale[1]) as f64;
+        let aspect = (rng.uniform(lr0, lr1) as f64).exp();
+        let (h, w) = erase_size(rows, cols, frac, aspect);
+        if h < rows && w < cols {
+            let top = rng.below((rows - h + 1) as u64) as usize;
+            let left = rng.below((cols - w + 1) as u64) as usize;
+            return Some((top, left, h, w));
+        }
+    }
+    None
 }
 
 /// Transformed copies made once, before training. The default makes none.
@@ -193,8 +299,9 @@ pub fn rotate(src: &[u8], rows: usize, cols: usize, degrees: f32, dst: &mut [u8]
 }
 
 /// Applies [`BatchAugment`] to every image of a batch: flip (with probability `flip_prob`),
-/// then shift by `(dy, dx)`, then the cutout. Draws `dy`, `dx`, flip (and with a cutout its
-/// centre) per image, in batch order (see the module docs).
+/// then shift by `(dy, dx)`, then the cutout, then random erasing. Draws `dy`, `dx`, flip
+/// (with a cutout its centre, with erasing [`erase_rect`]'s) per image, in batch order (see
+/// the module docs).
 ///
 /// # Shapes
 /// `src`, `dst`: `[N, rows, cols]`.
@@ -229,6 +336,13 @@ pub fn augment_batch(
         if cfg.cutout > 0 {
             let (cy, cx) = (rng.below(rows as u64) as usize, rng.below(cols as u64) as usize);
             cut_out(d, rows, cols, cy, cx, cfg.cutout);
+        }
+        if !cfg.erasing.is_off() {
+            if let Some((top, left, h, w)) = erase_rect(rows, cols, &cfg.erasing, rng) {
+                for y in top..top + h {
+                    d[y * cols + left..y * cols + left + w].fill(0);
+                }
+            }
         }
     }
 }

@@ -6,7 +6,8 @@
 //! batch-norm statistics, the optimizer's moments and step count, the random streams, the
 //! position in the data with the pass's shuffled order, the step count (the learning-rate
 //! schedule is a function of it), the epoch's running sums, the best weights so far with
-//! their score, the history) or a finished run ([`Contents::Finished`]: the final weights and
+//! their score, the history, and the weights' moving average when the run keeps one) or a
+//! finished run ([`Contents::Finished`]: the final weights and
 //! the history), and always a [`RunInfo`]: the program, the command that started the run, its
 //! resolved recipe and the data's checksums.
 //!
@@ -26,7 +27,8 @@
 //! A file whose length is not `28 + H + D + 4` is truncated; one whose CRC does not match is
 //! corrupt; both are refused with a message that says which. The tensors are named
 //! `model/<parameter>`, `best/<parameter>` (left out when the best weights are the model's,
-//! as right after an epoch that improved), `optimizer/<parameter>/<slot>` and `order`. Every
+//! as right after an epoch that improved), `ema/<parameter>` (only with a moving average),
+//! `optimizer/<parameter>/<slot>` and `order`. Every
 //! float the next step reads (running sums, learning rate, scores, the history) is stored in
 //! the header as its IEEE-754 bit pattern (an integer), so it comes back exactly, NaN included.
 //!
@@ -226,6 +228,10 @@ struct TrainingRecord {
     /// Slots per parameter (0 for buffers).
     optimizer_slots: Vec<usize>,
     best: Option<BestRecord>,
+    /// Whether `ema/` tensors (the weights' moving average) are stored; absent (false) in
+    /// checkpoints from before it existed.
+    #[serde(default)]
+    ema: bool,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -375,6 +381,7 @@ pub fn encode_training(info: &RunInfo, s: &TrainSnapshot) -> Vec<u8> {
             epoch: b.epoch,
             same_as_model: best_is_model,
         }),
+        ema: s.ema.is_some(),
     };
     let mut header = Header {
         format: FORMAT.into(),
@@ -386,6 +393,9 @@ pub fn encode_training(info: &RunInfo, s: &TrainSnapshot) -> Vec<u8> {
     let mut sources: Vec<_> = params_sources("model", s.params).collect();
     if let Some(b) = s.best.as_ref().filter(|_| !best_is_model) {
         sources.extend(params_sources("best", b.params));
+    }
+    if let Some(e) = s.ema {
+        sources.extend(params_sources("ema", e));
     }
     for (p, slots) in s.params.iter().zip(&opt.state) {
         for (k, slot) in slots.iter().enumerate() {
@@ -618,6 +628,7 @@ impl Decoded {
                 }),
                 None => None,
             };
+            let ema = if t.ema { Some(self.params_under(&index, "ema", params)?) } else { None };
             Contents::Training(Box::new(TrainState {
                 progress: Progress {
                     epoch: t.epoch,
@@ -643,6 +654,7 @@ impl Decoded {
                 moments,
                 params: weights,
                 best,
+                ema,
             }))
         };
         Ok(Checkpoint { info: self.info, contents })

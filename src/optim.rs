@@ -1,5 +1,6 @@
-//! Optimizers, in order of increasing complexity: SGD (with momentum and weight decay), then
-//! Adam. The update loops are `kernels::optim`; this module owns the per-parameter state and
+//! Optimizers, in order of increasing complexity: SGD (with momentum, optionally Nesterov's,
+//! and weight decay), then Adam (L2 weight decay, coupled), then AdamW (decoupled weight
+//! decay). The update loops are `kernels::optim`; this module owns the per-parameter state and
 //! the step counter, skips non-trainable buffers, and leaves zeroing the gradients to the
 //! caller (an explicit step, as in PyTorch). Its whole state (`step` and the moments) is public
 //! and [`Optimizer::restore_state`] puts a saved one back, so a checkpoint resumes it exactly.
@@ -18,22 +19,26 @@ pub enum OptimizerConfig {
         lr: f32,
         momentum: f32,
         weight_decay: f32,
+        /// Nesterov momentum, PyTorch's `SGD(nesterov=True)` (formula in `kernels::optim`);
+        /// needs `momentum > 0`. Absent from files written before it existed: off; left out
+        /// when off, so such files and a plain SGD run's configuration compare equal.
+        #[serde(default, skip_serializing_if = "is_false")]
+        nesterov: bool,
     },
     /// `eps` defaults to Keras's 1e-7; PyTorch uses 1e-8 (see `kernels::optim` for where it
     /// enters the update).
-    Adam {
-        lr: f32,
-        beta1: f32,
-        beta2: f32,
-        eps: f32,
-        weight_decay: f32,
-    },
+    Adam { lr: f32, beta1: f32, beta2: f32, eps: f32, weight_decay: f32 },
+    /// PyTorch's `AdamW` (Loshchilov & Hutter 2019): `weight_decay` shrinks the weights
+    /// (`p -= lr * wd * p`) instead of entering the gradient. Defaults are PyTorch's: betas
+    /// 0.9 and 0.999, eps 1e-8, weight decay 0.01.
+    #[serde(rename = "adamw")]
+    AdamW { lr: f32, beta1: f32, beta2: f32, eps: f32, weight_decay: f32 },
 }
 
 impl OptimizerConfig {
     /// SGD with the given momentum and no weight decay.
     pub fn sgd(lr: f32, momentum: f32) -> Self {
-        OptimizerConfig::Sgd { lr, momentum, weight_decay: 0.0 }
+        OptimizerConfig::Sgd { lr, momentum, weight_decay: 0.0, nesterov: false }
     }
 
     /// Adam with Keras's defaults: betas 0.9 and 0.999, eps 1e-7.
@@ -41,18 +46,31 @@ impl OptimizerConfig {
         OptimizerConfig::Adam { lr, beta1: 0.9, beta2: 0.999, eps: 1e-7, weight_decay: 0.0 }
     }
 
+    /// AdamW with PyTorch's defaults: betas 0.9 and 0.999, eps 1e-8, weight decay 0.01.
+    pub fn adamw(lr: f32) -> Self {
+        OptimizerConfig::AdamW { lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01 }
+    }
+
     pub fn lr(&self) -> f32 {
         match *self {
-            OptimizerConfig::Sgd { lr, .. } | OptimizerConfig::Adam { lr, .. } => lr,
+            OptimizerConfig::Sgd { lr, .. }
+            | OptimizerConfig::Adam { lr, .. }
+            | OptimizerConfig::AdamW { lr, .. } => lr,
         }
     }
 
     pub fn with_lr(mut self, new: f32) -> Self {
         match &mut self {
-            OptimizerConfig::Sgd { lr, .. } | OptimizerConfig::Adam { lr, .. } => *lr = new,
+            OptimizerConfig::Sgd { lr, .. }
+            | OptimizerConfig::Adam { lr, .. }
+            | OptimizerConfig::AdamW { lr, .. } => *lr = new,
         }
         self
     }
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// An optimizer bound to a model's parameters.
@@ -71,7 +89,7 @@ impl Optimizer {
     pub fn new(config: OptimizerConfig, params: &Params) -> Self {
         let slots = match config {
             OptimizerConfig::Sgd { .. } => 1,
-            OptimizerConfig::Adam { .. } => 2,
+            OptimizerConfig::Adam { .. } | OptimizerConfig::AdamW { .. } => 2,
         };
         let state = params
             .iter()
@@ -125,14 +143,19 @@ impl Optimizer {
                 continue;
             }
             match self.config {
-                OptimizerConfig::Sgd { lr, momentum, weight_decay } => {
-                    let h = SgdParams { lr, momentum, weight_decay };
+                OptimizerConfig::Sgd { lr, momentum, weight_decay, nesterov } => {
+                    let h = SgdParams { lr, momentum, weight_decay, nesterov };
                     self.engine.sgd_update(&h, p.value.data_mut(), p.grad.data(), &mut st[0]);
                 }
                 OptimizerConfig::Adam { lr, beta1, beta2, eps, weight_decay } => {
                     let h = AdamParams { lr, beta1, beta2, eps, weight_decay, t: self.step };
                     let (m, v) = st.split_at_mut(1);
                     self.engine.adam_update(&h, p.value.data_mut(), p.grad.data(), &mut m[0], &mut v[0]);
+                }
+                OptimizerConfig::AdamW { lr, beta1, beta2, eps, weight_decay } => {
+                    let h = AdamParams { lr, beta1, beta2, eps, weight_decay, t: self.step };
+                    let (m, v) = st.split_at_mut(1);
+                    self.engine.adamw_update(&h, p.value.data_mut(), p.grad.data(), &mut m[0], &mut v[0]);
                 }
             }
         }

@@ -70,6 +70,8 @@ pub struct Recipe {
     pub augment: BatchAugment,
     /// Transformed copies made once before training (write-up E: two; the others: none).
     pub static_augment: StaticAugment,
+    /// Decay of the weights' exponential moving average (the write-ups: none).
+    pub ema: Option<f32>,
 }
 
 impl Recipe {
@@ -87,6 +89,7 @@ impl Recipe {
             schedule: self.schedule,
             augment: self.augment,
             static_augment: self.static_augment,
+            ema: self.ema,
         }
     }
 }

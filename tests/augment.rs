@@ -191,7 +191,7 @@ fn batch_augmentation_switched_off_or_flip_only() {
     let mut dst = vec![0u8; src.len()];
     augment_batch(&src, 28, 28, &BatchAugment::default(), &mut Rng::new(0), &mut dst);
     assert_eq!(dst, src);
-    let flip_all = BatchAugment { max_shift: 0, flip_prob: 1.0, cutout: 0 };
+    let flip_all = BatchAugment { max_shift: 0, flip_prob: 1.0, ..BatchAugment::default() };
     augment_batch(&src, 28, 28, &flip_all, &mut Rng::new(0), &mut dst);
     for (d, s) in dst.chunks(784).zip(src.chunks(784)) {
         let mut f = vec![0u8; 784];
@@ -252,7 +252,7 @@ fn cut_out_zeroes_the_square_clipped_to_the_image() {
 fn batch_cutout_cuts_one_clipped_square_per_image_after_the_other_draws() {
     let src: Vec<u8> = (0..200).flat_map(|_| vec![200u8; 784]).collect();
     let mut cut = vec![0u8; src.len()];
-    let cutout_only = BatchAugment { max_shift: 0, flip_prob: 0.0, cutout: 6 };
+    let cutout_only = BatchAugment { cutout: 6, ..BatchAugment::default() };
     augment_batch(&src, 28, 28, &cutout_only, &mut Rng::new(3), &mut cut);
     // A 6x6 square whose centre is any pixel keeps between 3x3 (at a corner) and 6x6 inside.
     let mut full = 0;
@@ -333,7 +333,7 @@ fn static_copies_are_rotations_within_the_range_in_the_documented_draw_order() {
 
 #[test]
 fn augmentation_knobs_are_checked() {
-    assert!(BatchAugment { max_shift: 2, flip_prob: 1.5, cutout: 0 }.validate().is_err());
+    assert!(BatchAugment { max_shift: 2, flip_prob: 1.5, ..BatchAugment::default() }.validate().is_err());
     assert!(StaticAugment { copies: 2, max_degrees: -1.0, flip_prob: 0.5 }.validate().is_err());
     assert!(StaticAugment { copies: 2, max_degrees: 10.0, flip_prob: f32::NAN }.validate().is_err());
     assert!(StaticAugment::cmasch().validate().is_ok() && BatchAugment::shift_flip(2).validate().is_ok());
@@ -567,8 +567,10 @@ fn train_config_checks_the_new_knobs() {
     assert!(ok.validate().is_ok());
     let bad_wd = TrainConfig { optimizer: train::with_weight_decay(ok.optimizer, -1.0), ..ok.clone() };
     assert!(bad_wd.validate().unwrap_err().contains("weight decay"));
-    let bad_flip =
-        TrainConfig { augment: BatchAugment { max_shift: 1, flip_prob: 2.0, cutout: 0 }, ..ok.clone() };
+    let bad_flip = TrainConfig {
+        augment: BatchAugment { max_shift: 1, flip_prob: 2.0, ..BatchAugment::default() },
+        ..ok.clone()
+    };
     assert!(bad_flip.validate().unwrap_err().contains("flip"));
     let bad_smooth = TrainConfig { label_smoothing: 1.0, ..ok };
     assert!(bad_smooth.validate().unwrap_err().contains("label smoothing"));

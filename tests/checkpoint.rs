@@ -95,10 +95,46 @@ fn exact_history(h: &[fmnist::train::EpochStats]) -> Vec<[Option<u32>; 5]> {
         .collect()
 }
 
+/// [`small_config`] with every recipe feature that carries state or draws: AdamW, the
+/// one-cycle schedule, random erasing and the weights' moving average (saved in the checkpoint).
+fn featured_config() -> TrainConfig {
+    let mut cfg = small_config();
+    cfg.optimizer = fmnist::optim::OptimizerConfig::adamw(2e-3);
+    cfg.schedule = LrSchedule { kind: fmnist::train::ScheduleKind::one_cycle(), warmup_epochs: 0 };
+    cfg.augment.erasing = fmnist::augment::RandomErasing::with_prob(0.5);
+    cfg.ema = Some(0.9);
+    cfg
+}
+
+/// SGD with Nesterov momentum and the moving average, without best-weights selection (so the
+/// final model is the average).
+fn nesterov_ema_config() -> TrainConfig {
+    let mut cfg = small_config();
+    cfg.optimizer =
+        fmnist::optim::OptimizerConfig::Sgd { lr: 0.05, momentum: 0.9, weight_decay: 5e-4, nesterov: true };
+    cfg.keep_best = false;
+    cfg.ema = Some(0.95);
+    cfg
+}
+
 #[test]
 fn a_run_stopped_after_any_unit_resumes_to_the_same_bits() {
+    stop_anywhere_resume_same_bits(&small_config());
+}
+
+#[test]
+fn a_run_with_adamw_one_cycle_erasing_and_ema_resumes_to_the_same_bits() {
+    stop_anywhere_resume_same_bits(&featured_config());
+}
+
+#[test]
+fn a_run_with_nesterov_and_ema_resumes_to_the_same_bits() {
+    stop_anywhere_resume_same_bits(&nesterov_ema_config());
+}
+
+fn stop_anywhere_resume_same_bits(cfg: &TrainConfig) {
     let (train, val) = (bar_dataset(48, 1), bar_dataset(16, 2));
-    let cfg = small_config();
+    let cfg = cfg.clone();
 
     let mut whole = small_model(5);
     let mut t = Trainer::new(&whole, &cfg, &train, &val, &mut Rng::new(9));
@@ -582,6 +618,33 @@ fn bad_checkpoints_are_passed_over_or_refused_and_the_recipe_is_enforced() {
 
 /// c1 in batches of 16 over 128 training images: 8 steps an epoch.
 const C1: &[&str] = &["--model", "c1", "--epochs", "2", "--batch-size", "16", "--limit", "160"];
+
+/// The new recipe items through the binary: SGD with Nesterov momentum, the one-cycle
+/// schedule, random crops, random erasing and the weights' moving average, killed mid-epoch
+/// and resumed: the same bits as the uninterrupted run; the flags are shown in the "Training"
+/// line; a resume that drops `--ema` is refused, naming it.
+#[test]
+fn a_run_with_the_new_recipe_flags_resumes_to_the_same_bits() {
+    let b = Bench::new("ckpt-recipe");
+    let (whole, cut) = (b.root.join("whole"), b.root.join("cut"));
+    let mut recipe = C1.to_vec();
+    recipe.extend(["--optimizer", "sgd", "--nesterov", "--schedule", "one-cycle", "--crop-padding", "2"]);
+    recipe.extend(["--random-erasing", "0.5", "--ema", "0.9", "--checkpoint-every", "3"]);
+    let text = b.run_ok(&flags(&recipe, &whole), "whole");
+    assert!(text.contains("nesterov: true") && text.contains("one-cycle schedule"), "{text}");
+    assert!(text.contains("shifts +-2 px") && text.contains("random erasing p=0.5"), "{text}");
+    assert!(text.contains("EMA of the weights (decay 0.9)"), "{text}");
+
+    b.kill_at(&flags(&recipe, &cut), "step:5", "kill");
+    let mut other = resume_flags(&cut);
+    other.extend(["--ema", "0.5"]);
+    let (status, _, e) = b.run(&other, "other-ema");
+    assert_eq!(status.code(), Some(1));
+    assert!(e.contains("--ema") && e.contains("contradicts"), "{e}");
+    let text = b.run_ok(&resume_flags(&cut), "resume");
+    assert!(text.contains("Resuming from"), "{text}");
+    assert_eq!(outcome(&cut), outcome(&whole), "the resumed run differs from the uninterrupted one");
+}
 
 #[test]
 fn runs_resume_in_the_interrupted_run_and_keep_the_finished_ones() {

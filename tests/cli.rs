@@ -406,7 +406,10 @@ fn ours_and_its_ablation_flags() {
     assert_eq!(bn(&no_dropout), bn(&ours), "--no-dropout kept every batch-norm layer");
 
     let shift_only = plan(&["--model", "ours", "--shift", "2"]).unwrap();
-    assert_eq!(shift_only.cfg.augment, BatchAugment { max_shift: 2, flip_prob: 0.0, cutout: 0 });
+    assert_eq!(
+        shift_only.cfg.augment,
+        BatchAugment { max_shift: 2, flip_prob: 0.0, cutout: 0, ..BatchAugment::default() }
+    );
     let warm = plan(&["--model", "ours", "--warmup-epochs", "2", "--weight-decay", "5e-4"]).unwrap();
     assert_eq!(warm.cfg.schedule, LrSchedule::cosine(2));
     assert_eq!(fmnist::train::weight_decay(&warm.cfg.optimizer), 5e-4);

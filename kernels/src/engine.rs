@@ -316,6 +316,14 @@ impl Engine {
             Engine::Fast => optim::adam_update(h, p, g, m, v),
         }
     }
+
+    /// One AdamW update of a parameter (decoupled weight decay, see [`optim`]).
+    pub fn adamw_update(self, h: &optim::AdamParams, p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]) {
+        match self {
+            Engine::Reference => optim::adamw_update_ref(h, p, g, m, v),
+            Engine::Fast => optim::adamw_update(h, p, g, m, v),
+        }
+    }
 }
 
 /// Adds `parts` (in order) into `dst`.

@@ -28,7 +28,10 @@ use kernels::dropout::{apply_mask, apply_mask_ref, dropout_mask, dropout_mask_re
 use kernels::gemm::{matmul, matmul_ref, sgemm, sgemm_ref, MatMut, MatRef};
 use kernels::gemv::{rowsmat, rowsmat_ref, vecmat, vecmat_ref, BLOCK};
 use kernels::im2col::{col2im, col2im_ref, im2col, im2col_ref, ConvGeom};
-use kernels::optim::{adam_update, adam_update_ref, sgd_update, sgd_update_ref, AdamParams, SgdParams};
+use kernels::optim::{
+    adam_update, adam_update_ref, adamw_update, adamw_update_ref, sgd_update, sgd_update_ref, AdamParams,
+    SgdParams,
+};
 use kernels::pool::{
     avgpool_backward, avgpool_backward_ref, avgpool_forward, avgpool_forward_ref, global_avgpool_backward,
     global_avgpool_backward_ref, global_avgpool_forward, global_avgpool_forward_ref, maxpool_backward,
@@ -1245,14 +1248,16 @@ proptest! {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
-    /// Five steps with fresh gradients, momentum 0 and 0.9, with and without weight decay.
+    /// Five steps with fresh gradients, momentum 0 and 0.9, with and without weight decay,
+    /// with and without Nesterov's step (only with momentum, as PyTorch requires).
     /// The fast loop fuses multiply-adds, so it differs from the twin by rounding only.
     #[test]
     fn sgd_matches_ref_over_several_steps(
         n in len(), momentum in prop::sample::select(vec![0.0f32, 0.9]),
-        weight_decay in prop::sample::select(vec![0.0f32, 5e-4, 0.1]), seed in any::<u64>(),
+        weight_decay in prop::sample::select(vec![0.0f32, 5e-4, 0.1]), nesterov in any::<bool>(),
+        seed in any::<u64>(),
     ) {
-        let h = SgdParams { lr: 0.05, momentum, weight_decay };
+        let h = SgdParams { lr: 0.05, momentum, weight_decay, nesterov: nesterov && momentum > 0.0 };
         let mut rng = Rng::new(seed);
         let (mut p, mut v) = (reals(&mut rng, n), reals(&mut rng, n));
         let (mut p_ref, mut v_ref) = (p.clone(), v.clone());
@@ -1283,6 +1288,27 @@ proptest! {
             assert_close(&format!("adam p, t {t}"), &p, &p_ref, 1e-6);
             assert_close(&format!("adam m, t {t}"), &m, &m_ref, 1e-6);
             assert_close(&format!("adam v, t {t}"), &v, &v_ref, 1e-6);
+        }
+    }
+
+    /// Five AdamW steps against PyTorch's `AdamW` written in f64, with the decay off, at
+    /// PyTorch's default 0.01 and at a large 0.5 (where the decoupled shrink dominates).
+    #[test]
+    fn adamw_matches_ref_over_several_steps(
+        n in len(), weight_decay in prop::sample::select(vec![0.0f32, 0.01, 0.5]), seed in any::<u64>(),
+    ) {
+        let mut rng = Rng::new(seed);
+        let mut p = reals(&mut rng, n);
+        let (mut m, mut v) = (vec![0.0; n], vec![0.0; n]);
+        let (mut p_ref, mut m_ref, mut v_ref) = (p.clone(), m.clone(), v.clone());
+        for t in 1..=5 {
+            let h = AdamParams { lr: 0.01, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay, t };
+            let g = reals(&mut rng, n);
+            adamw_update(&h, &mut p, &g, &mut m, &mut v);
+            adamw_update_ref(&h, &mut p_ref, &g, &mut m_ref, &mut v_ref);
+            assert_close(&format!("adamw p, t {t}"), &p, &p_ref, 1e-6);
+            assert_close(&format!("adamw m, t {t}"), &m, &m_ref, 1e-6);
+            assert_close(&format!("adamw v, t {t}"), &v, &v_ref, 1e-6);
         }
     }
 }

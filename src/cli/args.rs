@@ -48,6 +48,8 @@ pub enum Command {
 pub enum OptimizerKind {
     Adam,
     Sgd,
+    /// Adam with decoupled weight decay (PyTorch's AdamW).
+    Adamw,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -67,6 +69,8 @@ pub enum ScheduleArg {
     Cosine,
     /// Multiply the rate by --step-gamma every --step-epochs epochs.
     Step,
+    /// PyTorch's OneCycleLR (cosine): from lr/25 up to lr over the first 30% of the steps, then down to lr/25/1e4.
+    OneCycle,
 }
 
 impl DatasetArg {
@@ -109,9 +113,12 @@ pub struct TrainArgs {
     /// Learning rate, a positive finite number [default: the preset's, 1e-3 for Adam]
     #[arg(long)]
     pub lr: Option<f32>,
-    /// Optimizer [default: the preset's (adam); sgd means lr 0.01 and momentum 0.9 unless --lr]
+    /// Optimizer [default: the preset's (adam); sgd means lr 0.01 and momentum 0.9 unless --lr; adamw means lr 1e-3, eps 1e-8 and weight decay 0.01 unless --lr / --weight-decay]
     #[arg(long, value_enum)]
     pub optimizer: Option<OptimizerKind>,
+    /// Nesterov momentum (PyTorch's SGD(nesterov=True)); SGD only.
+    #[arg(long)]
+    pub nesterov: bool,
     /// Seed of every random stream (split, initialisation, shuffling, dropout, augmentation); with --runs N, run k uses seed + k - 1.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -133,26 +140,35 @@ pub struct TrainArgs {
     /// Label smoothing of the training loss, in [0, 1) [default: the preset's; ours: 0.1]
     #[arg(long, value_name = "X")]
     pub label_smoothing: Option<f32>,
-    /// L2 weight decay added to every trainable parameter's gradient (Adam and SGD, coupled as in PyTorch), 0 or a positive finite number [default: the preset's, 0]
+    /// Weight decay, 0 or a positive finite number: for Adam and SGD an L2 term added to every trainable parameter's gradient (coupled, as in PyTorch); for AdamW the decoupled decay p -= lr*wd*p [default: the preset's, 0; AdamW 0.01]
     #[arg(long, value_name = "X")]
     pub weight_decay: Option<f32>,
     /// On-the-fly random shifts of up to +-N pixels per axis, zero fill, N at most 27 (0: off) [default: the preset's, 0]
     #[arg(long, value_name = "N")]
     pub shift: Option<usize>,
+    /// On-the-fly random crops with zero padding P, PyTorch's RandomCrop(28, padding=P): the same draws and bits as --shift P (give one of the two), P at most 27 (0: off)
+    #[arg(long, value_name = "P", conflicts_with = "shift")]
+    pub crop_padding: Option<usize>,
     /// On-the-fly horizontal flips with probability P, in [0, 1] (0: off) [default: the preset's, 0]
     #[arg(long, value_name = "P")]
     pub flip: Option<f32>,
     /// On-the-fly cutout: an NxN square at a random centre set to 0, after the shift, N at most 56 (0: off) [default: the preset's]
     #[arg(long, value_name = "N")]
     pub cutout: Option<usize>,
+    /// On-the-fly random erasing (torchvision's RandomErasing, value 0) with probability P, in [0, 1] (0: off): one rectangle of 2-33% of the image, aspect ratio 0.3-3.3 [default: the preset's, 0]
+    #[arg(long, value_name = "P")]
+    pub random_erasing: Option<f32>,
+    /// Exponential moving average of the weights with this decay, in (0, 1) (e.g. 0.999; warm-up min(DECAY, (1+t)/(10+t))): validation, best epoch and the saved model use the average [default: the preset's, off]
+    #[arg(long, value_name = "DECAY")]
+    pub ema: Option<f32>,
     /// Rotated/flipped copies of each training image made once before training, at most 10 (0: off) [default: the preset's; cmasch: 2]
     #[arg(long, value_name = "N")]
     pub static_copies: Option<usize>,
     /// Largest rotation of those copies, in degrees, 0 to 180 [default: the preset's; cmasch: 10]
     #[arg(long, value_name = "DEG")]
     pub static_rotation: Option<f32>,
-    /// No augmentation at all: --shift 0 --flip 0 --cutout 0 --static-copies 0.
-    #[arg(long, conflicts_with_all = ["shift", "flip", "cutout", "static_copies", "static_rotation"])]
+    /// No augmentation at all: --shift 0 --flip 0 --cutout 0 --random-erasing 0 --static-copies 0.
+    #[arg(long, conflicts_with_all = ["shift", "crop_padding", "flip", "cutout", "random_erasing", "static_copies", "static_rotation"])]
     pub no_augment: bool,
     /// Remove every batch-norm layer from the preset's network (ablation).
     #[arg(long)]

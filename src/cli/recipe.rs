@@ -34,12 +34,14 @@ pub fn plan_training(a: &TrainArgs) -> CliResult<TrainPlan> {
     };
     let recipe = &preset.recipe;
     // The preset's optimizer unless another kind is asked for; then that kind's Keras defaults
-    // (Adam 1e-3; SGD 0.01), SGD with momentum 0.9.
+    // (Adam 1e-3; SGD 0.01), SGD with momentum 0.9; AdamW with PyTorch's (1e-3, decay 0.01).
     let mut optimizer = match (a.optimizer, recipe.optimizer) {
         (None, o)
         | (Some(OptimizerKind::Adam), o @ OptimizerConfig::Adam { .. })
+        | (Some(OptimizerKind::Adamw), o @ OptimizerConfig::AdamW { .. })
         | (Some(OptimizerKind::Sgd), o @ OptimizerConfig::Sgd { .. }) => o,
         (Some(OptimizerKind::Adam), _) => OptimizerConfig::adam(1e-3),
+        (Some(OptimizerKind::Adamw), _) => OptimizerConfig::adamw(1e-3),
         (Some(OptimizerKind::Sgd), _) => OptimizerConfig::sgd(0.01, 0.9),
     };
     if let Some(lr) = a.lr {
@@ -47,6 +49,12 @@ pub fn plan_training(a: &TrainArgs) -> CliResult<TrainPlan> {
     }
     if let Some(wd) = a.weight_decay {
         optimizer = train::with_weight_decay(optimizer, wd);
+    }
+    if a.nesterov {
+        match &mut optimizer {
+            OptimizerConfig::Sgd { nesterov, .. } => *nesterov = true,
+            _ => return Err("--nesterov applies only to SGD; add --optimizer sgd".into()),
+        }
     }
     let mut cfg = recipe.train_config();
     cfg.optimizer = optimizer;
@@ -58,6 +66,8 @@ pub fn plan_training(a: &TrainArgs) -> CliResult<TrainPlan> {
         (None, k) | (Some(ScheduleArg::Step), k @ ScheduleKind::Step { .. }) => k,
         (Some(ScheduleArg::Constant), _) => ScheduleKind::Constant,
         (Some(ScheduleArg::Cosine), _) => ScheduleKind::Cosine,
+        (Some(ScheduleArg::OneCycle), k @ ScheduleKind::OneCycle { .. }) => k,
+        (Some(ScheduleArg::OneCycle), _) => ScheduleKind::one_cycle(),
         (Some(ScheduleArg::Step), _) => {
             ScheduleKind::Step { every_epochs: cfg.epochs.div_ceil(3), gamma: 0.1 }
         }
@@ -80,7 +90,8 @@ pub fn plan_training(a: &TrainArgs) -> CliResult<TrainPlan> {
         cfg.augment = Default::default();
         cfg.static_augment = Default::default();
     }
-    if let Some(m) = a.shift {
+    // --crop-padding is --shift under PyTorch's name (clap refuses both at once).
+    if let Some(m) = a.shift.or(a.crop_padding) {
         cfg.augment.max_shift = m;
     }
     if let Some(p) = a.flip {
@@ -88,6 +99,12 @@ pub fn plan_training(a: &TrainArgs) -> CliResult<TrainPlan> {
     }
     if let Some(c) = a.cutout {
         cfg.augment.cutout = c;
+    }
+    if let Some(p) = a.random_erasing {
+        cfg.augment.erasing.prob = p;
+    }
+    if a.ema.is_some() {
+        cfg.ema = a.ema;
     }
     if let Some(c) = a.static_copies {
         cfg.static_augment.copies = c;
@@ -146,6 +163,14 @@ pub(super) fn recipe_extras(cfg: &TrainConfig) -> String {
         ScheduleKind::Step { every_epochs, gamma } => {
             let _ = write!(s, ", step schedule (x{gamma} every {every_epochs} epochs)");
         }
+        ScheduleKind::OneCycle { pct_start, div_factor, final_div_factor } => {
+            let _ = write!(
+                s,
+                ", one-cycle schedule (up over {}% of the steps from lr/{div_factor}, down to lr/{})",
+                pct_start * 100.0,
+                div_factor * final_div_factor
+            );
+        }
     }
     if cfg.schedule.warmup_epochs > 0 {
         let _ = write!(s, ", {} warm-up epochs", cfg.schedule.warmup_epochs);
@@ -161,6 +186,17 @@ pub(super) fn recipe_extras(cfg: &TrainConfig) -> String {
     }
     if cfg.augment.cutout > 0 {
         let _ = write!(s, ", cutout {}x{}", cfg.augment.cutout, cfg.augment.cutout);
+    }
+    let e = &cfg.augment.erasing;
+    if !e.is_off() {
+        let _ = write!(
+            s,
+            ", random erasing p={} (area {}-{}, ratio {}-{})",
+            e.prob, e.scale[0], e.scale[1], e.ratio[0], e.ratio[1]
+        );
+    }
+    if let Some(d) = cfg.ema {
+        let _ = write!(s, ", EMA of the weights (decay {d})");
     }
     s
 }
@@ -185,6 +221,7 @@ fn check_bounds(a: &TrainArgs, cfg: &TrainConfig) -> CliResult<()> {
     check("--runs", a.runs, MAX_RUNS)?;
     check("--limit", a.limit.unwrap_or(0), MAX_LIMIT)?;
     check("--static-copies", cfg.static_augment.copies, MAX_STATIC_COPIES)?;
-    check("--shift", cfg.augment.max_shift, MAX_SHIFT)?;
+    let shift_flag = if a.crop_padding.is_some() { "--crop-padding" } else { "--shift" };
+    check(shift_flag, cfg.augment.max_shift, MAX_SHIFT)?;
     check("--cutout", cfg.augment.cutout, MAX_CUTOUT)
 }

@@ -35,8 +35,9 @@ macro_rules! recipe_flags {
             $(if given(stringify!($f)) { base.$f = user.$f.clone(); })*
             if given("no_augment") && user.no_augment {
                 // The flags it conflicts with on a command line go with it.
-                (base.shift, base.flip, base.cutout, base.static_copies, base.static_rotation) =
+                (base.shift, base.crop_padding, base.flip, base.cutout, base.random_erasing) =
                     (None, None, None, None, None);
+                (base.static_copies, base.static_rotation) = (None, None);
             }
         }
     };
@@ -49,6 +50,7 @@ recipe_flags!(
     batch_size,
     lr,
     optimizer,
+    nesterov,
     seed,
     runs,
     schedule,
@@ -58,8 +60,11 @@ recipe_flags!(
     label_smoothing,
     weight_decay,
     shift,
+    crop_padding,
     flip,
     cutout,
+    random_erasing,
+    ema,
     static_copies,
     static_rotation,
     no_augment,

@@ -402,10 +402,13 @@ fn train_one(ctx: &TrainContext, seed: u64, out: &Path, start: Start, wall: Inst
     let best_val_loss = result.history[result.best_epoch - 1].val_loss;
     if !val_set.is_empty() {
         println!(
-            "Best validation loss {:.4} at epoch {}: keeping those weights",
+            "Best validation loss {:.4} at epoch {}: keeping those weights{}",
             best_val_loss.unwrap_or(f32::NAN),
-            result.best_epoch
+            result.best_epoch,
+            if cfg.ema.is_some() { " (the moving average's)" } else { "" }
         );
+    } else if cfg.ema.is_some() {
+        println!("Keeping the weights' moving average");
     }
 
     let t_eval = Instant::now();

@@ -31,6 +31,11 @@ pub struct TrainConfig {
     pub augment: BatchAugment,
     /// Transformed copies added to the training images once, before the first epoch.
     pub static_augment: StaticAugment,
+    /// Decay of an exponential moving average of the weights (e.g. 0.999; `None` = off):
+    /// validation, the best epoch and the final model use the average (see
+    /// [`ema_update`](crate::train::ema_update)). Left out of saved configurations when off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ema: Option<f32>,
 }
 
 impl Default for TrainConfig {
@@ -48,6 +53,7 @@ impl Default for TrainConfig {
             schedule: LrSchedule::default(),
             augment: BatchAugment::default(),
             static_augment: StaticAugment::default(),
+            ema: None,
         }
     }
 }
@@ -75,6 +81,19 @@ impl TrainConfig {
         if !(wd >= 0.0 && wd.is_finite()) {
             return Err(format!("weight decay {wd} must be 0 or a positive number"));
         }
+        if let OptimizerConfig::Sgd { momentum, nesterov, .. } = self.optimizer {
+            if !(momentum >= 0.0 && momentum.is_finite()) {
+                return Err(format!("momentum {momentum} must be 0 or a positive number"));
+            }
+            if nesterov && momentum == 0.0 {
+                return Err("Nesterov momentum needs a momentum above 0 (PyTorch refuses it too)".into());
+            }
+        }
+        if let Some(d) = self.ema {
+            if !(d > 0.0 && d < 1.0) {
+                return Err(format!("EMA decay {d} is not in (0, 1)"));
+            }
+        }
         self.schedule.validate()?;
         self.augment.validate()?;
         self.static_augment.validate()
@@ -84,20 +103,26 @@ impl TrainConfig {
 /// The optimizer's weight decay.
 pub fn weight_decay(o: &OptimizerConfig) -> f32 {
     match *o {
-        OptimizerConfig::Sgd { weight_decay, .. } | OptimizerConfig::Adam { weight_decay, .. } => {
-            weight_decay
-        }
+        OptimizerConfig::Sgd { weight_decay, .. }
+        | OptimizerConfig::Adam { weight_decay, .. }
+        | OptimizerConfig::AdamW { weight_decay, .. } => weight_decay,
     }
 }
 
-/// The optimizer with another weight decay: an L2 term `wd * w` added to every trainable
-/// parameter's gradient before the update (biases and batch-norm scales included), as
-/// PyTorch's `weight_decay` for both SGD and Adam (coupled; not AdamW's decoupled decay).
+/// The optimizer with another weight decay. For SGD and Adam: an L2 term `wd * w` added to
+/// every trainable parameter's gradient before the update (biases and batch-norm scales
+/// included), as PyTorch's `weight_decay` (coupled). For AdamW: the decoupled decay, every
+/// trainable parameter shrunk by `lr * wd` before the Adam step.
 pub fn with_weight_decay(o: OptimizerConfig, wd: f32) -> OptimizerConfig {
     match o {
-        OptimizerConfig::Sgd { lr, momentum, .. } => OptimizerConfig::Sgd { lr, momentum, weight_decay: wd },
+        OptimizerConfig::Sgd { lr, momentum, nesterov, .. } => {
+            OptimizerConfig::Sgd { lr, momentum, weight_decay: wd, nesterov }
+        }
         OptimizerConfig::Adam { lr, beta1, beta2, eps, .. } => {
             OptimizerConfig::Adam { lr, beta1, beta2, eps, weight_decay: wd }
+        }
+        OptimizerConfig::AdamW { lr, beta1, beta2, eps, .. } => {
+            OptimizerConfig::AdamW { lr, beta1, beta2, eps, weight_decay: wd }
         }
     }
 }

@@ -4,13 +4,17 @@
 //! caller can save a checkpoint between two units ([`Trainer::snapshot`]), stop, and later
 //! continue from it ([`Trainer::restore`]) to the same bits. It does no I/O (progress goes to
 //! an [`Observer`]) and never looks at the test set.
+//!
+//! With `cfg.ema`, the trainer also keeps the weights' moving average ([`ema_update`] after
+//! every step): validation, the best epoch's weights and the final model are the average's,
+//! while the raw weights go on training.
 
 use std::borrow::Cow;
 use std::time::Instant;
 
 use kernels::Rng;
 
-use super::{evaluate, Best, EpochStats, Observer, Progress, StepOutcome, Stepper, TrainConfig};
+use super::{ema_update, evaluate, Best, EpochStats, Observer, Progress, StepOutcome, Stepper, TrainConfig};
 use super::{TrainSnapshot, TrainState};
 use crate::augment;
 use crate::data::Dataset;
@@ -66,6 +70,8 @@ pub struct Trainer<'d> {
     val: &'d Dataset,
     progress: Progress,
     best: Option<Best<Params>>,
+    /// The weights' moving average, with `cfg.ema`.
+    ema: Option<Params>,
     /// When this session started, and when it started on the epoch in progress.
     session: Instant,
     epoch_clock: Option<Instant>,
@@ -103,6 +109,7 @@ impl<'d> Trainer<'d> {
             val,
             progress: Progress::start(cfg.optimizer.lr()),
             best: None,
+            ema: cfg.ema.map(|_| model.params().clone()),
             session,
             epoch_clock: None,
             train_seconds_before: 0.0,
@@ -147,6 +154,9 @@ impl<'d> Trainer<'d> {
         let p = &mut self.progress;
         if p.batch < batches {
             let s = self.stepper.step(model, &self.train);
+            if let (Some(decay), Some(ema)) = (self.cfg.ema, self.ema.as_mut()) {
+                ema_update(ema, model.params(), decay, self.stepper.steps() - 1);
+            }
             p.batch += 1;
             (p.loss_sum, p.correct, p.seen, p.lr) =
                 (p.loss_sum + s.loss_sum, p.correct + s.correct, p.seen + s.images, s.lr);
@@ -157,6 +167,11 @@ impl<'d> Trainer<'d> {
             return Advance::Step(s);
         }
 
+        // With EMA the averaged weights are validated (and kept as the best): swapped into the
+        // model for the evaluation, and back.
+        if let Some(ema) = self.ema.as_mut() {
+            std::mem::swap(model.params_mut(), ema);
+        }
         let (val_loss, val_accuracy) = if self.val.is_empty() {
             (None, None)
         } else {
@@ -180,6 +195,9 @@ impl<'d> Trainer<'d> {
                     self.best = Some(Best { val_loss: vl, epoch: p.epoch, params: model.params().clone() });
                 }
             }
+        }
+        if let Some(ema) = self.ema.as_mut() {
+            std::mem::swap(model.params_mut(), ema);
         }
         p.history.push(stats.clone());
         *p = Progress {
@@ -205,6 +223,7 @@ impl<'d> Trainer<'d> {
                 epoch: b.epoch,
                 params: &b.params,
             }),
+            ema: self.ema.as_ref(),
         }
     }
 
@@ -217,8 +236,18 @@ impl<'d> Trainer<'d> {
             values.len() == model.params().len()
                 && values.iter().zip(model.params().iter()).all(|(v, p)| v.len() == p.value.len())
         };
-        if !fits(&state.params) || !state.best.as_ref().is_none_or(|b| fits(&b.params)) {
+        if !fits(&state.params)
+            || !state.best.as_ref().is_none_or(|b| fits(&b.params))
+            || !state.ema.as_ref().is_none_or(|e| fits(e))
+        {
             return Err("the saved weights do not fit this model".into());
+        }
+        if state.ema.is_some() != self.ema.is_some() {
+            return Err(format!(
+                "the saved state {} a moving average of the weights, this run {}",
+                if state.ema.is_some() { "has" } else { "has no" },
+                if self.ema.is_some() { "keeps one" } else { "keeps none" }
+            ));
         }
         let batches = self.stepper.batches_per_epoch();
         let p = &state.progress;
@@ -251,6 +280,9 @@ impl<'d> Trainer<'d> {
             }
         };
         set(model.params_mut(), state.params);
+        if let (Some(ema), Some(values)) = (self.ema.as_mut(), state.ema) {
+            set(ema, values);
+        }
         self.best = state.best.map(|b| {
             let mut params = model.params().clone();
             set(&mut params, b.params);
@@ -266,14 +298,18 @@ impl<'d> Trainer<'d> {
     }
 
     /// Ends training: puts the best epoch's weights into `model` (with `keep_best` and a
-    /// validation set) and returns the history.
+    /// validation set), else the moving average's (with `cfg.ema`), and returns the history.
     pub fn finish(self, model: &mut Sequential) -> FitResult {
-        let best_epoch = match self.best {
-            Some(b) => {
+        let best_epoch = match (self.best, self.ema) {
+            (Some(b), _) => {
                 *model.params_mut() = b.params;
                 b.epoch
             }
-            None => self.cfg.epochs,
+            (None, Some(ema)) => {
+                *model.params_mut() = ema;
+                self.cfg.epochs
+            }
+            (None, None) => self.cfg.epochs,
         };
         FitResult {
             history: self.progress.history,

@@ -33,6 +33,7 @@
 //! 5. `observer.rs`: [`EpochStats`], [`Observer`] and [`Silent`], how progress is reported;
 //! 6. `evaluate.rs`: [`evaluate`], [`evaluate_flip_tta`], [`ensemble`] and [`argmax`];
 //! 7. `step.rs`: [`Stepper`], one training step (batch, forward, backward, update);
+//!    `ema.rs`: [`ema_update`], the weights' moving average the [`Trainer`] keeps;
 //! 8. `state.rs`: [`Progress`], [`TrainSnapshot`] and [`TrainState`], a run's state between
 //!    two units of work, as a checkpoint holds it;
 //! 9. `fit.rs`: [`fit`], the epochs of steps, validation and the best weights; [`Trainer`],
@@ -43,6 +44,7 @@
 //! themselves are private.
 
 mod config;
+mod ema;
 mod evaluate;
 mod fit;
 mod normalize;
@@ -54,6 +56,7 @@ mod step;
 mod streams;
 
 pub use config::{weight_decay, with_weight_decay, TrainConfig};
+pub use ema::{ema_decay_at, ema_update};
 pub use evaluate::{argmax, ensemble, evaluate, evaluate_flip_tta, logits, Evaluation, ENSEMBLE_EPS};
 pub use fit::{fit, Advance, FitResult, Trainer};
 pub use normalize::Normalization;

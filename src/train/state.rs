@@ -75,6 +75,8 @@ pub struct TrainSnapshot<'a> {
     /// The model's parameters and batch-norm running statistics.
     pub params: &'a Params,
     pub best: Option<Best<&'a Params>>,
+    /// The weights' moving average, when the run keeps one.
+    pub ema: Option<&'a Params>,
 }
 
 /// A trainer's whole state, owned: what a checkpoint reads back. Tensors are listed in the
@@ -88,4 +90,6 @@ pub struct TrainState {
     pub moments: Vec<Vec<Vec<f32>>>,
     pub params: Vec<Vec<f32>>,
     pub best: Option<Best<Vec<Vec<f32>>>>,
+    /// The weights' moving average (every parameter, buffers included), when kept.
+    pub ema: Option<Vec<Vec<f32>>>,
 }
