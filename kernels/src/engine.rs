@@ -22,8 +22,8 @@ use rayon::prelude::*;
 use crate::pool::PoolGeom;
 use crate::{activation, batchnorm, dropout, optim, pool, softmax};
 
-pub use crate::conv_plan::{ConvGrad, ConvPlan};
-pub use crate::dense_plan::DensePlan;
+pub use crate::conv_plan::{ConvChoice, ConvGrad, ConvPath, ConvPlan, InputGradWay};
+pub use crate::dense_plan::{DenseChoice, DensePlan};
 
 /// Images per partial sum in batch reductions: large enough to amortise a partial buffer,
 /// small enough to give two threads several chunks each at batch 64 and up. Fixed, so that a

@@ -25,7 +25,9 @@ use super::resume::{self, Session};
 use super::{plan_training, run_dir, set_threads, CliResult, TrainArgs, TrainPlan};
 use crate::checkpoint::{self, Contents, Decoded, RunInfo};
 use crate::data::{self, Dataset, DatasetKind};
+use crate::files::write_atomic;
 use crate::modelfile::SavedModel;
+use crate::planfile;
 use crate::presets::INPUT_SHAPE;
 use crate::train::{self, Advance, Progress, RunStreams, Trainer};
 use crate::{Init, Sequential};
@@ -270,6 +272,23 @@ fn train_one(ctx: &TrainContext, seed: u64, out: &Path, start: Start, wall: Inst
     model.set_engine(super::engine(ctx.args.reference));
     if let Start::Finished(d, path) = start {
         return finished_before(ctx, seed, model, d, &path);
+    }
+    // How each layer runs (`crate::planfile`): `--plan FILE`; on a resume, the run's own
+    // `plan.json`, so that it continues to the same bits; else measured or cached. Recorded
+    // in the run folder before the first step.
+    let run_plan = out.join(planfile::RUN_PLAN_FILE);
+    let replay = match (&ctx.args.plan, &start) {
+        (Some(p), _) => Some(p.clone()),
+        (None, Start::Resume(..)) if run_plan.is_file() => Some(run_plan.clone()),
+        _ => None,
+    };
+    if let Some(prepared) = planfile::prepare(&mut model, replay.as_deref())? {
+        if k == 1 {
+            println!("{}", prepared.message);
+        }
+        let text = planfile::to_json(&prepared.plan);
+        write_atomic(&run_plan, text.as_bytes())
+            .map_err(|e| format!("cannot write {}: {e}", run_plan.display()))?;
     }
     if k == 1 {
         println!("Model: {} - {}", plan.preset.name, plan.preset.description);
