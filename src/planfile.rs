@@ -355,8 +355,9 @@ fn load_cache(path: &Path) -> (Cache, Option<String>) {
 pub struct Prepared {
     /// The plan the model now runs.
     pub plan: PlanFile,
-    /// One line for the console.
-    pub message: String,
+    /// One line for the console; none for the rule chosen by `FMNIST_PLAN=rule` (the tests'
+    /// setting, whose outputs stay as they were).
+    pub message: Option<String>,
 }
 
 /// Chooses how `model` runs (module docs: `--plan FILE`, `FMNIST_PLAN=rule`, or the cache
@@ -372,7 +373,7 @@ pub fn prepare(model: &mut Sequential, plan_file: Option<&Path>) -> Result<Optio
         let mut replayed = plan;
         replayed.layers.iter_mut().for_each(|e| e.source = "replayed".into());
         let message = format!("plan: replayed {} ({} layer choices)", path.display(), replayed.layers.len());
-        return Ok(Some(Prepared { plan: replayed, message }));
+        return Ok(Some(Prepared { plan: replayed, message: Some(message) }));
     }
     if model.engine() == Engine::Reference {
         return Ok(None);
@@ -380,8 +381,7 @@ pub fn prepare(model: &mut Sequential, plan_file: Option<&Path>) -> Result<Optio
     let rule_env = std::env::var(PLAN_ENV).is_ok_and(|v| v == "rule");
     let rule = current(model, "rule");
     if rule_env {
-        let message = format!("plan: the rule ({PLAN_ENV}=rule), nothing measured");
-        return Ok(Some(Prepared { plan: rule, message }));
+        return Ok(Some(Prepared { plan: rule, message: None }));
     }
     let cache_file = cache_path();
     let (mut cache, warning) = match &cache_file {
@@ -477,10 +477,50 @@ pub fn prepare(model: &mut Sequential, plan_file: Option<&Path>) -> Result<Optio
     if ruled > 0 {
         message += &format!("; {ruled} by the rule (the {:.1} s budget ran out)", PLAN_BUDGET.as_secs_f64());
     }
-    Ok(Some(Prepared { plan, message }))
+    Ok(Some(Prepared { plan, message: Some(message) }))
 }
 
 /// `plan` as the JSON text of a plan file.
 pub fn to_json(plan: &PlanFile) -> String {
     serde_json::to_string_pretty(plan).expect("plain data") + "\n"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A cache that is not one (garbage, another format, too large, a folder) is ignored with
+    /// one warning line naming it, never a panic; no cache at all is simply empty.
+    #[test]
+    fn an_unusable_cache_is_ignored_with_a_warning() {
+        let dir = std::env::temp_dir().join(format!("fmnist-plan-cache-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("plans.json");
+        let (c, w) = load_cache(&path);
+        assert!(c.entries.is_empty() && w.is_none(), "no file: {w:?}");
+        let too_large = vec![b' '; MAX_PLAN_CACHE_BYTES as usize + 1];
+        for bytes in [&b"{\"format\": 3"[..], b"{\"format\": \"other\", \"entries\": []}", b"", &too_large] {
+            std::fs::write(&path, bytes).unwrap();
+            let (c, w) = load_cache(&path);
+            let w = w.expect("a warning");
+            assert!(c.entries.is_empty(), "{w}");
+            assert!(w.starts_with("warning: ignoring the plan cache") && w.contains("plans.json"), "{w}");
+            assert_eq!(w.lines().count(), 1, "{w}");
+        }
+        std::fs::remove_file(&path).unwrap();
+        std::fs::create_dir_all(&path).unwrap();
+        assert!(load_cache(&path).1.expect("a warning").contains("folder"));
+        // A good cache loads.
+        std::fs::remove_dir(&path).unwrap();
+        let entry = CacheEntry {
+            machine: Machine::here(),
+            key: LayerKey::Dense { inputs: 3, units: 4 },
+            choice: LayerChoice::Dense { split_one_image: false },
+        };
+        let cache = Cache { format: CACHE_FORMAT.into(), entries: vec![entry] };
+        std::fs::write(&path, serde_json::to_string(&cache).unwrap()).unwrap();
+        let (c, w) = load_cache(&path);
+        assert!(w.is_none() && c.entries.len() == 1, "{w:?}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -210,8 +210,9 @@ fn run(a: &Args) -> Result<(), String> {
     let steps = a.steps.unwrap_or(train.len().div_ceil(batch));
     // How each layer runs: `--plan FILE`, the rule (FMNIST_PLAN=rule), or measured/cached.
     let plan = fmnist::planfile::prepare(&mut stepper.model, a.plan.as_deref())?;
-    if let Some(p) = &plan {
-        eprintln!("{}", p.message);
+    let plan_message = plan.and_then(|p| p.message);
+    if let Some(m) = &plan_message {
+        eprintln!("{m}");
     }
     eprintln!(
         "Model {} ({}), batch {batch}, {threads} threads, {} engine, SIMD {}; {} training images",
@@ -348,7 +349,7 @@ fn run(a: &Args) -> Result<(), String> {
         "latency": latency_json,
         "peak_rss_mib": peak,
         "peak_rss_mib_after_train": rss_after_train,
-        "plan": plan.as_ref().map(|p| &p.message),
+        "plan": plan_message,
     });
     println!("{report}");
     Ok(())
