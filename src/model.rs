@@ -813,7 +813,7 @@ impl Sequential {
         let mut out = Vec::new();
         let mut input_grad = false;
         for (i, layer) in self.layers.iter().enumerate() {
-            let fused = self.steps.iter().any(|s| *s == Step::ConvReluPool(i));
+            let fused = self.steps.contains(&Step::ConvReluPool(i));
             let pool = match (fused, layer.conv_geom(), self.layers.get(i + 2).map(|l| &l.config)) {
                 (true, Some(g), Some(&LayerConfig::MaxPool2d { size, stride })) => {
                     Some(PoolGeom::new(g.oh, g.ow, size, stride))

@@ -140,8 +140,8 @@ pub struct ConvChoice {
 
 impl ConvChoice {
     /// The rule (module docs): direct for one input channel or stride 1 with output planes of
-    /// at least [`DIRECT_MIN_PLANE`], else the implicit GEMM where it applies, else im2col;
-    /// the same path both ways; groups of about [`GROUP_VALUES`] values.
+    /// at least `DIRECT_MIN_PLANE` (24x24), else the implicit GEMM where it applies, else im2col;
+    /// the same path both ways; groups of about `GROUP_VALUES` (2^18) values.
     pub fn rule(g: &ConvGeom) -> ConvChoice {
         let path = if g.c == 1 || (g.unit_stride() && g.out_plane() >= DIRECT_MIN_PLANE) {
             ConvPath::Direct
@@ -183,7 +183,7 @@ impl ConvChoice {
 }
 
 /// Images per group under the rule: enough for the weight gradient's long sums or, on the
-/// GEMM paths, as many as fit [`GROUP_VALUES`]; at most a chunk. Depends only on the
+/// GEMM paths, as many as fit `GROUP_VALUES` (2^18); at most a chunk. Depends only on the
 /// geometry, never on threads.
 pub fn rule_group(g: &ConvGeom, path: ConvPath) -> usize {
     let per_image = match path {

@@ -16,12 +16,12 @@
 //!   there is nothing to choose there;
 //! - **dense**, at one image: whether its columns are split between the threads or computed
 //!   on the calling thread alone (at one thread there is no choice). Each timed call follows
-//!   [`IDLE_GAP`] of work on the calling thread alone, so the pool's threads have gone idle as
+//!   `IDLE_GAP` (100 us) of work on the calling thread alone, so the pool's threads have gone idle as
 //!   they have between two images of a `predict`, and waking them is part of the cost.
 //!
 //! Every candidate is timed in rounds that alternate between the candidates (so a burst of
-//! load from another process hits them all), [`ROUNDS`] of them; the median decides, and the
-//! rule's candidate wins ties within [`TIE`]. A [`Budget`] bounds the time: a layer (or a
+//! load from another process hits them all), `ROUNDS` (3) of them; the median decides, and the
+//! rule's candidate wins ties within `TIE` (3%). A [`Budget`] bounds the time: a layer (or a
 //! phase of one) started after it ran out keeps the rule. What the choices are for (which layer, which machine) and
 //! how they are stored is the main crate's business; this module only times.
 
@@ -100,7 +100,7 @@ pub struct ConvLayer {
 }
 
 /// The median of `ROUNDS` alternating samples of each candidate, seconds per call; a
-/// candidate whose warm-up call took more than [`DROP_AFTER_WARMUP`] times the fastest
+/// candidate whose warm-up call took more than `DROP_AFTER_WARMUP` (4) times the fastest
 /// warm-up's is not timed further (infinite), so a slow path (the direct kernel's scalar
 /// loops on a stride-2 layer) costs one call.
 fn race(calls: &mut [Box<dyn FnMut() + '_>]) -> Vec<f64> {
