@@ -121,7 +121,11 @@ fn the_same_plan_gives_the_same_bits_at_any_thread_count() {
     let (w3, y3) = train(Some(&read), Engine::Fast, 2);
     assert_eq!(bits(&w1), bits(&w2), "1 vs 2 threads");
     assert_eq!(bits(&w2), bits(&w3), "two runs at 2 threads");
-    assert_eq!(bits(std::slice::from_ref(&y1)), bits(&[y2]), "one image's logits (split dense layers at 2 threads)");
+    assert_eq!(
+        bits(std::slice::from_ref(&y1)),
+        bits(&[y2]),
+        "one image's logits (split dense layers at 2 threads)"
+    );
     assert_eq!(bits(std::slice::from_ref(&y1)), bits(&[y3]), "one image's logits, again");
 
     // The unusual plan really runs other kernels than the rule (the test can fail) ...

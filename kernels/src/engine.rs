@@ -9,7 +9,8 @@
 //! Stateless ops (ReLU, pooling, batch-norm, softmax, dropout, the optimizer updates) are
 //! methods of [`Engine`] below. The two layers with weights get a per-layer plan object
 //! instead, built once with the model, which owns what being fast needs: the choice of path
-//! and its thresholds, the weights prepared (transposed) for the kernels, and scratch buffers.
+//! ([`ConvChoice`], [`DenseChoice`]: by a rule, or measured by [`crate::planner`]), the
+//! weights prepared (transposed) for the kernels, and scratch buffers.
 //! See [`ConvPlan`] and [`DensePlan`]. A plan is refreshed by an explicit call after its
 //! weights change; nothing here is global or per-thread.
 //!

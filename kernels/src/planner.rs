@@ -321,3 +321,33 @@ pub fn measure_dense(fin: usize, fout: usize, budget: &Budget) -> Option<(DenseC
     let times = samples.map(median);
     Some((cands[fastest(&times)], 2))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The rule's candidate (index 0) keeps its place within the tie margin, loses beyond
+    /// it, and a dropped candidate (infinite) never wins.
+    #[test]
+    fn the_rule_wins_ties() {
+        assert_eq!(fastest(&[1.0, 0.98]), 0);
+        assert_eq!(fastest(&[1.0, 0.9, 0.95]), 1);
+        assert_eq!(fastest(&[1.0, f64::INFINITY]), 0);
+        assert_eq!(fastest(&[f64::INFINITY, 2.0]), 1);
+    }
+
+    /// A spent budget measures nothing; otherwise the answer is a choice that takes the
+    /// layer (which one depends on the machine's timing, so only that is checked).
+    #[test]
+    fn measuring_gives_a_valid_choice_within_the_budget() {
+        let g = ConvGeom::new(3, 9, 9, 3, 3, (1, 1), (1, 1, 1, 1));
+        let layer = ConvLayer { g, oc: 8, pool: Some(PoolGeom::new(9, 9, 2, 2)), input_grad: true };
+        assert!(measure_conv(&layer, &Budget::new(Duration::ZERO)).is_none());
+        assert!(measure_dense(64, 48, &Budget::new(Duration::ZERO)).is_none());
+        let (c, timed, complete) = measure_conv(&layer, &Budget::new(Duration::from_secs(5))).unwrap();
+        assert!(c.check(&g, 8).is_ok(), "{c:?}");
+        assert!(timed >= 4 && complete, "{timed} candidates");
+        let (d, _) = measure_dense(64, 48, &Budget::new(Duration::from_secs(5))).unwrap();
+        assert!(d.split_one_image.is_some());
+    }
+}
