@@ -383,6 +383,7 @@ pub fn prepare(model: &mut Sequential, plan_file: Option<&Path>) -> Result<Optio
     if rule_env {
         return Ok(Some(Prepared { plan: rule, message: None }));
     }
+    let start = Instant::now();
     let cache_file = cache_path();
     let (mut cache, warning) = match &cache_file {
         Some(p) => load_cache(p),
@@ -396,7 +397,6 @@ pub fn prepare(model: &mut Sequential, plan_file: Option<&Path>) -> Result<Optio
         cache.entries.iter().map(|e| ((&e.machine, &e.key), e.choice)).collect();
     let planned = model.planned_layers();
     let budget = Budget::new(PLAN_BUDGET);
-    let start = Instant::now();
     let (mut measured, mut timed, mut from_cache) = (0, 0, 0);
     let mut entries = Vec::with_capacity(planned.len());
     let mut new_entries = Vec::new();
@@ -469,7 +469,10 @@ pub fn prepare(model: &mut Sequential, plan_file: Option<&Path>) -> Result<Optio
             start.elapsed().as_secs_f64()
         );
     } else {
-        message += &format!("{from_cache} layer choices from the cache {where_}");
+        message += &format!(
+            "{from_cache} layer choices from the cache {where_} ({:.1} ms)",
+            start.elapsed().as_secs_f64() * 1e3
+        );
     }
     if measured > 0 && from_cache > 0 {
         message += &format!("; {from_cache} from the cache");
