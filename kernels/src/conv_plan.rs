@@ -116,10 +116,19 @@ impl InputGradWay {
         }
     }
 
-    /// Whether this way computes the input gradient of the layer `g` with `oc` filters.
+    /// Whether this way computes the input gradient of the layer `g` with `oc` filters: the
+    /// implicit GEMM's needs stride 1, padding narrower than the kernel and a kernel it takes
+    /// (the conditions of [`ImplicitInputGrad::new`], read from the geometry without building
+    /// the weights; a unit test checks the two agree).
     pub fn supports(self, g: &ConvGeom, oc: usize) -> bool {
+        let fits = g.pad_top < g.kh && g.pad_bottom < g.kh && g.pad_left < g.kw && g.pad_right < g.kw;
         self != InputGradWay::Implicit
-            || (g.unit_stride() && ImplicitInputGrad::new(g, oc, &vec![0.0; oc * g.col_rows()]).is_some())
+            || (g.unit_stride()
+                && fits
+                && g.out_plane() > 0
+                && g.in_len() > 0
+                && oc > 0
+                && conv_implicit::supports(g))
     }
 }
 
@@ -156,9 +165,7 @@ impl ConvChoice {
             ConvPath::Direct if g.c == 1 => InputGradWay::Gemm,
             ConvPath::Direct => InputGradWay::Direct,
             // A stride other than 1 has no implicit input gradient.
-            ConvPath::Implicit if g.unit_stride() && InputGradWay::Implicit.supports(g, 1) => {
-                InputGradWay::Implicit
-            }
+            ConvPath::Implicit if InputGradWay::Implicit.supports(g, 1) => InputGradWay::Implicit,
             ConvPath::Implicit | ConvPath::Im2col => InputGradWay::Gemm,
         };
         ConvChoice { forward: path, backward: path, input_grad, group: rule_group(g, path) }
@@ -704,6 +711,24 @@ mod tests {
         for (g, want) in cases {
             assert_eq!(ConvPlan::new(Engine::Fast, g, 1).path_name(), want, "{g:?}");
             assert_eq!(ConvPlan::new(Engine::Reference, g, 1).path_name(), "reference");
+        }
+    }
+
+    /// `InputGradWay::Implicit.supports` reads from the geometry what `ImplicitInputGrad::new`
+    /// decides by building the transposed weights.
+    #[test]
+    fn implicit_input_grad_support_is_read_from_the_geometry() {
+        for (c, h, k, stride, pad) in [
+            (3, 9, 3, 1, (1, 1, 1, 1)),
+            (3, 9, 3, 2, (1, 1, 1, 1)),
+            (3, 9, 3, 1, (3, 0, 0, 0)),
+            (2, 10, 6, 1, (0, 0, 0, 0)),
+            (1, 5, 5, 1, (4, 4, 4, 4)),
+            (4, 6, 4, 1, (1, 1, 2, 2)),
+        ] {
+            let g = ConvGeom::new(c, h, h, k, k, (stride, stride), pad);
+            let built = ImplicitInputGrad::new(&g, 5, &vec![0.0; 5 * g.col_rows()]).is_some();
+            assert_eq!(InputGradWay::Implicit.supports(&g, 5), built, "{g:?}");
         }
     }
 }
