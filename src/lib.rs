@@ -23,6 +23,7 @@ pub mod ops;
 pub mod optim;
 pub mod params;
 pub mod plan;
+pub mod planfile;
 pub mod plots;
 pub mod presets;
 pub mod report;

@@ -73,6 +73,13 @@ pub const MAX_CSV_BYTES: u64 = 1 << 29;
 /// Longest CSV line, 64 KiB: a row of 785 fields of up to three digits takes 3,140 bytes.
 pub const MAX_CSV_LINE_BYTES: usize = 1 << 16;
 
+/// Most bytes of a plan file (`--plan FILE`), 1 MiB: a plan holds one entry of about 300
+/// bytes per layer with weights, so this is 3,000 entries, ten times [`MAX_LAYERS`].
+pub const MAX_PLAN_FILE_BYTES: u64 = 1 << 20;
+
+/// Most bytes of the per-machine plan cache, 16 MiB; a larger one is ignored and rebuilt.
+pub const MAX_PLAN_CACHE_BYTES: u64 = 1 << 24;
+
 /// Most worker threads (`--threads`): more threads than cores only slow a run down (every
 /// parallel op wakes each of them), and each thread reserves its own stack.
 pub const MAX_THREADS: usize = 256;

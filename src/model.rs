@@ -17,7 +17,8 @@
 //! units is refused with a message, not an allocation failure.
 
 use kernels::im2col::ConvGeom;
-use kernels::{ConvPlan, DensePlan, Engine, Rng};
+use kernels::pool::PoolGeom;
+use kernels::{ConvChoice, ConvPlan, DenseChoice, DensePlan, Engine, Rng};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -217,6 +218,21 @@ enum Built {
     Dropout { rate: f32 },
     Dense { w: ParamId, b: ParamId, plan: Arc<DensePlan> },
     BatchNorm(BatchNormState),
+}
+
+/// A layer with weights as a plan sees it (see [`crate::planfile`]): its label (`4`, or `3.1`
+/// in block 3), its kernel plan, and for a convolution the max-pool fused after it and
+/// whether its input gradient is computed.
+pub enum Planned<'a> {
+    Conv { label: String, plan: &'a ConvPlan, pool: Option<PoolGeom>, input_grad: bool },
+    Dense { label: String, plan: &'a DensePlan },
+}
+
+/// How one layer with weights runs on the fast engine (see [`Sequential::set_choices`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Choice {
+    Conv(ConvChoice),
+    Dense(DenseChoice),
 }
 
 /// A model building error: which layer, and why it does not fit.
@@ -478,16 +494,18 @@ impl Layer {
     }
 
     /// The same layer, with the same parameters, on another engine (fresh plans, to be
-    /// refreshed).
+    /// refreshed; a fast plan keeps its choices, one from the reference takes the rule's).
     fn on_engine(&self, engine: Engine) -> Layer {
         let kind = match &self.kind {
             Built::Conv { w, b, plan } => {
-                let plan = Arc::new(ConvPlan::new(engine, *plan.geom(), self.out_shape[0]));
-                Built::Conv { w: *w, b: *b, plan }
+                let (g, oc) = (*plan.geom(), self.out_shape[0]);
+                let choice = plan.choice().unwrap_or_else(|| ConvChoice::rule(&g));
+                Built::Conv { w: *w, b: *b, plan: Arc::new(ConvPlan::with_choice(engine, g, oc, choice)) }
             }
-            Built::Dense { w, b, .. } => {
+            Built::Dense { w, b, plan } => {
                 let fin = self.in_shape.iter().product();
-                Built::Dense { w: *w, b: *b, plan: Arc::new(DensePlan::new(engine, fin, self.out_shape[0])) }
+                let plan = DensePlan::with_choice(engine, fin, self.out_shape[0], plan.choice());
+                Built::Dense { w: *w, b: *b, plan: Arc::new(plan) }
             }
             Built::Pool { size, stride } => Built::Pool { size: *size, stride: *stride },
             Built::AvgPool { size, stride } => Built::AvgPool { size: *size, stride: *stride },
@@ -507,6 +525,55 @@ impl Layer {
             out_shape: self.out_shape.clone(),
             kind,
             engine,
+        }
+    }
+
+    /// Appends this layer's [`Planned`] entries (a block's, in order: body, then projection).
+    /// `pool`: the max-pool fused after it; `input_grad`: whether its input needs a gradient.
+    fn planned<'a>(
+        &'a self,
+        label: &str,
+        pool: Option<PoolGeom>,
+        input_grad: bool,
+        out: &mut Vec<Planned<'a>>,
+    ) {
+        match &self.kind {
+            Built::Conv { plan, .. } => {
+                out.push(Planned::Conv { label: label.into(), plan, pool, input_grad })
+            }
+            Built::Dense { plan, .. } => out.push(Planned::Dense { label: label.into(), plan }),
+            Built::Residual { body, shortcut } => {
+                let mut needs = input_grad;
+                for (j, layer) in body.iter().enumerate() {
+                    layer.planned(&format!("{label}.{j}"), None, needs, out);
+                    needs |= !layer.param_ids().is_empty();
+                }
+                for layer in shortcut {
+                    layer.planned(&format!("{label}.proj"), None, input_grad, out);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Rebuilds this layer's plans with the next choices of `choices`, in [`Layer::planned`]'s
+    /// order (checked by [`Sequential::set_choices`]).
+    fn set_choices(&mut self, choices: &mut impl Iterator<Item = Choice>) {
+        let engine = self.engine;
+        match &mut self.kind {
+            Built::Conv { plan, .. } => {
+                let Some(Choice::Conv(c)) = choices.next() else { unreachable!("checked by set_choices") };
+                *plan = Arc::new(ConvPlan::with_choice(engine, *plan.geom(), plan.filters(), c));
+            }
+            Built::Dense { plan, .. } => {
+                let Some(Choice::Dense(c)) = choices.next() else { unreachable!("checked by set_choices") };
+                let (fin, fout) = plan.dims();
+                *plan = Arc::new(DensePlan::with_choice(engine, fin, fout, c));
+            }
+            Built::Residual { body, shortcut } => {
+                body.iter_mut().chain(shortcut.iter_mut()).for_each(|l| l.set_choices(choices))
+            }
+            _ => {}
         }
     }
 
@@ -738,6 +805,53 @@ impl Sequential {
     /// The steps of the forward pass (which layers run fused).
     pub fn steps(&self) -> &[Step] {
         &self.steps
+    }
+
+    /// The layers with weights, in order (a residual block's body, then its projection), as
+    /// the plan of [`crate::planfile`] sees them.
+    pub fn planned_layers(&self) -> Vec<Planned<'_>> {
+        let mut out = Vec::new();
+        let mut input_grad = false;
+        for (i, layer) in self.layers.iter().enumerate() {
+            let fused = self.steps.contains(&Step::ConvReluPool(i));
+            let pool = match (fused, layer.conv_geom(), self.layers.get(i + 2).map(|l| &l.config)) {
+                (true, Some(g), Some(&LayerConfig::MaxPool2d { size, stride })) => {
+                    Some(PoolGeom::new(g.oh, g.ow, size, stride))
+                }
+                _ => None,
+            };
+            layer.planned(&i.to_string(), pool, input_grad, &mut out);
+            input_grad |= !layer.param_ids().is_empty();
+        }
+        out
+    }
+
+    /// Runs the layers with weights as `choices` say, one per entry of
+    /// [`Sequential::planned_layers`], in order (fresh plans, refreshed from the weights).
+    /// An error, with nothing changed, when they do not fit the layers.
+    pub fn set_choices(&mut self, choices: &[Choice]) -> Result<(), String> {
+        let planned = self.planned_layers();
+        if planned.len() != choices.len() {
+            return Err(format!("{} choices for {} layers with weights", choices.len(), planned.len()));
+        }
+        for (p, c) in planned.iter().zip(choices) {
+            match (p, c) {
+                (Planned::Conv { label, plan, .. }, Choice::Conv(c)) => {
+                    c.check(plan.geom(), plan.filters()).map_err(|e| format!("layer {label}: {e}"))?
+                }
+                (Planned::Dense { .. }, Choice::Dense(_)) => {}
+                (Planned::Conv { label, .. } | Planned::Dense { label, .. }, _) => {
+                    return Err(format!("layer {label}: a choice for another kind of layer"))
+                }
+            }
+        }
+        drop(planned);
+        let mut it = choices.iter().copied();
+        for layer in &mut self.layers {
+            layer.set_choices(&mut it);
+        }
+        self.refresh_plan();
+        Ok(())
     }
 
     /// The parameters (weights, biases, batch-norm statistics) and their gradients.

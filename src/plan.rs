@@ -11,7 +11,8 @@
 //!
 //! The summary shows each layer's step, so what runs fused is visible. The per-layer kernel
 //! plans (prepared weights, paths) live with the layers (`kernels::ConvPlan`,
-//! `kernels::DensePlan`).
+//! `kernels::DensePlan`); which path each takes is a choice made by a rule or by timing on
+//! the machine, stored and replayed as data: [`crate::planfile`].
 
 use kernels::Engine;
 

@@ -259,7 +259,7 @@ impl Bench {
                 c
             }
         };
-        c.args(["train", "--dataset", "mnist", "--no-download"]);
+        c.args(["train", "--dataset", "mnist", "--no-download"]).env("FMNIST_PLAN", "rule");
         if !flags.contains(&"--data-dir") {
             c.args(["--data-dir", self.data.to_str().unwrap()]);
         }

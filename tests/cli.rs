@@ -17,8 +17,11 @@ use fmnist::train::{LrSchedule, ScheduleKind};
 
 const DEBIAN_DIR: &str = "/usr/share/datasets/fashion-mnist";
 
+/// The binary, on the rule-based plan: tests never depend on a measurement (`planfile`).
 fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_fmnist"))
+    let mut c = Command::new(env!("CARGO_BIN_EXE_fmnist"));
+    c.env("FMNIST_PLAN", "rule");
+    c
 }
 
 fn run(args: &[&str]) -> Output {

@@ -39,6 +39,7 @@ fn run_limited(kb: u64, args: &[&str]) -> Output {
         .arg(BIN)
         .args(args)
         .env("RAYON_NUM_THREADS", "1")
+        .env("FMNIST_PLAN", "rule")
         .output()
         .expect("sh runs the binary")
 }
@@ -736,6 +737,7 @@ fn flags_out_of_bounds_are_refused_before_anything_happens() {
     let o = Command::new(BIN)
         .args(["summary", "--model", "c1"])
         .env("RAYON_NUM_THREADS", "100000")
+        .env("FMNIST_PLAN", "rule")
         .output()
         .unwrap();
     assert_clean(&o, &["summary"], &["RAYON_NUM_THREADS=100000 is over the limit of 256"]);
@@ -804,4 +806,67 @@ fn presets_fit_the_bounds_with_a_margin() {
         assert!(p.recipe.epochs <= MAX_EPOCHS / 100, "{name}");
         assert!(p.recipe.static_augment.copies <= MAX_STATIC_COPIES, "{name}");
     }
+}
+
+// ------------------------------------------------------------------------------------------
+// Plan files (`--plan FILE`)
+// ------------------------------------------------------------------------------------------
+
+/// A plan file that is malformed, of another format, for another model, oversized, endless
+/// or a folder: one clean error line from `eval` and `predict`, before any data is read. The
+/// model's own plan replays.
+#[test]
+fn plan_files_that_do_not_fit_are_refused() {
+    use fmnist::planfile;
+    let dir = temp_dir("hostile-plans");
+    let model = dir.join("m.safetensors");
+    modelfile::save(&model, &saved(&small_layers())).unwrap();
+    let m = model.to_str().unwrap();
+    let own = planfile::current(&saved(&small_layers()).model, "rule");
+    let foreign = planfile::current(&saved(&c1_layers()).model, "rule");
+    let mut old_format = own.clone();
+    old_format.format = "fmnist-plan-0".into();
+    let mut extra: Value = serde_json::from_str(&planfile::to_json(&own)).unwrap();
+    extra["layers"][0]["choice"]["speed"] = json!("fast");
+    let cases: [(&str, Vec<u8>, &str); 6] = [
+        ("malformed.json", b"{\"format\": \"fmnist-plan-1\", \"layers\": [".to_vec(), "not a plan file"),
+        ("extra.json", extra.to_string().into_bytes(), "unknown field"),
+        ("format.json", planfile::to_json(&old_format).into_bytes(), "format `fmnist-plan-0`"),
+        ("foreign.json", planfile::to_json(&foreign).into_bytes(), "another model"),
+        ("big.json", vec![b' '; (fmnist::limits::MAX_PLAN_FILE_BYTES + 1) as usize], "larger than the limit"),
+        ("empty.json", Vec::new(), "not a plan file"),
+    ];
+    let nodata = dir.join("no-data");
+    let d = nodata.to_str().unwrap();
+    for (name, bytes, needle) in &cases {
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).unwrap();
+        let p = path.to_str().unwrap();
+        for args in [
+            &["eval", "--threads", "1", "--model-file", m, "--plan", p, "--data-dir", d, "--no-download"][..],
+            &["predict", "--model-file", m, "--plan", p, "--data-dir", d, "--no-download", "test:0"][..],
+        ] {
+            clean_error(args, &["--plan", p, needle]);
+        }
+    }
+    let folder = dir.to_str().unwrap();
+    clean_error(&["eval", "--model-file", m, "--plan", folder, "--data-dir", d], &["is a folder"]);
+    if Path::new("/dev/zero").exists() {
+        clean_error(
+            &["eval", "--model-file", m, "--plan", "/dev/zero", "--data-dir", d],
+            &["larger than the limit"],
+        );
+    }
+
+    // The model's own plan replays, and says so.
+    let good = dir.join("good.json");
+    std::fs::write(&good, planfile::to_json(&own)).unwrap();
+    let data = bar_data("hostile-plans-data");
+    let args =
+        ["eval", "--model-file", m, "--plan", good.to_str().unwrap(), "--data-dir", data.to_str().unwrap()];
+    let o = run_limited(MEMORY_KB, &args);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stderr(&o).contains("plan: replayed"), "{}", stderr(&o));
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&data);
 }

@@ -33,8 +33,17 @@
 //! gradient and runs the convolution's own backward. The result equals the three separate
 //! ops, bit for bit (tested).
 //!
+//! **Choices.** Which path runs the forward pass, which the backward pass, how the input
+//! gradient is computed and how many images go into one group are a [`ConvChoice`]: plain
+//! data that [`ConvChoice::rule`] fills from the layer's geometry (the rule above), that
+//! [`crate::planner`] fills by timing the candidates on the machine that runs, and that a
+//! stored plan replays ([`ConvPlan::with_choice`]). Every choice computes the same
+//! convolution; the sums may run in another order, so two choices may differ in the last
+//! bits, while the same choice always gives the same bits.
+//!
 //! Parallelism: forward splits the batch into groups of images; backward sums the weight and
-//! bias gradients over fixed chunks of [`IMAGES_PER_CHUNK`] images, added in chunk order.
+//! bias gradients over fixed chunks of [`IMAGES_PER_CHUNK`] images, added in chunk order. One
+//! image is one group, so its forward pass runs on the calling thread alone.
 
 use rayon::prelude::*;
 use std::sync::{Arc, Mutex};
@@ -53,21 +62,151 @@ use crate::pool::{maxpool_forward, maxpool_forward_ref, PoolGeom};
 
 /// Values in a group's column matrix that the im2col path aims for (1 MiB of `f32`): enough
 /// images per GEMM that packing the weights is amortised, few enough that the column matrix
-/// stays near the core's cache.
+/// stays near the core's cache. The rule's constant (as [`DIRECT_MIN_PLANE`]), tuned on the
+/// 2-core AMD EPYC (AVX-512, 1 MiB L2 per core) of the README's Performance section.
 const GROUP_VALUES: usize = 1 << 18;
 
 /// The smallest output plane (`OH*OW`) for which a stride-1 convolution with several input
 /// channels takes the direct path: on large planes building and packing a column matrix costs
 /// as much memory traffic as the GEMM reads, while on small planes im2col + GEMM puts several
-/// images into one GEMM.
+/// images into one GEMM. The rule's constant, tuned on the 2-core AMD EPYC (AVX-512) of the
+/// README's Performance section; [`crate::planner`] measures instead.
 const DIRECT_MIN_PLANE: usize = 24 * 24;
 
 /// The fast engine's three ways to compute a convolution (module docs).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Path {
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ConvPath {
     Direct,
     Implicit,
     Im2col,
+}
+
+impl ConvPath {
+    /// "direct", "implicit GEMM" or "im2col".
+    pub fn name(self) -> &'static str {
+        match self {
+            ConvPath::Direct => "direct",
+            ConvPath::Implicit => "implicit GEMM",
+            ConvPath::Im2col => "im2col",
+        }
+    }
+
+    /// Whether this path computes the layer `g`: the implicit GEMM takes kernels up to 5
+    /// wide, the others any layer.
+    pub fn supports(self, g: &ConvGeom) -> bool {
+        self != ConvPath::Implicit || conv_implicit::supports(g)
+    }
+}
+
+/// How the fast engine computes a layer's input gradient.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum InputGradWay {
+    /// A convolution of `dy` with the transposed weights, by the direct kernel (any layer).
+    Direct,
+    /// The same by the implicit GEMM (stride 1, kernels up to 5 wide).
+    Implicit,
+    /// `col2im(w^T dy)` from the output side, without the column matrix and without
+    /// multiplying padding (`conv_scatter`; any layer).
+    Scatter,
+    /// `w^T dy` by GEMM, then col2im (any layer).
+    Gemm,
+}
+
+impl InputGradWay {
+    /// "direct", "implicit GEMM", "scatter" or "GEMM + col2im".
+    pub fn name(self) -> &'static str {
+        match self {
+            InputGradWay::Direct => "direct",
+            InputGradWay::Implicit => "implicit GEMM",
+            InputGradWay::Scatter => "scatter",
+            InputGradWay::Gemm => "GEMM + col2im",
+        }
+    }
+
+    /// Whether this way computes the input gradient of the layer `g` with `oc` filters: the
+    /// implicit GEMM's needs stride 1, padding narrower than the kernel and a kernel it takes
+    /// (the conditions of [`ImplicitInputGrad::new`], read from the geometry without building
+    /// the weights; a unit test checks the two agree).
+    pub fn supports(self, g: &ConvGeom, oc: usize) -> bool {
+        let fits = g.pad_top < g.kh && g.pad_bottom < g.kh && g.pad_left < g.kw && g.pad_right < g.kw;
+        self != InputGradWay::Implicit
+            || (g.unit_stride()
+                && fits
+                && g.out_plane() > 0
+                && g.in_len() > 0
+                && oc > 0
+                && conv_implicit::supports(g))
+    }
+}
+
+/// How one convolution layer runs on the fast engine (module docs): plain data, so that a
+/// plan can be measured, stored and replayed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ConvChoice {
+    /// The path of the forward pass.
+    pub forward: ConvPath,
+    /// The path of the weight and bias gradients.
+    pub backward: ConvPath,
+    /// How the input gradient is computed.
+    pub input_grad: InputGradWay,
+    /// Images per group (per GEMM on the im2col path, per call of the implicit GEMM and of
+    /// the direct weight gradient), 1 to [`IMAGES_PER_CHUNK`].
+    pub group: usize,
+}
+
+impl ConvChoice {
+    /// The rule (module docs): direct for one input channel or stride 1 with output planes of
+    /// at least `DIRECT_MIN_PLANE` (24x24), else the implicit GEMM where it applies, else im2col;
+    /// the same path both ways; groups of about `GROUP_VALUES` (2^18) values.
+    pub fn rule(g: &ConvGeom) -> ConvChoice {
+        let path = if g.c == 1 || (g.unit_stride() && g.out_plane() >= DIRECT_MIN_PLANE) {
+            ConvPath::Direct
+        } else if conv_implicit::supports(g) {
+            ConvPath::Implicit
+        } else {
+            ConvPath::Im2col
+        };
+        let input_grad = match path {
+            // With one input channel the direct input gradient is a convolution with one
+            // output channel, whose every input load feeds a single multiply-add.
+            ConvPath::Direct if g.c == 1 => InputGradWay::Gemm,
+            ConvPath::Direct => InputGradWay::Direct,
+            // Fewer outputs than inputs (a 'valid' layer, or a stride over 1): the turned
+            // convolution would multiply padding (38% of E conv2's work), the scatter does not.
+            ConvPath::Implicit if g.out_plane() < g.h * g.w => InputGradWay::Scatter,
+            ConvPath::Implicit if InputGradWay::Implicit.supports(g, 1) => InputGradWay::Implicit,
+            ConvPath::Implicit | ConvPath::Im2col => InputGradWay::Gemm,
+        };
+        ConvChoice { forward: path, backward: path, input_grad, group: rule_group(g, path) }
+    }
+
+    /// Whether every part of this choice computes the layer `g` with `oc` filters; the
+    /// reason when not.
+    pub fn check(&self, g: &ConvGeom, oc: usize) -> Result<(), String> {
+        for path in [self.forward, self.backward] {
+            if !path.supports(g) {
+                return Err(format!("the {} path does not take a {}x{} kernel", path.name(), g.kh, g.kw));
+            }
+        }
+        if !self.input_grad.supports(g, oc) {
+            return Err(format!("the {} input gradient does not take this layer", self.input_grad.name()));
+        }
+        if !(1..=IMAGES_PER_CHUNK).contains(&self.group) {
+            return Err(format!("a group of {} images is not in 1..={IMAGES_PER_CHUNK}", self.group));
+        }
+        Ok(())
+    }
+}
+
+/// Images per group under the rule: enough for the weight gradient's long sums or, on the
+/// GEMM paths, as many as fit `GROUP_VALUES` (2^18); at most a chunk. Depends only on the
+/// geometry, never on threads.
+pub fn rule_group(g: &ConvGeom, path: ConvPath) -> usize {
+    let per_image = match path {
+        ConvPath::Direct => g.in_len(),
+        ConvPath::Im2col | ConvPath::Implicit => g.col_rows() * g.out_plane(),
+    };
+    (GROUP_VALUES / per_image.max(1)).clamp(1, IMAGES_PER_CHUNK)
 }
 
 /// One convolution layer's plan (module docs).
@@ -79,7 +218,7 @@ pub struct ConvPlan {
 
 /// What the fast engine keeps for one layer.
 struct Fast {
-    path: Path,
+    choice: ConvChoice,
     /// The weights in the kernels' forms, made by [`ConvPlan::refresh`].
     prepared: Mutex<Option<Arc<Prepared>>>,
     /// Free scratch buffers; each parallel task takes one and gives it back.
@@ -94,7 +233,7 @@ struct Prepared {
     input_grad: InputGradOf,
 }
 
-/// How the fast engine computes a layer's input gradient.
+/// A layer's input gradient, prepared as its [`InputGradWay`] says.
 enum InputGradOf {
     /// A convolution of `dy` with the transposed weights, by the direct kernel.
     Direct(InputGrad),
@@ -135,34 +274,46 @@ pub enum ConvGrad<'a> {
 }
 
 impl ConvPlan {
-    /// A plan for a layer of geometry `g` with `oc` filters. Call [`ConvPlan::refresh`] with
-    /// the weights before the first pass.
+    /// A plan for a layer of geometry `g` with `oc` filters, by the rule
+    /// ([`ConvChoice::rule`]). Call [`ConvPlan::refresh`] with the weights before the first
+    /// pass.
     pub fn new(engine: Engine, g: ConvGeom, oc: usize) -> Self {
+        Self::with_choice(engine, g, oc, ConvChoice::rule(&g))
+    }
+
+    /// A plan that runs as `choice` says on the fast engine (ignored on the reference).
+    ///
+    /// # Panics
+    /// If `choice` does not take this layer ([`ConvChoice::check`]): check a stored choice
+    /// first.
+    pub fn with_choice(engine: Engine, g: ConvGeom, oc: usize, choice: ConvChoice) -> Self {
         let fast = (engine == Engine::Fast).then(|| {
-            let path = if g.c == 1 || (g.unit_stride() && g.out_plane() >= DIRECT_MIN_PLANE) {
-                Path::Direct
-            } else if conv_implicit::supports(&g) {
-                Path::Implicit
-            } else {
-                Path::Im2col
-            };
-            Fast { path, prepared: Mutex::new(None), scratch: Mutex::new(Vec::new()) }
+            if let Err(why) = choice.check(&g, oc) {
+                panic!("ConvPlan::with_choice: {choice:?} for {g:?}: {why}");
+            }
+            Fast { choice, prepared: Mutex::new(None), scratch: Mutex::new(Vec::new()) }
         });
         ConvPlan { g, oc, fast }
+    }
+
+    /// The filters (output channels).
+    pub fn filters(&self) -> usize {
+        self.oc
+    }
+
+    /// How the fast engine runs this layer; `None` on the reference engine.
+    pub fn choice(&self) -> Option<ConvChoice> {
+        self.fast.as_ref().map(|f| f.choice)
     }
 
     pub fn geom(&self) -> &ConvGeom {
         &self.g
     }
 
-    /// The path that runs this layer: "reference", "direct", "implicit GEMM" or "im2col".
+    /// The path that runs this layer's forward pass: "reference", "direct", "implicit GEMM"
+    /// or "im2col".
     pub fn path_name(&self) -> &'static str {
-        match self.fast.as_ref().map(|f| f.path) {
-            None => "reference",
-            Some(Path::Direct) => "direct",
-            Some(Path::Implicit) => "implicit GEMM",
-            Some(Path::Im2col) => "im2col",
-        }
+        self.fast.as_ref().map_or("reference", |f| f.choice.forward.name())
     }
 
     /// Whether [`ConvPlan::forward_relu_pool`] gains over the separate ops for this pool:
@@ -178,21 +329,14 @@ impl ConvPlan {
         let Some(fast) = &self.fast else { return };
         assert_eq!(w.len(), self.oc * self.g.col_rows(), "ConvPlan::refresh: weights of another layer");
         let (g, oc) = (&self.g, self.oc);
-        let implicit = (fast.path == Path::Implicit).then(|| ImplicitConv::new(g, oc, w));
-        let input_grad = match fast.path {
-            // With one input channel the direct input gradient is a convolution with one
-            // output channel, whose every input load feeds a single multiply-add.
-            Path::Direct if g.c == 1 => InputGradOf::Gemm,
-            Path::Direct => InputGradOf::Direct(InputGrad::new(g, oc, w)),
-            // Fewer outputs than inputs (a 'valid' layer, or a stride over 1): the turned
-            // convolution would multiply padding (38% of E conv2's work), the scatter does not.
-            Path::Implicit if g.out_plane() < g.h * g.w => {
-                InputGradOf::Scatter(ScatterInputGrad::new(g, oc, w))
+        let implicit = (fast.choice.forward == ConvPath::Implicit).then(|| ImplicitConv::new(g, oc, w));
+        let input_grad = match fast.choice.input_grad {
+            InputGradWay::Direct => InputGradOf::Direct(InputGrad::new(g, oc, w)),
+            InputGradWay::Implicit => {
+                InputGradOf::Implicit(ImplicitInputGrad::new(g, oc, w).expect("checked by ConvChoice::check"))
             }
-            Path::Implicit => {
-                ImplicitInputGrad::new(g, oc, w).map_or(InputGradOf::Gemm, InputGradOf::Implicit)
-            }
-            Path::Im2col => InputGradOf::Gemm,
+            InputGradWay::Scatter => InputGradOf::Scatter(ScatterInputGrad::new(g, oc, w)),
+            InputGradWay::Gemm => InputGradOf::Gemm,
         };
         *fast.prepared.lock().expect("prepared weights") = Some(Arc::new(Prepared { implicit, input_grad }));
     }
@@ -226,10 +370,10 @@ impl ConvPlan {
             return;
         };
         let prepared = fast.prepared();
-        let group = self.group(fast.path);
-        ys.par_chunks_mut(group * out_len).zip(xs.par_chunks(group * in_len)).for_each(|(ys, xs)| {
-            fast.with_scratch(|s| self.forward_group(fast.path, &prepared, xs, w, b, ys, s))
-        });
+        let (path, group) = (fast.choice.forward, fast.choice.group);
+        ys.par_chunks_mut(group * out_len)
+            .zip(xs.par_chunks(group * in_len))
+            .for_each(|(ys, xs)| fast.with_scratch(|s| self.forward_group(path, &prepared, xs, w, b, ys, s)));
     }
 
     /// Conv -> ReLU -> max-pool: `ys[N, OC, PH, PW]` for the images `xs[N, C, H, W]`, with
@@ -264,10 +408,10 @@ impl ConvPlan {
             return;
         };
         let prepared = fast.prepared();
-        let group = self.group(fast.path);
+        let (path, group) = (fast.choice.forward, fast.choice.group);
         // On the direct path with the common pool, each image's convolution is pooled straight
         // from the kernel's buffer (`conv_forward_relu_pool2`, equal to the steps below).
-        let pool_direct = fast.path == Path::Direct && g.unit_stride() && pg.k == 2 && pg.stride == 2;
+        let pool_direct = path == ConvPath::Direct && g.unit_stride() && pg.k == 2 && pg.stride == 2;
         let pool_group = |ys: &mut [f32], args: Option<&mut [u32]>, xs: &[f32]| {
             fast.with_scratch(|s| {
                 if pool_direct {
@@ -281,7 +425,7 @@ impl ConvPlan {
                 let count = xs.len() / in_len;
                 let mut conv_out = std::mem::take(&mut s.conv_out);
                 conv_out.resize(count * self.out_len(), 0.0);
-                self.forward_group(fast.path, &prepared, xs, w, b, &mut conv_out, s);
+                self.forward_group(path, &prepared, xs, w, b, &mut conv_out, s);
                 let args = match args {
                     Some(a) => a,
                     None => {
@@ -337,13 +481,13 @@ impl ConvPlan {
             return;
         };
         let prepared = fast.prepared();
-        let group = self.group(fast.path);
+        let (path, group) = (fast.choice.backward, fast.choice.group);
         let work = |chunk: usize, mut dx_chunk: Option<&mut [f32]>| {
             let (mut dw, mut db) = (vec![0.0f32; oc * g.col_rows()], vec![0.0f32; oc]);
             let start = chunk * IMAGES_PER_CHUNK;
             let end = (start + IMAGES_PER_CHUNK).min(n);
             fast.with_scratch(|s| {
-                let mut sums = (fast.path == Path::Implicit).then(|| WeightGrad::new(g, oc));
+                let mut sums = (path == ConvPath::Implicit).then(|| WeightGrad::new(g, oc));
                 for g0 in (start..end).step_by(group) {
                     let g1 = (g0 + group).min(end);
                     let dxs =
@@ -351,18 +495,7 @@ impl ConvPlan {
                     let xs = &xs[g0 * in_len..g1 * in_len];
                     let mut dy_buf = std::mem::take(&mut s.dy);
                     let dys = src.images(g0, g1 - g0, self, &mut dy_buf);
-                    self.backward_group(
-                        fast.path,
-                        &prepared,
-                        sums.as_mut(),
-                        xs,
-                        dys,
-                        w,
-                        &mut dw,
-                        &mut db,
-                        dxs,
-                        s,
-                    );
+                    self.backward_group(path, &prepared, sums.as_mut(), xs, dys, w, &mut dw, &mut db, dxs, s);
                     s.dy = dy_buf;
                 }
                 if let Some(sums) = sums.as_mut() {
@@ -386,22 +519,11 @@ impl ConvPlan {
         sum_into(db, dbs);
     }
 
-    /// Images per group: 1 on the direct path's forward; enough for the weight gradient's
-    /// long sums or, on the GEMM paths, as many as fit [`GROUP_VALUES`]; at most a chunk.
-    /// Depends only on the geometry, never on threads.
-    fn group(&self, path: Path) -> usize {
-        let per_image = match path {
-            Path::Direct => self.g.in_len(),
-            Path::Im2col | Path::Implicit => self.g.col_rows() * self.g.out_plane(),
-        };
-        (GROUP_VALUES / per_image.max(1)).clamp(1, IMAGES_PER_CHUNK)
-    }
-
     /// The fast forward of one group of images `xs[G, C, H, W]` into `ys[G, OC, OH*OW]`.
     #[allow(clippy::too_many_arguments)]
     fn forward_group(
         &self,
-        path: Path,
+        path: ConvPath,
         prepared: &Prepared,
         xs: &[f32],
         w: &[f32],
@@ -412,17 +534,17 @@ impl ConvPlan {
         let (g, oc, plane, ckk) = (&self.g, self.oc, self.g.out_plane(), self.g.col_rows());
         let count = xs.len() / g.in_len();
         match path {
-            Path::Implicit => {
+            ConvPath::Implicit => {
                 let implicit = prepared.implicit.as_ref().expect("implicit weights prepared by refresh");
                 implicit.forward(xs, b, ys, &mut s.implicit);
                 return; // the bias included
             }
-            Path::Direct => {
+            ConvPath::Direct => {
                 for (xi, yi) in xs.chunks_exact(g.in_len()).zip(ys.chunks_exact_mut(self.out_len())) {
                     conv_forward(g, oc, xi, w, yi, &mut s.col);
                 }
             }
-            Path::Im2col => {
+            ConvPath::Im2col => {
                 // col[CKK, G*OH*OW], image j in columns j*OH*OW.., then one GEMM for the group:
                 // out[OC, G*OH*OW] = w[OC, CKK] * col, scattered back to [G, OC, OH*OW].
                 let ld = count * plane;
@@ -447,7 +569,7 @@ impl ConvPlan {
     #[allow(clippy::too_many_arguments)]
     fn backward_group(
         &self,
-        path: Path,
+        path: ConvPath,
         prepared: &Prepared,
         sums: Option<&mut WeightGrad>,
         xs: &[f32],
@@ -461,7 +583,7 @@ impl ConvPlan {
         let (g, oc, plane, ckk) = (&self.g, self.oc, self.g.out_plane(), self.g.col_rows());
         let count = xs.len() / g.in_len();
         match path {
-            Path::Direct | Path::Implicit => {
+            ConvPath::Direct | ConvPath::Implicit => {
                 match sums {
                     Some(sums) => sums.add(xs, dys, &mut s.implicit),
                     None => conv_backward_weights(g, oc, xs, dys, dw, &mut s.col),
@@ -471,7 +593,7 @@ impl ConvPlan {
                     self.input_grad(&prepared.input_grad, w, dys, dxs, s);
                 }
             }
-            Path::Im2col => {
+            ConvPath::Im2col => {
                 let ld = count * plane;
                 // dy[OC, G*OH*OW], gathered from the images' [OC, OH*OW] gradients.
                 self.gather_dy(dys, &mut s.out);
@@ -482,8 +604,11 @@ impl ConvPlan {
                 // dw[OC, CKK] += dy[OC, G*OH*OW] * col^T[G*OH*OW, CKK]
                 matmul(false, true, oc, ld, ckk, &s.out, &s.col, dw, true);
                 channel_sums(&s.out, 1, oc, ld, db);
-                if let Some(dxs) = dxs {
-                    self.input_grad_by_gemm(w, &s.out, dxs, &mut s.col);
+                match (dxs, &prepared.input_grad) {
+                    (None, _) => {}
+                    // `dy` is gathered already.
+                    (Some(dxs), InputGradOf::Gemm) => self.input_grad_by_gemm(w, &s.out, dxs, &mut s.col),
+                    (Some(dxs), how) => self.input_grad(how, w, dys, dxs, s),
                 }
             }
         }
@@ -628,6 +753,24 @@ mod tests {
         for (g, want) in cases {
             assert_eq!(ConvPlan::new(Engine::Fast, g, 1).path_name(), want, "{g:?}");
             assert_eq!(ConvPlan::new(Engine::Reference, g, 1).path_name(), "reference");
+        }
+    }
+
+    /// `InputGradWay::Implicit.supports` reads from the geometry what `ImplicitInputGrad::new`
+    /// decides by building the transposed weights.
+    #[test]
+    fn implicit_input_grad_support_is_read_from_the_geometry() {
+        for (c, h, k, stride, pad) in [
+            (3, 9, 3, 1, (1, 1, 1, 1)),
+            (3, 9, 3, 2, (1, 1, 1, 1)),
+            (3, 9, 3, 1, (3, 0, 0, 0)),
+            (2, 10, 6, 1, (0, 0, 0, 0)),
+            (1, 5, 5, 1, (4, 4, 4, 4)),
+            (4, 6, 4, 1, (1, 1, 2, 2)),
+        ] {
+            let g = ConvGeom::new(c, h, h, k, k, (stride, stride), pad);
+            let built = ImplicitInputGrad::new(&g, 5, &vec![0.0; 5 * g.col_rows()]).is_some();
+            assert_eq!(InputGradWay::Implicit.supports(&g, 5), built, "{g:?}");
         }
     }
 }

@@ -8,7 +8,9 @@
 //! - forward and the input gradient split the batch into one block of rows per thread. A
 //!   block is [`rowsmat`] (no packing) when the product's rows are whole SIMD vectors, else a
 //!   GEMM. A few rows (one image) take [`vecmat`], their columns split between the threads
-//!   when the weights are large (`GEMV_SPLIT_VALUES`);
+//!   when [`DenseChoice::split_one_image`] says so: by the rule, when the weights are large
+//!   (`GEMV_SPLIT_VALUES`); in a measured plan, when [`crate::planner`] timed the split
+//!   faster on this machine;
 //! - the input gradient runs `rowsmat` on the weights transposed once per refresh (kept here);
 //! - the weight gradient `dw = x^T dy` splits the *rows of dw* (blocks of input features),
 //!   so each element of `dw` is one GEMM's full sum over the batch and no partial sums across
@@ -33,14 +35,36 @@ const GEMV_ROWS: usize = 4;
 /// Weights (values) from which a row's pass on the `vecmat` path is split between the
 /// threads, each streaming its own columns of `w`: 2 MiB, twice a core's L2. A pool thread
 /// that has gone idle takes tens of microseconds to wake, as long as a smaller layer's whole
-/// pass.
+/// pass. The rule's constant, tuned on the 2-core AMD EPYC (AVX-512, 1 MiB L2 per core) of
+/// the README's Performance section; on the 2-vCPU Intel Xeon KVM guest (2 MiB L2) the split
+/// of C1's 5408 x 128 layer loses (one image 34 -> 58 us), which the measured plan sees.
 const GEMV_SPLIT_VALUES: usize = 1 << 19;
+
+/// How one dense layer runs on the fast engine: plain data, so that a plan can be measured,
+/// stored and replayed (`crate::planner`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct DenseChoice {
+    /// Whether a pass of a few rows (one image) splits its output columns between the
+    /// threads (`None`: the rule, decided at each call from the size and the threads).
+    pub split_one_image: Option<bool>,
+}
+
+impl DenseChoice {
+    /// The rule: decided at each call (`GEMV_SPLIT_VALUES`).
+    pub const RULE: DenseChoice = DenseChoice { split_one_image: None };
+
+    /// The rule's answer for a layer of `fin x fout` weights on `threads` threads.
+    pub fn rule_splits(fin: usize, fout: usize, threads: usize) -> bool {
+        threads > 1 && fin * fout >= GEMV_SPLIT_VALUES && fout >= 2 * LANES
+    }
+}
 
 /// One dense layer's plan (module docs).
 pub struct DensePlan {
     fin: usize,
     fout: usize,
     engine: Engine,
+    choice: DenseChoice,
     /// Fast engine: `w^T[OUT, IN]` for the input gradient, made by the first backward pass
     /// after each [`DensePlan::refresh`] (`None` until then: inference never needs it).
     transposed: Mutex<Option<Vec<f32>>>,
@@ -50,7 +74,28 @@ impl DensePlan {
     /// A plan for a layer with `fin` inputs and `fout` outputs. Call [`DensePlan::refresh`]
     /// with the weights before the first backward pass.
     pub fn new(engine: Engine, fin: usize, fout: usize) -> Self {
-        DensePlan { fin, fout, engine, transposed: Mutex::new(None) }
+        Self::with_choice(engine, fin, fout, DenseChoice::RULE)
+    }
+
+    /// A plan that runs as `choice` says on the fast engine.
+    pub fn with_choice(engine: Engine, fin: usize, fout: usize, choice: DenseChoice) -> Self {
+        DensePlan { fin, fout, engine, choice, transposed: Mutex::new(None) }
+    }
+
+    /// How the fast engine runs this layer.
+    pub fn choice(&self) -> DenseChoice {
+        self.choice
+    }
+
+    /// Inputs and outputs: `(IN, OUT)`.
+    pub fn dims(&self) -> (usize, usize) {
+        (self.fin, self.fout)
+    }
+
+    /// Whether a pass of one image splits its columns between the threads, on the current
+    /// pool.
+    pub fn splits_one_image(&self) -> bool {
+        gemv_cols_per_task(self.fin, self.fout, self.choice) != self.fout
     }
 
     /// Forgets what was prepared from the weights `w[IN, OUT]`. Call it after every change of
@@ -81,7 +126,7 @@ impl DensePlan {
         }
         if n <= GEMV_ROWS {
             // A few rows (one image at inference): one pass over w per row, no packing.
-            let cols = gemv_cols_per_task(fin, fout);
+            let cols = gemv_cols_per_task(fin, fout, self.choice);
             for (yr, xr) in y.chunks_exact_mut(fout).zip(x.chunks_exact(fin)) {
                 yr.copy_from_slice(b);
                 if cols == fout {
@@ -203,9 +248,10 @@ fn batch_rows_per_task(rows: usize) -> usize {
 
 /// Columns per task on the `vecmat` path: all of them, or an equal share per thread in whole
 /// SIMD vectors. Each output column is one sum whoever computes it.
-fn gemv_cols_per_task(fin: usize, fout: usize) -> usize {
+fn gemv_cols_per_task(fin: usize, fout: usize, choice: DenseChoice) -> usize {
     let threads = rayon::current_num_threads();
-    if threads == 1 || fin * fout < GEMV_SPLIT_VALUES || fout < 2 * LANES {
+    let split = choice.split_one_image.unwrap_or_else(|| DenseChoice::rule_splits(fin, fout, threads));
+    if !split || threads == 1 || fout < 2 * LANES {
         return fout;
     }
     fout.div_ceil(threads).next_multiple_of(LANES)
@@ -221,7 +267,7 @@ mod tests {
     fn which_one_image_passes_are_split() {
         let at = |threads: usize, fin: usize, fout: usize| {
             let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-            pool.install(|| gemv_cols_per_task(fin, fout))
+            pool.install(|| gemv_cols_per_task(fin, fout, DenseChoice::RULE))
         };
         assert_eq!(at(2, 5408, 128), 64, "C1");
         assert_eq!(at(2, 2048, 276), 144, "tests/engine.rs");

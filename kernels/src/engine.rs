@@ -9,7 +9,8 @@
 //! Stateless ops (ReLU, pooling, batch-norm, softmax, dropout, the optimizer updates) are
 //! methods of [`Engine`] below. The two layers with weights get a per-layer plan object
 //! instead, built once with the model, which owns what being fast needs: the choice of path
-//! and its thresholds, the weights prepared (transposed) for the kernels, and scratch buffers.
+//! ([`ConvChoice`], [`DenseChoice`]: by a rule, or measured by [`crate::planner`]), the
+//! weights prepared (transposed) for the kernels, and scratch buffers.
 //! See [`ConvPlan`] and [`DensePlan`]. A plan is refreshed by an explicit call after its
 //! weights change; nothing here is global or per-thread.
 //!
@@ -22,8 +23,8 @@ use rayon::prelude::*;
 use crate::pool::PoolGeom;
 use crate::{activation, batchnorm, dropout, optim, pool, softmax};
 
-pub use crate::conv_plan::{ConvGrad, ConvPlan};
-pub use crate::dense_plan::DensePlan;
+pub use crate::conv_plan::{ConvChoice, ConvGrad, ConvPath, ConvPlan, InputGradWay};
+pub use crate::dense_plan::{DenseChoice, DensePlan};
 
 /// Images per partial sum in batch reductions: large enough to amortise a partial buffer,
 /// small enough to give two threads several chunks each at batch 64 and up. Fixed, so that a

@@ -43,10 +43,11 @@ pub mod gemv;
 pub mod im2col;
 pub mod optim;
 pub mod peak;
+pub mod planner;
 pub mod pool;
 pub mod rng;
 pub mod simd;
 pub mod softmax;
 
-pub use engine::{ConvGrad, ConvPlan, DensePlan, Engine};
+pub use engine::{ConvChoice, ConvGrad, ConvPath, ConvPlan, DenseChoice, DensePlan, Engine, InputGradWay};
 pub use rng::Rng;

@@ -75,6 +75,10 @@ struct Args {
     /// Run on the reference engine (the plain nested-loop twins)
     #[arg(long)]
     reference: bool,
+    /// Replay a plan file (a run folder's plan.json) instead of the plan measured or cached
+    /// for this machine; FMNIST_PLAN=rule runs the rule-based plan
+    #[arg(long, value_name = "FILE")]
+    plan: Option<std::path::PathBuf>,
 }
 
 /// Inference batch size, as the peers use.
@@ -204,6 +208,12 @@ fn run(a: &Args) -> Result<(), String> {
     let engine = if a.reference { fmnist::Engine::Reference } else { fmnist::Engine::Fast };
     let mut stepper = Stepper::new(&preset, batch, train.len(), &mut rng, engine);
     let steps = a.steps.unwrap_or(train.len().div_ceil(batch));
+    // How each layer runs: `--plan FILE`, the rule (FMNIST_PLAN=rule), or measured/cached.
+    let plan = fmnist::planfile::prepare(&mut stepper.model, a.plan.as_deref())?;
+    let plan_message = plan.and_then(|p| p.message);
+    if let Some(m) = &plan_message {
+        eprintln!("{m}");
+    }
     eprintln!(
         "Model {} ({}), batch {batch}, {threads} threads, {} engine, SIMD {}; {} training images",
         preset.name,
@@ -339,6 +349,7 @@ fn run(a: &Args) -> Result<(), String> {
         "latency": latency_json,
         "peak_rss_mib": peak,
         "peak_rss_mib_after_train": rss_after_train,
+        "plan": plan_message,
     });
     println!("{report}");
     Ok(())

@@ -204,6 +204,11 @@ pub struct TrainArgs {
     /// "How it works")
     #[arg(long)]
     pub reference: bool,
+    /// Replay a plan file (a run folder's plan.json): how each layer runs, exactly as recorded,
+    /// instead of the choices measured on this machine (README, "How the plan is made and
+    /// replayed"); at most 1 MiB, for this model's layers.
+    #[arg(long, value_name = "FILE")]
+    pub plan: Option<PathBuf>,
     #[command(flatten)]
     pub data: DataArgs,
 }
@@ -234,6 +239,11 @@ pub struct EvalArgs {
     /// "How it works")
     #[arg(long)]
     pub reference: bool,
+    /// Replay a plan file (a run folder's plan.json): how each layer runs, exactly as recorded,
+    /// instead of the choices measured on this machine (README, "How the plan is made and
+    /// replayed"); at most 1 MiB, for this model's layers.
+    #[arg(long, value_name = "FILE")]
+    pub plan: Option<PathBuf>,
     #[command(flatten)]
     pub data: DataArgs,
 }
@@ -254,6 +264,11 @@ pub struct PredictArgs {
     /// "How it works")
     #[arg(long)]
     pub reference: bool,
+    /// Replay a plan file (a run folder's plan.json): how each layer runs, exactly as recorded,
+    /// instead of the choices measured on this machine (README, "How the plan is made and
+    /// replayed"); at most 1 MiB, for this model's layers.
+    #[arg(long, value_name = "FILE")]
+    pub plan: Option<PathBuf>,
     #[command(flatten)]
     pub data: DataArgs,
 }

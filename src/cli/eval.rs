@@ -27,6 +27,10 @@ pub(super) fn run_eval(a: EvalArgs) -> CliResult<()> {
     let mut saved = load_model(&a.model_file)?;
     let batch_size = batch_size_for(&a.model_file, &saved, a.batch_size, DEFAULT_BATCH)?;
     saved.model.set_engine(super::engine(a.reference));
+    let prepared = crate::planfile::prepare(&mut saved.model, a.plan.as_deref())?;
+    if let Some(message) = prepared.and_then(|p| p.message) {
+        eprintln!("{message}");
+    }
     let kind = dataset_kind_of(&saved)?;
     let (_, test, source) = load_data(kind, &a.data)?;
     check_fits(&a.model_file, &saved, &test)?;

@@ -14,6 +14,10 @@ pub(super) fn run_predict(a: PredictArgs) -> CliResult<()> {
     set_threads(None)?;
     let mut saved = load_model(&a.model_file)?;
     saved.model.set_engine(super::engine(a.reference));
+    let prepared = crate::planfile::prepare(&mut saved.model, a.plan.as_deref())?;
+    if let Some(message) = prepared.and_then(|p| p.message) {
+        eprintln!("{message}");
+    }
     // The test set, read once if an input names one of its images.
     let test = match a.inputs.iter().any(|i| i.starts_with("test:")) {
         true => Some(load_data(dataset_kind_of(&saved)?, &a.data)?.1),

@@ -22,7 +22,7 @@ use crate::data::Dataset;
 
 /// Flags that may change on a resume: where the data is, threads, how often to save.
 pub(super) const FREE_FLAGS: &[&str] =
-    &["resume", "out", "overwrite", "threads", "checkpoint_every", "data_dir", "no_download"];
+    &["resume", "out", "overwrite", "threads", "checkpoint_every", "data_dir", "no_download", "plan"];
 
 macro_rules! recipe_flags {
     ($($f:ident),* $(,)?) => {
@@ -259,6 +259,9 @@ pub(super) fn resume(a: &TrainArgs, given: &[String], dir: &Path) -> CliResult<(
     if is_given("no_download") {
         merged.data.no_download = a.data.no_download;
     }
+    // The plan: this command's `--plan` where given, else the run folder's `plan.json`
+    // (`train.rs`), never the saved path, which may be gone.
+    merged.plan = if is_given("plan") { a.plan.clone() } else { None };
     let session = Session {
         args: merged,
         argv: info.args.clone(),

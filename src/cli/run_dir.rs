@@ -18,9 +18,10 @@ use crate::files::{sync_dir, temp_path, write_atomic, write_synced};
 use crate::modelfile::{self, SavedModel};
 use crate::train::EpochStats;
 
-/// The files one run leaves in its folder, in the order they are renamed into place.
-pub(super) const RUN_FILES: [&str; 5] =
-    ["config.json", "model.safetensors", "history.json", "history.csv", "metrics.json"];
+/// The files one run leaves in its folder, in the order they are renamed into place
+/// (`plan.json`, how each layer ran, only on the fast engine).
+pub(super) const RUN_FILES: [&str; 6] =
+    ["config.json", "model.safetensors", "history.json", "history.csv", "metrics.json", "plan.json"];
 
 /// `YYYYMMDD-HHMMSS` in UTC, from the system clock (civil-from-days, H. Hinnant's algorithm).
 fn timestamp() -> String {
@@ -115,7 +116,9 @@ pub(super) fn remove_checkpoints(out: &Path) -> CliResult<()> {
 }
 
 /// Writes a run's files into `out`: `config.json`, `model.safetensors` (the model and how to
-/// feed it), `history.json` and `history.csv` (one entry per epoch) and `metrics.json`. All
+/// feed it), `history.json` and `history.csv` (one entry per epoch), `metrics.json`, and
+/// `plan.json` when given (`crate::planfile`; `train.rs` also writes it before the first
+/// step, so that a resume replays it). All
 /// are written under temporary names first; `staged` runs then (a test hold), and only then are
 /// they renamed into place and the folder flushed. An error leaves `out` as it was.
 pub(super) fn write_results(
@@ -124,6 +127,7 @@ pub(super) fn write_results(
     saved: &SavedModel,
     history: &[EpochStats],
     metrics: &serde_json::Value,
+    plan: Option<&str>,
     staged: &mut dyn FnMut(),
 ) -> CliResult<()> {
     let mut csv = String::from("epoch,loss,accuracy,val_loss,val_accuracy,seconds,images_per_second,lr\n");
@@ -142,22 +146,24 @@ pub(super) fn write_results(
             s.lr
         );
     }
-    let contents: [Vec<u8>; 5] = [
-        json_bytes(config),
-        modelfile::to_bytes(saved),
-        json_bytes(&serde_json::to_value(history).expect("plain data")),
-        csv.into_bytes(),
-        json_bytes(metrics),
+    let contents: [Option<Vec<u8>>; 6] = [
+        Some(json_bytes(config)),
+        Some(modelfile::to_bytes(saved)),
+        Some(json_bytes(&serde_json::to_value(history).expect("plain data"))),
+        Some(csv.into_bytes()),
+        Some(json_bytes(metrics)),
+        plan.map(|p| p.as_bytes().to_vec()),
     ];
     std::fs::create_dir_all(out)
         .map_err(|e| format!("cannot create the run folder {}: {e}", out.display()))?;
-    let temps: Vec<(PathBuf, PathBuf)> = RUN_FILES
+    let (temps, contents): (Vec<(PathBuf, PathBuf)>, Vec<Vec<u8>>) = RUN_FILES
         .iter()
-        .map(|name| {
+        .zip(contents)
+        .filter_map(|(name, bytes)| {
             let path = out.join(name);
-            (temp_path(&path, ".tmp"), path)
+            Some(((temp_path(&path, ".tmp"), path), bytes?))
         })
-        .collect();
+        .unzip();
     let remove_temps = || {
         for (tmp, _) in &temps {
             let _ = std::fs::remove_file(tmp);

@@ -25,7 +25,9 @@ use super::resume::{self, Session};
 use super::{plan_training, run_dir, set_threads, CliResult, TrainArgs, TrainPlan};
 use crate::checkpoint::{self, Contents, Decoded, RunInfo};
 use crate::data::{self, Dataset, DatasetKind};
+use crate::files::write_atomic;
 use crate::modelfile::SavedModel;
+use crate::planfile;
 use crate::presets::INPUT_SHAPE;
 use crate::train::{self, Advance, Progress, RunStreams, Trainer};
 use crate::{Init, Sequential};
@@ -271,6 +273,20 @@ fn train_one(ctx: &TrainContext, seed: u64, out: &Path, start: Start, wall: Inst
     if let Start::Finished(d, path) = start {
         return finished_before(ctx, seed, model, d, &path);
     }
+    // How each layer runs (`crate::planfile`): `--plan FILE`; on a resume, the run's own
+    // `plan.json`, so that it continues to the same bits; else measured or cached. Recorded
+    // in the run folder before the first step.
+    let run_plan = out.join(planfile::RUN_PLAN_FILE);
+    let replay = match (&ctx.args.plan, &start) {
+        (Some(p), _) => Some(p.clone()),
+        (None, Start::Resume(..)) if run_plan.is_file() => Some(run_plan.clone()),
+        _ => None,
+    };
+    let prepared = planfile::prepare(&mut model, replay.as_deref())?;
+    let plan_json = prepared.as_ref().map(|p| planfile::to_json(&p.plan));
+    if let (Some(message), 1) = (prepared.as_ref().and_then(|p| p.message.as_ref()), k) {
+        println!("{message}");
+    }
     if k == 1 {
         println!("Model: {} - {}", plan.preset.name, plan.preset.description);
         print!("{}", model.summary());
@@ -307,6 +323,12 @@ fn train_one(ctx: &TrainContext, seed: u64, out: &Path, start: Start, wall: Inst
     let holds_a_run =
         ["config.json", "model.safetensors", "metrics.json"].iter().any(|f| out.join(f).exists());
     let replacing = matches!(start, Start::Fresh) && ctx.args.overwrite && holds_a_run;
+    // The plan on disk before the first step, for a resume; a run replacing another keeps
+    // that run's files whole until its own are written, plan.json included.
+    if let (Some(text), false) = (&plan_json, replacing) {
+        write_atomic(&run_plan, text.as_bytes())
+            .map_err(|e| format!("cannot write {}: {e}", run_plan.display()))?;
+    }
     let mut observer =
         super::pictures::CurvesObserver::new(ConsoleObserver::new(), out, title).live(!replacing);
     let mut ckpt = match start {
@@ -489,17 +511,24 @@ fn train_one(ctx: &TrainContext, seed: u64, out: &Path, start: Start, wall: Inst
         }
     };
     let kept = ckpt.last_good().map(str::to_string);
-    run_dir::write_results(out, &config_json, &saved, &result.history, &metrics, &mut staged).map_err(
-        |e| match &kept {
-            Some(at) => format!(
-                "{e}; nothing in {} was replaced; its checkpoint at {at} is kept: once the fault is fixed, \
+    run_dir::write_results(
+        out,
+        &config_json,
+        &saved,
+        &result.history,
+        &metrics,
+        plan_json.as_deref(),
+        &mut staged,
+    )
+    .map_err(|e| match &kept {
+        Some(at) => format!(
+            "{e}; nothing in {} was replaced; its checkpoint at {at} is kept: once the fault is fixed, \
              `train --resume {}` continues from it",
-                out.display(),
-                shell_word(&s.out)
-            ),
-            None => format!("{e}; nothing in {} was replaced", out.display()),
-        },
-    )?;
+            out.display(),
+            shell_word(&s.out)
+        ),
+        None => format!("{e}; nothing in {} was replaced", out.display()),
+    })?;
     if let Err(e) = checkpoint::write_now(out, &finished) {
         eprintln!(
             "warning: the run's files are written, but not its final checkpoint ({e}): a resume would evaluate it again"

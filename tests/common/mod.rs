@@ -10,8 +10,14 @@ use flate2::write::GzEncoder;
 use flate2::Compression;
 use fmnist::Rng;
 
+/// Runs the binary on the rule-based plan (`FMNIST_PLAN=rule`): tests never depend on a
+/// measurement, nor write the user's plan cache.
 pub fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_fmnist")).args(args).output().expect("the binary runs")
+    Command::new(env!("CARGO_BIN_EXE_fmnist"))
+        .args(args)
+        .env("FMNIST_PLAN", "rule")
+        .output()
+        .expect("the binary runs")
 }
 
 pub fn stdout(o: &Output) -> String {
