@@ -683,6 +683,8 @@ impl ConvGrad<'_> {
         match *self {
             ConvGrad::Direct(d) => &d[first * len..(first + count) * len],
             ConvGrad::Pooled { dy, y, argmax, pool } => {
+                buf.clear();
+                buf.resize(count * len, 0.0);
                 let (plane, pooled_plane) = (plan.g.out_plane(), pool.oh * pool.ow);
                 let range = first * plan.oc * pooled_plane..(first + count) * plan.oc * pooled_plane;
                 // Pooled plane `q` of the group (an image and a channel) pools convolution
@@ -691,40 +693,10 @@ impl ConvGrad<'_> {
                     .chunks_exact(pooled_plane)
                     .zip(y[range.clone()].chunks_exact(pooled_plane))
                     .zip(argmax[range].chunks_exact(pooled_plane));
-                if pool.k != pool.stride {
-                    // Overlapping (or gapped) windows: zeros, then each window adds its value.
-                    buf.clear();
-                    buf.resize(count * len, 0.0);
-                    for (((dq, yq), aq), out) in pooled.zip(buf.chunks_exact_mut(plane)) {
-                        for ((&d, &v), &a) in dq.iter().zip(yq).zip(aq) {
-                            // Branch-free: whether a value passed the ReLU is a coin toss.
-                            out[a as usize] += if v > 0.0 { d } else { 0.0 };
-                        }
-                    }
-                    return buf;
-                }
-                // Windows that tile the plane: every value written once, row by row (the
-                // window's value at its argmax, 0 elsewhere and outside the windows), instead
-                // of zeroing the buffer and then scattering into it.
-                buf.resize(count * len, 0.0);
-                let (k, w, covered) = (pool.k, pool.w, pool.ow * pool.k);
                 for (((dq, yq), aq), out) in pooled.zip(buf.chunks_exact_mut(plane)) {
-                    for (row, out_row) in out.chunks_exact_mut(w).enumerate() {
-                        let (left, right) = out_row.split_at_mut(covered);
-                        right.fill(0.0);
-                        if row >= pool.oh * k {
-                            left.fill(0.0);
-                            continue;
-                        }
-                        let q0 = row / k * pool.ow;
-                        let windows = left.chunks_exact_mut(k).zip(&dq[q0..]).zip(&yq[q0..]).zip(&aq[q0..]);
-                        for (col0, (((cells, &d), &v), &a)) in windows.enumerate() {
-                            let value = if v > 0.0 { d } else { 0.0 };
-                            let at = (a as usize).wrapping_sub(row * w + col0 * k);
-                            for (i, cell) in cells.iter_mut().enumerate() {
-                                *cell = if i == at { value } else { 0.0 };
-                            }
-                        }
+                    for ((&d, &v), &a) in dq.iter().zip(yq).zip(aq) {
+                        // Branch-free: whether a value passed the ReLU is a coin toss.
+                        out[a as usize] += if v > 0.0 { d } else { 0.0 };
                     }
                 }
                 buf
