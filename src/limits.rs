@@ -409,12 +409,7 @@ fn check_layer(
             if let Some(p) = projection {
                 let filters =
                     *body.first().ok_or_else(|| err("a projection needs an image output".into()))?;
-                let conv = LayerConfig::Conv2d {
-                    filters,
-                    kernel: [1, 1],
-                    stride: p.stride,
-                    padding: Padding::Valid,
-                };
+                let conv = p.conv(filters);
                 let proj = format!("{label}.proj");
                 short = check_layer(arch, &proj, &format!("{prefix}.proj.conv2d"), &conv, shape)?;
                 if p.batch_norm {

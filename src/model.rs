@@ -109,6 +109,14 @@ pub struct Projection {
     pub batch_norm: bool,
 }
 
+impl Projection {
+    /// The projection's 1x1 convolution to `filters` channels, with its stride and no padding
+    /// (the layer the model builds and the dry run of `limits` checks).
+    pub(crate) fn conv(&self, filters: usize) -> LayerConfig {
+        LayerConfig::Conv2d { filters, kernel: [1, 1], stride: self.stride, padding: Padding::Valid }
+    }
+}
+
 fn one() -> usize {
     1
 }
@@ -433,12 +441,7 @@ impl Layer {
                     let (Some(&filters), Some(_)) = (shape.first(), in_shape.first()) else {
                         return Err(err("a projection needs image input and output".into()));
                     };
-                    let conv = LayerConfig::Conv2d {
-                        filters,
-                        kernel: [1, 1],
-                        stride: p.stride,
-                        padding: Padding::Valid,
-                    };
+                    let conv = p.conv(filters);
                     let proj_label = format!("{label}.proj");
                     let layer = Layer::build(
                         &proj_label,
