@@ -639,6 +639,17 @@ impl Layer {
         }
     }
 
+    /// Records this batch-norm and the ReLU after it as one fused op.
+    ///
+    /// # Panics
+    /// If this is not a batch-norm (the plan pairs it with the ReLU).
+    pub fn forward_batch_norm_relu(&self, tape: &mut Tape, params: &mut Params, x: Var, mode: Mode) -> Var {
+        match &self.kind {
+            Built::BatchNorm(st) => ops::batch_norm_relu(tape, params, x, st, mode),
+            _ => panic!("forward_batch_norm_relu: {} is not a batch-norm", self.config.kind()),
+        }
+    }
+
     /// This layer's row of the summary table (label, output shape, parameters, how it runs),
     /// then a residual block's body and projection, indented.
     fn summary_rows(
@@ -909,6 +920,9 @@ impl Sequential {
                 Step::Layer(i) => self.layers[i].forward(tape, &mut self.params, h, mode, rng),
                 Step::ConvReluPool(i) => {
                     self.layers[i].forward_relu_pool(tape, &self.params, h, &self.layers[i + 2])
+                }
+                Step::BatchNormRelu(i) => {
+                    self.layers[i].forward_batch_norm_relu(tape, &mut self.params, h, mode)
                 }
                 Step::Skip(_) => h,
             };

@@ -6,6 +6,9 @@
 //! - a convolution followed by a ReLU and a max-pool runs as one fused op
 //!   ([`ops::conv2d_relu_maxpool`](crate::ops::conv2d_relu_maxpool)): the same values, bit for
 //!   bit, without storing the full-size convolution output;
+//! - a batch-norm followed by a ReLU runs as one op
+//!   ([`ops::batch_norm_relu`](crate::ops::batch_norm_relu)): the same values, bit for bit,
+//!   in one pass over the data each way instead of two;
 //! - a flatten right before a dense layer is skipped: the dense layer reads any `[N, ...]`
 //!   input as `[N, IN]`, so the copy would be wasted.
 //!
@@ -25,6 +28,8 @@ pub enum Step {
     Layer(usize),
     /// Convolution `i`, the ReLU `i + 1` and the max-pool `i + 2`, as one fused op.
     ConvReluPool(usize),
+    /// Batch-norm `i` and the ReLU `i + 1`, as one fused op.
+    BatchNormRelu(usize),
     /// Flatten `i`, skipped: the dense layer after it reads its input in place.
     Skip(usize),
 }
@@ -38,11 +43,16 @@ pub fn steps(engine: Engine, layers: &[Layer]) -> Vec<Step> {
         let fuse_conv = matches!(next(0), Some(LayerConfig::Conv2d { .. }))
             && matches!(next(1), Some(LayerConfig::Relu))
             && matches!(next(2), Some(LayerConfig::MaxPool2d { .. }));
+        let fuse_bn = matches!(next(0), Some(LayerConfig::BatchNorm { .. }))
+            && matches!(next(1), Some(LayerConfig::Relu));
         let skip_flatten = matches!(next(0), Some(LayerConfig::Flatten))
             && matches!(next(1), Some(LayerConfig::Dense { .. }));
         if engine == Engine::Fast && fuse_conv {
             steps.push(Step::ConvReluPool(i));
             i += 3;
+        } else if engine == Engine::Fast && fuse_bn {
+            steps.push(Step::BatchNormRelu(i));
+            i += 2;
         } else {
             steps.push(if engine == Engine::Fast && skip_flatten { Step::Skip(i) } else { Step::Layer(i) });
             i += 1;
@@ -51,13 +61,15 @@ pub fn steps(engine: Engine, layers: &[Layer]) -> Vec<Step> {
     steps
 }
 
-/// How layer `i` runs under `steps`, for the summary: "", "fused: conv+relu+pool", "in 0's
-/// fused op", or "read in place by 5".
+/// How layer `i` runs under `steps`, for the summary: "", "fused conv+relu+pool", "fused
+/// batch_norm+relu", "in 0's fused op", or "read in place by 5".
 pub fn describe(steps: &[Step], i: usize) -> String {
     for step in steps {
         match *step {
             Step::ConvReluPool(c) if c == i => return "fused conv+relu+pool".into(),
             Step::ConvReluPool(c) if (c + 1..c + 3).contains(&i) => return format!("in {c}'s fused op"),
+            Step::BatchNormRelu(b) if b == i => return "fused batch_norm+relu".into(),
+            Step::BatchNormRelu(b) if b + 1 == i => return format!("in {b}'s fused op"),
             Step::Skip(f) if f == i => return format!("read in place by {}", i + 1),
             _ => {}
         }

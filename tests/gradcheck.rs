@@ -308,6 +308,35 @@ fn batch_norm_over_image_channels_and_vector_features() {
     }
 }
 
+/// Batch-norm and ReLU as one op (the fast engine's fusion), against finite differences; the
+/// inputs are chosen so that no normalised value sits within the difference step of the kink.
+#[test]
+fn batch_norm_relu_away_from_the_kink() {
+    let cases = [(vec![4, 3, 2, 3], Mode::Train), (vec![6, 5], Mode::Train), (vec![4, 3, 2, 3], Mode::Eval)];
+    for ((shape, mode), engine) in cases.into_iter().flat_map(|c| ENGINES.map(|e| (c.clone(), e))) {
+        // The first seed whose values going into the ReLU are all at least 0.05 from 0, with
+        // some below it.
+        let away = (0..1000u64).find_map(|seed| {
+            let mut rng = Rng::new(seed);
+            let (mut params, st) = bn_params(shape[1], &mut rng, engine);
+            let x = random(&shape, &mut rng, 2.0);
+            let mut t = Tape::new();
+            let xv = t.leaf(x.clone());
+            let pre = ops::batch_norm(&mut t, &mut params.clone(), xv, &st, mode);
+            let pre = t.value(pre).data();
+            let ok = pre.iter().all(|v| v.abs() > 0.05) && pre.iter().any(|&v| v < 0.0);
+            ok.then(|| (params, st, x))
+        });
+        let (mut params, st, x) =
+            away.unwrap_or_else(|| panic!("{shape:?} {mode:?}: no seed away from the kink"));
+        let f = move |t: &mut Tape, p: &mut Params, x: Var| ops::batch_norm_relu(t, p, x, &st, mode);
+        let name = format!("batch_norm_relu {shape:?} {mode:?} {engine:?}");
+        check(&name, &x, &mut params, Wrt::Input, &f);
+        check(&name, &x, &mut params, Wrt::Param(st.gamma), &f);
+        check(&name, &x, &mut params, Wrt::Param(st.beta), &f);
+    }
+}
+
 #[test]
 fn softmax_cross_entropy_with_and_without_smoothing() {
     let mut rng = Rng::new(14);
@@ -569,13 +598,18 @@ fn backward_on_a_no_grad_tape_panics() {
 /// result equals running every layer on its own.
 #[test]
 fn sequential_fusions_change_nothing() {
+    sequential_fusions_change_nothing_in("cmasch", |s| matches!(s, fmnist::plan::Step::ConvReluPool(_)));
+    sequential_fusions_change_nothing_in("ours", |s| matches!(s, fmnist::plan::Step::BatchNormRelu(_)));
+}
+
+fn sequential_fusions_change_nothing_in(preset: &str, fused_step: fn(&fmnist::plan::Step) -> bool) {
     let mut rng = Rng::new(50);
-    let preset = fmnist::presets::preset("cmasch").unwrap();
+    let preset = fmnist::presets::preset(preset).unwrap();
     let mut model =
         Sequential::new(&[1, 28, 28], &preset.layers, fmnist::Init::GlorotUniform, &mut rng).unwrap();
     let x = random(&[4, 1, 28, 28], &mut rng, 1.0);
     let labels = [1u8, 2, 3, 4];
-    assert!(model.steps().iter().any(|s| matches!(s, fmnist::plan::Step::ConvReluPool(_))), "nothing fused");
+    assert!(model.steps().iter().any(fused_step), "nothing fused");
     let run = |model: &mut Sequential, fused: bool| {
         let mut params = model.params().clone();
         params.zero_grads();

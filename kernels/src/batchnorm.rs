@@ -87,12 +87,40 @@ pub fn batchnorm_normalize(
     beta: &[f32],
     y: &mut [f32],
 ) {
+    normalize::<false>(x, (n, c, s), mean, inv_std, gamma, beta, y);
+}
+
+/// [`batchnorm_normalize`] and a ReLU in one pass: `y = max((x - mean) * inv_std * gamma + beta, 0)`,
+/// the same bits as the two kernels one after the other, without writing and reading the
+/// normalised values in between.
+#[allow(clippy::too_many_arguments)]
+pub fn batchnorm_relu_normalize(
+    x: &[f32],
+    n: usize,
+    c: usize,
+    s: usize,
+    mean: &[f32],
+    inv_std: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    y: &mut [f32],
+) {
+    normalize::<true>(x, (n, c, s), mean, inv_std, gamma, beta, y);
+}
+
+/// The normalising pass, with a ReLU after it when `RELU`.
+fn normalize<const RELU: bool>(
+    x: &[f32],
+    (n, c, s): (usize, usize, usize),
+    mean: &[f32],
+    inv_std: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    y: &mut [f32],
+) {
     check(x.len(), n, c, s);
     check(y.len(), n, c, s);
     assert!(mean.len() == c && inv_std.len() == c && gamma.len() == c && beta.len() == c);
-    if s == 0 {
-        return;
-    }
     let image = c * s;
     if image == 0 {
         return;
@@ -102,7 +130,8 @@ pub fn batchnorm_normalize(
             let scale = inv_std[ch] * gamma[ch];
             let shift = beta[ch] - mean[ch] * scale;
             for (o, &v) in yp.iter_mut().zip(xp) {
-                *o = v * scale + shift;
+                let t = v * scale + shift;
+                *o = if RELU && !(t > 0.0) { 0.0 } else { t };
             }
         }
     });
@@ -145,6 +174,44 @@ pub fn batchnorm_backward(
     mean: &[f32],
     inv_std: &[f32],
     gamma: &[f32],
+    dx: (&mut [f32], bool),
+    dgamma: &mut [f32],
+    dbeta: &mut [f32],
+) {
+    backward::<false>(x, dy, dy, (n, c, s), (mean, inv_std, gamma), dx, dgamma, dbeta);
+}
+
+/// Backward of batch-norm followed by a ReLU whose output is `y` and output gradient `dy`:
+/// [`batchnorm_backward`] of the ReLU's input gradient (`dy` where `y > 0`, else 0), computed
+/// in the same order, so the same bits as the two kernels one after the other, without
+/// writing and reading that gradient in between.
+#[allow(clippy::too_many_arguments)]
+pub fn batchnorm_relu_backward(
+    x: &[f32],
+    y: &[f32],
+    dy: &[f32],
+    n: usize,
+    c: usize,
+    s: usize,
+    mean: &[f32],
+    inv_std: &[f32],
+    gamma: &[f32],
+    dx: (&mut [f32], bool),
+    dgamma: &mut [f32],
+    dbeta: &mut [f32],
+) {
+    check(y.len(), n, c, s);
+    backward::<true>(x, y, dy, (n, c, s), (mean, inv_std, gamma), dx, dgamma, dbeta);
+}
+
+/// The backward passes; with `RELU`, the gradient is `dy` masked by `y > 0` (else `y` is unused).
+#[allow(clippy::too_many_arguments)]
+fn backward<const RELU: bool>(
+    x: &[f32],
+    y: &[f32],
+    dy: &[f32],
+    (n, c, s): (usize, usize, usize),
+    (mean, inv_std, gamma): (&[f32], &[f32], &[f32]),
     (dx, accumulate): (&mut [f32], bool),
     dgamma: &mut [f32],
     dbeta: &mut [f32],
@@ -156,6 +223,11 @@ pub fn batchnorm_backward(
     if m == 0.0 || c == 0 {
         return;
     }
+    let zero = Fx::splat(0.0);
+    // The gradient entering batch-norm, lane by lane and one value at a time.
+    let grad =
+        |ys: &[f32], ds: &[f32]| if RELU { load(ys).simd_gt(zero).select(load(ds), zero) } else { load(ds) };
+    let grad1 = |yv: f32, g: f32| if RELU && !(yv > 0.0) { 0.0 } else { g };
     // Per channel, in parallel: sum(dy) and sum(dy * xhat).
     let sums: Vec<(f64, f64)> = (0..c)
         .into_par_iter()
@@ -165,15 +237,21 @@ pub fn batchnorm_backward(
             let (mut sum_dy, mut sum_dy_xhat) = (0.0f64, 0.0f64);
             for i in 0..n {
                 let r = (i * c + ch) * s..(i * c + ch + 1) * s;
-                let (xp, dyp) = (&x[r.clone()], &dy[r]);
-                sum_dy += plane_sum(dyp, |v| v, |v| v);
-                let (mut acc, mut tail) = (Fx::splat(0.0), 0.0f32);
-                let (xc, dc) = (xp.chunks_exact(LANES), dyp.chunks_exact(LANES));
-                for (&xv, &g) in xc.remainder().iter().zip(dc.remainder()) {
-                    tail += g * (xv - mu) * is;
+                let (xp, yp, dyp) = (&x[r.clone()], &y[r.clone()], &dy[r]);
+                let (xc, yc, dc) = (xp.chunks_exact(LANES), yp.chunks_exact(LANES), dyp.chunks_exact(LANES));
+                // sum(dy) over the plane, as `plane_sum` adds: lanes, then the tail.
+                let tail: f32 = yc.remainder().iter().zip(dc.remainder()).map(|(&yv, &g)| grad1(yv, g)).sum();
+                let mut acc = Fx::splat(0.0);
+                for (ys, ds) in yc.clone().zip(dc.clone()) {
+                    acc += grad(ys, ds);
                 }
-                for (xs, ds) in xc.zip(dc) {
-                    acc += load(ds) * (load(xs) - muv) * isv;
+                sum_dy += (acc.reduce_add() + tail) as f64;
+                let (mut acc, mut tail) = (Fx::splat(0.0), 0.0f32);
+                for ((&xv, &yv), &g) in xc.remainder().iter().zip(yc.remainder()).zip(dc.remainder()) {
+                    tail += grad1(yv, g) * (xv - mu) * is;
+                }
+                for ((xs, ys), ds) in xc.zip(yc).zip(dc) {
+                    acc += grad(ys, ds) * (load(xs) - muv) * isv;
                 }
                 sum_dy_xhat += (acc.reduce_add() + tail) as f64;
             }
@@ -186,21 +264,24 @@ pub fn batchnorm_backward(
     }
     // dx per image, in parallel.
     let image = c * s;
-    dx.par_chunks_mut(image).zip(x.par_chunks(image)).zip(dy.par_chunks(image)).for_each(
-        |((dxi, xi), dyi)| {
+    dx.par_chunks_mut(image)
+        .zip(x.par_chunks(image))
+        .zip(y.par_chunks(image))
+        .zip(dy.par_chunks(image))
+        .for_each(|(((dxi, xi), yi), dyi)| {
             for ch in 0..c {
                 let (mu, is) = (mean[ch], inv_std[ch]);
                 let k = gamma[ch] * is;
                 let (a, b) = ((sums[ch].0 / m) as f32, (sums[ch].1 / m) as f32);
                 let r = ch * s..(ch + 1) * s;
-                for ((d, &xv), &g) in dxi[r.clone()].iter_mut().zip(&xi[r.clone()]).zip(&dyi[r]) {
+                let planes = dxi[r.clone()].iter_mut().zip(&xi[r.clone()]).zip(&yi[r.clone()]).zip(&dyi[r]);
+                for (((d, &xv), &yv), &g) in planes {
                     let xhat = (xv - mu) * is;
-                    let v = k * (g - a - xhat * b);
+                    let v = k * (grad1(yv, g) - a - xhat * b);
                     *d = if accumulate { *d + v } else { v };
                 }
             }
-        },
-    );
+        });
 }
 
 /// Reference twin of [`batchnorm_backward`], written from the chain rule through mean and

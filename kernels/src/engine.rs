@@ -221,6 +221,70 @@ impl Engine {
         }
     }
 
+    /// `y = max((x - mean) * inv_std * gamma + beta, 0)`: batch-norm then ReLU. The fast
+    /// engine does both in one pass (the same bits); the reference runs the two plain twins.
+    #[allow(clippy::too_many_arguments)]
+    pub fn batchnorm_relu_normalize(
+        self,
+        x: &[f32],
+        (n, c, s): (usize, usize, usize),
+        mean: &[f32],
+        inv_std: &[f32],
+        gamma: &[f32],
+        beta: &[f32],
+        y: &mut [f32],
+    ) {
+        match self {
+            Engine::Reference => {
+                batchnorm::batchnorm_normalize_ref(x, n, c, s, mean, inv_std, gamma, beta, y);
+                let normalized = y.to_vec();
+                activation::relu_forward_ref(&normalized, y);
+            }
+            Engine::Fast => batchnorm::batchnorm_relu_normalize(x, n, c, s, mean, inv_std, gamma, beta, y),
+        }
+    }
+
+    /// Backward of batch-norm (batch statistics) then ReLU, from the ReLU's output `y` and
+    /// output gradient `dy`; accumulates `dx`, `dgamma`, `dbeta`. The fast engine does both in
+    /// one kernel (the same bits); the reference runs the two plain twins.
+    #[allow(clippy::too_many_arguments)]
+    pub fn batchnorm_relu_backward(
+        self,
+        x: &[f32],
+        (y, dy): (&[f32], &[f32]),
+        (n, c, s): (usize, usize, usize),
+        mean: &[f32],
+        inv_std: &[f32],
+        gamma: &[f32],
+        (dx, accumulate): (&mut [f32], bool),
+        dgamma: &mut [f32],
+        dbeta: &mut [f32],
+    ) {
+        let dx = (dx, accumulate);
+        match self {
+            Engine::Reference => {
+                let mut d_normalized = vec![0.0; dy.len()];
+                activation::relu_backward_ref(y, dy, &mut d_normalized, false);
+                batchnorm::batchnorm_backward_ref(
+                    x,
+                    &d_normalized,
+                    n,
+                    c,
+                    s,
+                    mean,
+                    inv_std,
+                    gamma,
+                    dx,
+                    dgamma,
+                    dbeta,
+                )
+            }
+            Engine::Fast => {
+                batchnorm::batchnorm_relu_backward(x, y, dy, n, c, s, mean, inv_std, gamma, dx, dgamma, dbeta)
+            }
+        }
+    }
+
     /// Backward of batch-norm with batch statistics; accumulates `dx`, `dgamma`, `dbeta`.
     #[allow(clippy::too_many_arguments)]
     pub fn batchnorm_backward(

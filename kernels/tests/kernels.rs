@@ -16,7 +16,7 @@
 use kernels::activation::{relu_backward, relu_backward_ref, relu_forward, relu_forward_ref};
 use kernels::batchnorm::{
     batchnorm_backward, batchnorm_backward_ref, batchnorm_normalize, batchnorm_normalize_ref,
-    batchnorm_stats, batchnorm_stats_ref,
+    batchnorm_relu_backward, batchnorm_relu_normalize, batchnorm_stats, batchnorm_stats_ref,
 };
 use kernels::bias::{bias_add, bias_add_ref, channel_sums, channel_sums_ref};
 use kernels::conv_direct::{
@@ -1238,6 +1238,61 @@ proptest! {
         batchnorm_backward_ref(&x, &dy, n, c, s, &mean, &inv_std, &gamma, (&mut set[..], false), &mut dg, &mut db);
         batchnorm_backward_ref(&x, &dy, n, c, s, &mean, &inv_std, &gamma, (&mut added[..], true), &mut dg, &mut db);
         assert_same("batchnorm_ref dx, overwriting", &set, &added);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Batch-norm fused with the ReLU after it gives the bits of the two kernels one after the
+    /// other (forward, and backward into dx, dgamma, dbeta, adding and overwriting), and the
+    /// reference engine's composition of the plain twins to rounding.
+    #[test]
+    fn batchnorm_relu_is_batchnorm_then_relu(
+        n in prop::sample::select(vec![1usize, 2, 7, 17]), c in prop::sample::select(vec![0usize, 1, 3, 8]),
+        s in prop::sample::select(vec![1usize, 7, 16, 17, 33]), accumulate in any::<bool>(), seed in any::<u64>(),
+    ) {
+        let mut rng = Rng::new(seed);
+        let len = n * c * s;
+        let x: Vec<f32> = reals(&mut rng, len).iter().map(|v| 0.5 + 2.0 * v).collect();
+        let (mut mean, mut var) = (nans(c), nans(c));
+        batchnorm_stats(&x, n, c, s, &mut mean, &mut var);
+        let inv_std: Vec<f32> = var.iter().map(|v| 1.0 / (v + 1e-3).sqrt()).collect();
+        let (gamma, beta) = (reals(&mut rng, c), reals(&mut rng, c));
+
+        let (mut normalized, mut two_passes, mut fused) = (nans(len), nans(len), nans(len));
+        batchnorm_normalize(&x, n, c, s, &mean, &inv_std, &gamma, &beta, &mut normalized);
+        relu_forward(&normalized, &mut two_passes);
+        batchnorm_relu_normalize(&x, n, c, s, &mean, &inv_std, &gamma, &beta, &mut fused);
+        assert_same("batchnorm+relu forward", &fused, &two_passes);
+        let mut plain = nans(len);
+        batchnorm_normalize_ref(&x, n, c, s, &mean, &inv_std, &gamma, &beta, &mut plain);
+        let plain: Vec<f32> = plain.iter().map(|&v| v.max(0.0)).collect();
+        assert_close("batchnorm+relu forward vs the twins", &fused, &plain, 1e-5);
+
+        let y = fused;
+        let dy = reals(&mut rng, len);
+        let (dx0, dg0, db0) = (reals(&mut rng, len), reals(&mut rng, c), reals(&mut rng, c));
+        // Two kernels: the ReLU's gradient into a buffer, then batch-norm's backward.
+        let mut d_normalized = nans(len);
+        relu_backward(&y, &dy, &mut d_normalized, false);
+        let (mut dx, mut dg, mut db) = (dx0.clone(), dg0.clone(), db0.clone());
+        batchnorm_backward(&x, &d_normalized, n, c, s, &mean, &inv_std, &gamma, (&mut dx[..], accumulate), &mut dg, &mut db);
+        // One kernel.
+        let (mut fdx, mut fdg, mut fdb) = (dx0.clone(), dg0.clone(), db0.clone());
+        let fused_dx = (&mut fdx[..], accumulate);
+        batchnorm_relu_backward(&x, &y, &dy, n, c, s, &mean, &inv_std, &gamma, fused_dx, &mut fdg, &mut fdb);
+        assert_same("batchnorm+relu dx", &fdx, &dx);
+        assert_same("batchnorm+relu dgamma", &fdg, &dg);
+        assert_same("batchnorm+relu dbeta", &fdb, &db);
+        // The plain twins, masked by hand.
+        let masked: Vec<f32> = y.iter().zip(&dy).map(|(&o, &g)| if o > 0.0 { g } else { 0.0 }).collect();
+        let (mut rdx, mut rdg, mut rdb) = (dx0, dg0, db0);
+        let ref_dx = (&mut rdx[..], accumulate);
+        batchnorm_backward_ref(&x, &masked, n, c, s, &mean, &inv_std, &gamma, ref_dx, &mut rdg, &mut rdb);
+        assert_close("batchnorm+relu dx vs the twins", &fdx, &rdx, 2e-4);
+        assert_close("batchnorm+relu dgamma vs the twins", &fdg, &rdg, 1e-5);
+        assert_close("batchnorm+relu dbeta vs the twins", &fdb, &rdb, 1e-5);
     }
 }
 

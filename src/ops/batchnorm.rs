@@ -52,6 +52,22 @@ fn ncs(shape: &[usize]) -> (usize, usize, usize) {
 /// # Shapes
 /// `x: [N, C, H, W]` or `[N, C]`; `gamma`, `beta`, running mean and variance `[C]` -> `x`'s shape.
 pub fn batch_norm(tape: &mut Tape, params: &mut Params, x: Var, st: &BatchNormState, mode: Mode) -> Var {
+    record(tape, params, x, st, mode, false)
+}
+
+/// Records batch normalisation of `x` followed by a ReLU as one op: the same values as
+/// [`batch_norm`] then [`relu`](crate::ops::relu), without storing the normalised values or
+/// their gradient. The fast engine's plan uses it for every batch-norm followed by a ReLU
+/// ([`crate::plan`]).
+///
+/// # Shapes
+/// As [`batch_norm`].
+pub fn batch_norm_relu(tape: &mut Tape, params: &mut Params, x: Var, st: &BatchNormState, mode: Mode) -> Var {
+    record(tape, params, x, st, mode, true)
+}
+
+/// Batch-norm of `x`, and a ReLU after it when `relu`.
+fn record(tape: &mut Tape, params: &mut Params, x: Var, st: &BatchNormState, mode: Mode, relu: bool) -> Var {
     let shape = tape.value(x).shape().to_vec();
     let mut y = tape.scratch(&shape);
     let xv = tape.value(x);
@@ -81,7 +97,11 @@ pub fn batch_norm(tape: &mut Tape, params: &mut Params, x: Var, st: &BatchNormSt
     };
     let inv_std: Vec<f32> = var.iter().map(|v| 1.0 / (v + st.eps).sqrt()).collect();
     let (gamma, beta) = (params.value(st.gamma).data(), params.value(st.beta).data());
-    st.engine.batchnorm_normalize(xv.data(), (n, c, s), &mean, &inv_std, gamma, beta, y.data_mut());
+    if relu {
+        st.engine.batchnorm_relu_normalize(xv.data(), (n, c, s), &mean, &inv_std, gamma, beta, y.data_mut());
+    } else {
+        st.engine.batchnorm_normalize(xv.data(), (n, c, s), &mean, &inv_std, gamma, beta, y.data_mut());
+    }
     let op = BatchNormBackward {
         x,
         gamma: st.gamma,
@@ -89,6 +109,7 @@ pub fn batch_norm(tape: &mut Tape, params: &mut Params, x: Var, st: &BatchNormSt
         mean,
         inv_std,
         batch_stats: mode == Mode::Train,
+        relu,
         engine: st.engine,
     };
     tape.push(y, true, Box::new(op))
@@ -104,11 +125,14 @@ struct BatchNormBackward {
     /// With batch statistics the mean and variance depend on `x` and backward must go
     /// through them; with running statistics the layer is a per-channel affine map.
     batch_stats: bool,
+    /// A ReLU follows in the same op: the gradient entering batch-norm is `dout` where the
+    /// output is positive, 0 elsewhere.
+    relu: bool,
     engine: Engine,
 }
 
 impl Backward for BatchNormBackward {
-    fn backward(&self, _out: &Tensor, dout: &Tensor, grads: &mut Grads) {
+    fn backward(&self, out: &Tensor, dout: &Tensor, grads: &mut Grads) {
         let gamma = grads.params.value(self.gamma).data().to_vec();
         let c = gamma.len();
         let (mut dgamma, mut dbeta) = (vec![0.0; c], vec![0.0; c]);
@@ -128,25 +152,25 @@ impl Backward for BatchNormBackward {
         let (n, c, s) = ncs(x.shape());
         if self.batch_stats {
             let (mean, inv_std) = (&self.mean, &self.inv_std);
-            self.engine.batchnorm_backward(
-                x.data(),
-                dout.data(),
-                (n, c, s),
-                mean,
-                inv_std,
-                &gamma,
-                (dx, accumulate),
-                &mut dgamma,
-                &mut dbeta,
-            );
+            let (x, dx) = (x.data(), (dx, accumulate));
+            if self.relu {
+                let y = (out.data(), dout.data());
+                let (dg, db) = (&mut dgamma, &mut dbeta);
+                self.engine.batchnorm_relu_backward(x, y, (n, c, s), mean, inv_std, &gamma, dx, dg, db);
+            } else {
+                let (dg, db) = (&mut dgamma, &mut dbeta);
+                self.engine.batchnorm_backward(x, dout.data(), (n, c, s), mean, inv_std, &gamma, dx, dg, db);
+            }
         } else if s > 0 {
             // Running statistics: a fixed per-channel affine map.
-            let planes =
-                x.data().chunks_exact(s).zip(dout.data().chunks_exact(s)).zip(dx.chunks_exact_mut(s));
-            for (i, ((xp, dyp), dxp)) in planes.enumerate() {
+            let planes = x.data().chunks_exact(s).zip(out.data().chunks_exact(s));
+            let planes = planes.zip(dout.data().chunks_exact(s)).zip(dx.chunks_exact_mut(s));
+            for (i, (((xp, yp), dyp), dxp)) in planes.enumerate() {
                 let ch = i % c;
                 let (mu, is) = (self.mean[ch], self.inv_std[ch]);
-                for ((&xv, &g), d) in xp.iter().zip(dyp).zip(dxp.iter_mut()) {
+                for (((&xv, &yv), &g), d) in xp.iter().zip(yp).zip(dyp).zip(dxp.iter_mut()) {
+                    // Through the ReLU first, when there is one.
+                    let g = if self.relu && !(yv > 0.0) { 0.0 } else { g };
                     dgamma[ch] += g * (xv - mu) * is;
                     dbeta[ch] += g;
                     let v = g * gamma[ch] * is;

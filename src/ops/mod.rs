@@ -21,7 +21,7 @@ pub mod shape;
 
 pub use activation::relu;
 pub use add::add;
-pub use batchnorm::{batch_norm, BatchNormState};
+pub use batchnorm::{batch_norm, batch_norm_relu, BatchNormState};
 pub use conv::{conv2d, conv2d_relu_maxpool};
 pub use dense::dense;
 pub use dropout::{dropout, dropout_with_mask};
