@@ -318,14 +318,14 @@ fn batch_norm_relu_away_from_the_kink() {
         // some below it.
         let away = (0..1000u64).find_map(|seed| {
             let mut rng = Rng::new(seed);
-            let (mut params, st) = bn_params(shape[1], &mut rng, engine);
+            let (params, st) = bn_params(shape[1], &mut rng, engine);
             let x = random(&shape, &mut rng, 2.0);
             let mut t = Tape::new();
             let xv = t.leaf(x.clone());
             let pre = ops::batch_norm(&mut t, &mut params.clone(), xv, &st, mode);
             let pre = t.value(pre).data();
             let ok = pre.iter().all(|v| v.abs() > 0.05) && pre.iter().any(|&v| v < 0.0);
-            ok.then(|| (params, st, x))
+            ok.then_some((params, st, x))
         });
         let (mut params, st, x) =
             away.unwrap_or_else(|| panic!("{shape:?} {mode:?}: no seed away from the kink"));

@@ -131,7 +131,7 @@ fn normalize<const RELU: bool>(
             let shift = beta[ch] - mean[ch] * scale;
             for (o, &v) in yp.iter_mut().zip(xp) {
                 let t = v * scale + shift;
-                *o = if RELU && !(t > 0.0) { 0.0 } else { t };
+                *o = if !RELU || t > 0.0 { t } else { 0.0 };
             }
         }
     });
@@ -227,7 +227,7 @@ fn backward<const RELU: bool>(
     // The gradient entering batch-norm, lane by lane and one value at a time.
     let grad =
         |ys: &[f32], ds: &[f32]| if RELU { load(ys).simd_gt(zero).select(load(ds), zero) } else { load(ds) };
-    let grad1 = |yv: f32, g: f32| if RELU && !(yv > 0.0) { 0.0 } else { g };
+    let grad1 = |yv: f32, g: f32| if !RELU || yv > 0.0 { g } else { 0.0 };
     // Per channel, in parallel: sum(dy) and sum(dy * xhat).
     let sums: Vec<(f64, f64)> = (0..c)
         .into_par_iter()

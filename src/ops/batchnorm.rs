@@ -170,7 +170,7 @@ impl Backward for BatchNormBackward {
                 let (mu, is) = (self.mean[ch], self.inv_std[ch]);
                 for (((&xv, &yv), &g), d) in xp.iter().zip(yp).zip(dyp).zip(dxp.iter_mut()) {
                     // Through the ReLU first, when there is one.
-                    let g = if self.relu && !(yv > 0.0) { 0.0 } else { g };
+                    let g = if !self.relu || yv > 0.0 { g } else { 0.0 };
                     dgamma[ch] += g * (xv - mu) * is;
                     dbeta[ch] += g;
                     let v = g * gamma[ch] * is;
