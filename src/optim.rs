@@ -35,6 +35,35 @@ pub enum OptimizerConfig {
     AdamW { lr: f32, beta1: f32, beta2: f32, eps: f32, weight_decay: f32 },
 }
 
+/// The optimizer as the "Training ..." line shows it: `SGD lr 0.01, momentum 0.9`,
+/// `Adam lr 0.001 (betas 0.9, 0.999, eps 1e-7)`, with `, Nesterov` and `, weight decay X`
+/// when they are on.
+impl std::fmt::Display for OptimizerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        match *self {
+            OptimizerConfig::Sgd { lr, momentum, weight_decay, nesterov } => {
+                write!(f, "SGD lr {lr}, momentum {momentum}")?;
+                if nesterov {
+                    f.write_str(", Nesterov")?;
+                }
+                if weight_decay != 0.0 {
+                    write!(f, ", weight decay {weight_decay}")?;
+                }
+                Ok(())
+            }
+            OptimizerConfig::Adam { lr, beta1, beta2, eps, weight_decay }
+            | OptimizerConfig::AdamW { lr, beta1, beta2, eps, weight_decay } => {
+                let name = if matches!(self, OptimizerConfig::Adam { .. }) { "Adam" } else { "AdamW" };
+                write!(f, "{name} lr {lr}")?;
+                if weight_decay != 0.0 {
+                    write!(f, ", weight decay {weight_decay}")?;
+                }
+                write!(f, " (betas {beta1}, {beta2}, eps {eps:e})")
+            }
+        }
+    }
+}
+
 impl OptimizerConfig {
     /// SGD with the given momentum and no weight decay.
     pub fn sgd(lr: f32, momentum: f32) -> Self {

@@ -631,7 +631,7 @@ fn a_run_with_the_new_recipe_flags_resumes_to_the_same_bits() {
     recipe.extend(["--optimizer", "sgd", "--nesterov", "--schedule", "one-cycle", "--crop-padding", "2"]);
     recipe.extend(["--random-erasing", "0.5", "--ema", "0.9", "--checkpoint-every", "3"]);
     let text = b.run_ok(&flags(&recipe, &whole), "whole");
-    assert!(text.contains("nesterov: true") && text.contains("one-cycle schedule"), "{text}");
+    assert!(text.contains(", Nesterov") && text.contains("one-cycle schedule"), "{text}");
     assert!(text.contains("shifts +-2 px") && text.contains("random erasing p=0.5"), "{text}");
     assert!(text.contains("EMA of the weights (decay 0.9)"), "{text}");
 
@@ -678,6 +678,14 @@ fn runs_resume_in_the_interrupted_run_and_keep_the_finished_ones() {
     for k in 1..=3 {
         let run = format!("run-{k}");
         assert_eq!(outcome(&cut.join(&run)), outcome(&whole.join(&run)), "{run}");
+        // A finished run keeps its final checkpoint, not the training one before it.
+        for dir in [&cut, &whole] {
+            assert!(dir.join(&run).join(checkpoint::LATEST).is_file(), "{run}: no final checkpoint");
+            assert!(
+                !dir.join(&run).join(checkpoint::PREVIOUS).exists(),
+                "{run}: the previous checkpoint is left"
+            );
+        }
     }
     let (s1, s2) = (read_json(&whole.join("summary.json")), read_json(&cut.join("summary.json")));
     for key in [

@@ -100,6 +100,18 @@ fn adamw_decays_the_weights_and_adam_couples_the_decay_by_hand() {
     );
 }
 
+/// How the "Training ..." line names each optimizer (written out by hand).
+#[test]
+fn optimizers_read_as_a_person_writes_them() {
+    let sgd = OptimizerConfig::Sgd { lr: 0.05, momentum: 0.9, weight_decay: 5e-4, nesterov: true };
+    assert_eq!(sgd.to_string(), "SGD lr 0.05, momentum 0.9, Nesterov, weight decay 0.0005");
+    assert_eq!(OptimizerConfig::sgd(0.01, 0.0).to_string(), "SGD lr 0.01, momentum 0");
+    let adam = OptimizerConfig::Adam { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-7, weight_decay: 0.0 };
+    assert_eq!(adam.to_string(), "Adam lr 0.001 (betas 0.9, 0.999, eps 1e-7)");
+    let adamw = OptimizerConfig::AdamW { lr: 2e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.05 };
+    assert_eq!(adamw.to_string(), "AdamW lr 0.002, weight decay 0.05 (betas 0.9, 0.999, eps 1e-8)");
+}
+
 #[test]
 fn nesterov_without_momentum_is_refused() {
     let cfg = TrainConfig {

@@ -167,7 +167,8 @@ pub(super) fn recipe_extras(cfg: &TrainConfig) -> String {
             let _ = write!(
                 s,
                 ", one-cycle schedule (up over {}% of the steps from lr/{div_factor}, down to lr/{})",
-                pct_start * 100.0,
+                // As a person writes it: 30, not the f32's 30.000002.
+                (pct_start as f64 * 100.0 * 1e4).round() / 1e4,
                 div_factor * final_div_factor
             );
         }

@@ -292,7 +292,7 @@ fn train_one(ctx: &TrainContext, seed: u64, out: &Path, start: Start, wall: Inst
         print!("{}", model.summary());
     }
     println!(
-        "Training {} epochs, batch {}, {:?}{}",
+        "Training {} epochs, batch {}, {}{}",
         cfg.epochs,
         cfg.batch_size,
         cfg.optimizer,
@@ -529,10 +529,15 @@ fn train_one(ctx: &TrainContext, seed: u64, out: &Path, start: Start, wall: Inst
         ),
         None => format!("{e}; nothing in {} was replaced", out.display()),
     })?;
-    if let Err(e) = checkpoint::write_now(out, &finished) {
-        eprintln!(
+    match checkpoint::write_now(out, &finished) {
+        // The finished checkpoint is complete and synced; the training checkpoint it rotated
+        // out (weights, optimizer state: several times the size) has no further use.
+        Ok(()) => {
+            let _ = std::fs::remove_file(out.join(checkpoint::PREVIOUS));
+        }
+        Err(e) => eprintln!(
             "warning: the run's files are written, but not its final checkpoint ({e}): a resume would evaluate it again"
-        );
+        ),
     }
     // After the model and metrics are safe: the pictures and report.html (warnings only).
     let images = super::pictures::Images { test, train: Some(ctx.full_train) };
