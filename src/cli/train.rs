@@ -330,7 +330,8 @@ fn train_one(ctx: &TrainContext, seed: u64, out: &Path, start: Start, wall: Inst
             .map_err(|e| format!("cannot write {}: {e}", run_plan.display()))?;
     }
     let mut observer =
-        super::pictures::CurvesObserver::new(ConsoleObserver::new(), out, title).live(!replacing);
+        super::pictures::CurvesObserver::new(ConsoleObserver::new(), out, title, cfg.label_smoothing)
+            .live(!replacing);
     let mut ckpt = match start {
         Start::Resume(d, path) => {
             let shown = path.display();

@@ -27,6 +27,10 @@ pub struct Run<'a> {
     pub history: &'a [EpochStats],
     /// The 1-based epoch whose weights were kept, if known.
     pub best_epoch: Option<usize>,
+    /// The label smoothing of the training loss (0: none). The validation loss is always
+    /// against the plain labels, so with smoothing the two losses sit apart (0.6 against 0.2
+    /// at 0.1) and the loss panel says so.
+    pub label_smoothing: f32,
 }
 
 /// The picture's width.
@@ -61,7 +65,15 @@ pub fn draw(title: &str, runs: &[Run]) -> Result<Picture, String> {
         let loss = |s: &EpochStats| (Some(s.loss as f64), s.val_loss.map(|v| v as f64));
         let acc =
             |s: &EpochStats| (Some(100.0 * s.accuracy as f64), s.val_accuracy.map(|v| 100.0 * v as f64));
-        panel(&left, runs, epochs, "Loss", "loss (cross-entropy)", &loss, false)?;
+        let smoothing = runs.iter().map(|r| r.label_smoothing).fold(0.0f32, f32::max);
+        let caption = if smoothing > 0.0 {
+            // f32 0.1 prints as 0.1; rounded to 4 places for any other value.
+            let shown = (smoothing as f64 * 1e4).round() / 1e4;
+            format!("Loss (training: targets smoothed by {shown}; validation: plain)")
+        } else {
+            "Loss".to_string()
+        };
+        panel(&left, runs, epochs, &caption, "loss (cross-entropy)", &loss, false)?;
         panel(&right, runs, epochs, "Accuracy", "accuracy (%)", &acc, true)?;
         if has_schedule(runs) {
             lr_panel(&lr_area, runs, epochs)?;
@@ -316,7 +328,7 @@ mod tests {
     fn the_learning_rate_panel_appears_only_with_a_schedule() {
         let flat: Vec<EpochStats> = (1..=4).map(|e| stats(e, 1e-3)).collect();
         let decaying: Vec<EpochStats> = (1..=4).map(|e| stats(e, 1e-3 / e as f32)).collect();
-        let run = |h| Run { label: "", history: h, best_epoch: Some(4) };
+        let run = |h| Run { label: "", history: h, best_epoch: Some(4), label_smoothing: 0.0 };
         assert_eq!(size(&[run(&flat)]), (WIDTH, PANELS_HEIGHT));
         assert_eq!(size(&[run(&decaying)]), (WIDTH, PANELS_HEIGHT + LR_HEIGHT));
         let pic = draw("t", &[run(&decaying)]).unwrap();
@@ -325,7 +337,9 @@ mod tests {
 
     #[test]
     fn no_epochs_is_an_error_not_a_panic() {
-        assert!(draw("t", &[Run { label: "", history: &[], best_epoch: None }]).is_err());
+        assert!(
+            draw("t", &[Run { label: "", history: &[], best_epoch: None, label_smoothing: 0.0 }]).is_err()
+        );
         assert!(draw("t", &[]).is_err());
     }
 
