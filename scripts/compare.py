@@ -29,7 +29,8 @@ A peer whose virtual environment is missing (~/peers for PyTorch, ~/peers-tf for
 
 Output, in the results folder (default `results/speed/<UTC timestamp>/` in the repository):
 one raw log per run (`<model>-t<threads>-<engine>.log`, the quietest attempt when guard re-ran
-it; `.attemptK` every attempt; `.console` guard's whole output), `results.json` with every parsed
+it; with `--keep-attempts` also `.attemptK`, every attempt, and `.console`, guard's whole
+output, which otherwise are deleted: they repeat the log), `results.json` with every parsed
 figure and its foreign_frac, and `table.md`, the table this script also prints. A figure whose
 foreign_frac (the phase's own, else guard's for the whole run) is above 0.05 is marked `*`:
 measured under contention, not to be trusted.
@@ -84,6 +85,8 @@ def parse_args():
                     help="guard.py --retries: re-run a run measured with foreign_frac above --max-foreign "
                          "this many times, keeping the quietest attempt (default 1)")
     ap.add_argument("--max-foreign", type=float, default=UNRELIABLE, help="guard.py --max-foreign (default 0.05)")
+    ap.add_argument("--keep-attempts", action="store_true",
+                    help="keep guard's every attempt (.attemptK) and whole output (.console) beside each log")
     ap.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     a = ap.parse_args()
     a.models = [m for m in a.models.split(",") if m]
@@ -215,8 +218,12 @@ def run_one(a, engine, model, threads, out):
     if a.dry_run:
         return {"status": "dry run"}
     p = subprocess.run(full, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    (out / f"{log.name}.console").write_text(p.stdout)
     text = log.read_text() if log.exists() else p.stdout
+    if a.keep_attempts:
+        (out / f"{log.name}.console").write_text(p.stdout)
+    else:
+        for attempt in out.glob(f"{log.name}.attempt*"):
+            attempt.unlink()
     for ln in p.stdout.splitlines():
         if ln.startswith(("GUARD", "fmnist-speed", "train throughput", "inference", "latency", "FINAL")):
             print("  " + ln, flush=True)
