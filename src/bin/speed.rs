@@ -45,9 +45,13 @@ use step::{split, Stepper};
 #[derive(Parser, Debug)]
 #[command(name = "fmnist-speed", version)]
 struct Args {
-    /// Preset: c1, a, b, c2, c3, cmasch
+    /// Preset: c1, a, b, c2, c3, cmasch, ours
     #[arg(long, default_value = "c1")]
     model: String,
+    /// An architecture file (as `fmnist train --arch`) instead of a preset: its layers, batch
+    /// size and validation split
+    #[arg(long, value_name = "FILE.toml", conflicts_with = "model")]
+    arch: Option<std::path::PathBuf>,
     /// Worker threads (rayon's global pool); default: all cores
     #[arg(long)]
     threads: Option<usize>,
@@ -185,8 +189,11 @@ fn predict(model: &mut Sequential, tape: &mut Tape, x: &[f32], n: usize, rng: &m
 }
 
 fn run(a: &Args) -> Result<(), String> {
-    let preset = presets::preset(&a.model)
-        .ok_or_else(|| format!("unknown --model {}; one of {}", a.model, presets::NAMES.join(", ")))?;
+    let preset = match &a.arch {
+        Some(path) => fmnist::arch::load(path)?,
+        None => presets::preset(&a.model)
+            .ok_or_else(|| format!("unknown --model {}; one of {}", a.model, presets::NAMES.join(", ")))?,
+    };
     let threads = fmnist::cli::set_threads(a.threads)?;
     // This machine's FMA peak on these threads (`kernels::peak`), the best of two calibrations,
     // so a rate can be read as a share of this CPU's peak.
