@@ -19,6 +19,7 @@ cargo build --release --quiet
 variants=(
   "full|"
   "no-label-smoothing|--label-smoothing 0"
+  "adam-cosine|--optimizer adam --lr 1e-3 --weight-decay 0 --schedule cosine"
   "constant-lr|--schedule constant"
   "no-batch-norm|--no-batch-norm"
   "no-dropout|--no-dropout"

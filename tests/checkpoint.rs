@@ -203,8 +203,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_fmnist");
 /// How long a test waits for the program to reach a point: generous, for a loaded machine.
 const PATIENCE: Duration = Duration::from_secs(180);
 
-/// The recipe of the kill tests: `ours` (batch-norm, dropout, cosine schedule, label
-/// smoothing) with shifts, flips and one static copy of each image; 144 training images and
+/// The recipe of the kill tests: `ours` (batch-norm, dropout, AdamW, one-cycle schedule,
+/// label smoothing) with shifts, flips and one static copy of each image; 144 training images and
 /// their copies in batches of 16: 18 steps an epoch, 54 in all; a checkpoint every 5 steps and
 /// at each epoch's end.
 const OURS: &[&str] = &[

@@ -365,7 +365,11 @@ fn write_up_presets_keep_their_plain_recipes() {
 #[test]
 fn ours_and_its_ablation_flags() {
     let ours = plan(&["--model", "ours"]).unwrap();
-    assert_eq!(ours.cfg.schedule.kind, ScheduleKind::Cosine);
+    assert_eq!(ours.cfg.schedule.kind, ScheduleKind::one_cycle());
+    assert!(matches!(
+        ours.cfg.optimizer,
+        fmnist::optim::OptimizerConfig::AdamW { lr, weight_decay, .. } if lr == 2e-3 && weight_decay == 0.05
+    ));
     assert_eq!(ours.cfg.augment, BatchAugment::default());
     assert_eq!(ours.cfg.label_smoothing, 0.1);
     assert_eq!(ours.cfg.batch_size, 128);
@@ -413,7 +417,9 @@ fn ours_and_its_ablation_flags() {
         shift_only.cfg.augment,
         BatchAugment { max_shift: 2, flip_prob: 0.0, cutout: 0, ..BatchAugment::default() }
     );
-    let warm = plan(&["--model", "ours", "--warmup-epochs", "2", "--weight-decay", "5e-4"]).unwrap();
+    let warm =
+        plan(&["--model", "ours", "--schedule", "cosine", "--warmup-epochs", "2", "--weight-decay", "5e-4"])
+            .unwrap();
     assert_eq!(warm.cfg.schedule, LrSchedule::cosine(2));
     assert_eq!(fmnist::train::weight_decay(&warm.cfg.optimizer), 5e-4);
     let step = plan(&["--schedule", "step", "--epochs", "9"]).unwrap();

@@ -9,6 +9,12 @@
 //! `f64`. Channels (for the sums) and images (for the element-wise passes) run in parallel.
 //! Only `mean` and `inv_std` are saved; backward recomputes `xhat` from `x`.
 //! Reference twins: [`batchnorm_stats_ref`], [`batchnorm_normalize_ref`], [`batchnorm_backward_ref`].
+//!
+//! A batch-norm followed by a ReLU has fused kernels, [`batchnorm_relu_normalize`] and
+//! [`batchnorm_relu_backward`]: the ReLU is applied, or its mask to the gradient, inside the
+//! same loops, so the normalised values and their gradient are never stored. They give the bits
+//! of the two kernels one after the other; their plain form is those twins one after the other
+//! (`Engine::batchnorm_relu_*` on the reference engine).
 
 use rayon::prelude::*;
 
