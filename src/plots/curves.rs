@@ -67,9 +67,7 @@ pub fn draw(title: &str, runs: &[Run]) -> Result<Picture, String> {
             |s: &EpochStats| (Some(100.0 * s.accuracy as f64), s.val_accuracy.map(|v| 100.0 * v as f64));
         let smoothing = runs.iter().map(|r| r.label_smoothing).fold(0.0f32, f32::max);
         let caption = if smoothing > 0.0 {
-            // f32 0.1 prints as 0.1; rounded to 4 places for any other value.
-            let shown = (smoothing as f64 * 1e4).round() / 1e4;
-            format!("Loss (training: targets smoothed by {shown}; validation: plain)")
+            format!("Loss (training: targets smoothed by {smoothing}; validation: plain)")
         } else {
             "Loss".to_string()
         };
