@@ -42,7 +42,9 @@
 //! name `crop_padding` (the same random crops; not both), `flip` (= 0), `cutout` (= 0),
 //! `random_erasing` (= 0, the probability), `random_erasing_scale` (= `[0.02, 0.33]`),
 //! `random_erasing_ratio` (= `[0.3, 3.3]`), `ema` (= none, the decay of the weights' moving
-//! average), `static_copies` (= 0), `static_rotation` (= 10), `static_flip` (= 0.5).
+//! average), `static_copies` (= 0), `static_rotation` (= 10), `static_flip` (= 0.5),
+//! `static_before_split` (= false; true: the copies are made before the validation split,
+//! the write-up's notebook order).
 //!
 //! Unknown keys are refused, and every error names the file and, for a layer, its place:
 //! `models/x.toml: layer 4 (dense): its input is [N, 64, 7, 7]; put a flatten (or
@@ -104,6 +106,7 @@ struct RecipeFile {
     static_copies: Option<usize>,
     static_rotation: Option<f32>,
     static_flip: Option<f32>,
+    static_before_split: Option<bool>,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize)]
@@ -172,6 +175,9 @@ impl RecipeFile {
         if erasing.is_off() && (self.random_erasing_scale.is_some() || self.random_erasing_ratio.is_some()) {
             return Err("`random_erasing_scale` and `random_erasing_ratio` need `random_erasing` (its probability) above 0".into());
         }
+        if self.static_before_split == Some(true) && self.static_copies.unwrap_or(0) == 0 {
+            return Err("`static_before_split` needs `static_copies` above 0".into());
+        }
         let e = StaticAugment::cmasch();
         Ok(Recipe {
             epochs,
@@ -191,6 +197,7 @@ impl RecipeFile {
                 copies: self.static_copies.unwrap_or(0),
                 max_degrees: self.static_rotation.unwrap_or(e.max_degrees),
                 flip_prob: self.static_flip.unwrap_or(e.flip_prob),
+                before_split: self.static_before_split.unwrap_or(false),
             },
             ema: self.ema,
         })

@@ -29,7 +29,9 @@
 //!   twice over the training images): [`expand`] appends `copies` transformed copies of every
 //!   image, each rotated by an angle uniform in `+-max_degrees` and then flipped horizontally
 //!   with probability `flip_prob`. The caller passes only the training part of the split, so
-//!   no copy of a validation image reaches training.
+//!   no copy of a validation image reaches training; unless `before_split` asks for the
+//!   write-up's own order (its notebook copies all 60,000 images, then splits the 180,000
+//!   80/20: [`crate::train::split_for_run`]).
 //!
 //! # Rotation ([`rotate`])
 //! Inverse mapping about the image centre `(cy, cx) = ((H-1)/2, (W-1)/2)`, as Keras's
@@ -199,17 +201,30 @@ pub struct StaticAugment {
     pub max_degrees: f32,
     /// Probability of a horizontal flip of each copy (write-up E: 0.5).
     pub flip_prob: f32,
+    /// The write-up's notebook order: the copies are made from every training image before
+    /// the validation split, which is then drawn over originals and copies together. Training
+    /// then sees a version of almost every image, and the validation split holds transformed
+    /// twins of training images (so its accuracy flatters). Off: split first, copy the
+    /// training part only. Saved only when on, so configs from before it read back the same.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub before_split: bool,
 }
 
 impl StaticAugment {
     /// Write-up E's "2x augmentation": two copies, +-10 degrees, flips with probability 0.5.
     pub fn cmasch() -> Self {
-        StaticAugment { copies: 2, max_degrees: 10.0, flip_prob: 0.5 }
+        StaticAugment { copies: 2, max_degrees: 10.0, flip_prob: 0.5, before_split: false }
     }
 
     /// Whether it adds any image.
     pub fn is_active(&self) -> bool {
         self.copies > 0
+    }
+
+    /// Whether the trainer makes the copies, from the training part of the split (not when
+    /// they were made before the split).
+    pub fn after_split(&self) -> bool {
+        self.is_active() && !self.before_split
     }
 
     /// Checks the knobs; the message names the offending one.
@@ -222,6 +237,10 @@ impl StaticAugment {
         }
         Ok(())
     }
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 fn check_len(what: &str, src: usize, dst: usize, rows: usize, cols: usize) {

@@ -3,13 +3,16 @@
 //! standard deviation, ensemble), each against an independent oracle: an index formula, a
 //! hand-computed number, or an identity.
 
+use std::collections::HashSet;
+
 use fmnist::augment::{
     augment_batch, cut_out, expand, flip_horizontal, rotate, shift, BatchAugment, StaticAugment,
 };
 use fmnist::data::Dataset;
 use fmnist::presets;
 use fmnist::train::{
-    self, ensemble, evaluate, fit, mean_and_sample_std, LrSchedule, ScheduleKind, Silent, TrainConfig,
+    self, ensemble, evaluate, fit, mean_and_sample_std, split_for_run, LrSchedule, ScheduleKind, Silent,
+    TrainConfig,
 };
 use fmnist::{Init, Rng, Sequential};
 
@@ -284,13 +287,13 @@ fn dataset(n: usize, seed: u64) -> Dataset {
 fn static_copies_follow_the_originals_with_their_labels() {
     let ds = dataset(7, 10);
     // No rotation, no flip: the copies are the originals.
-    let same = StaticAugment { copies: 2, max_degrees: 0.0, flip_prob: 0.0 };
+    let same = StaticAugment { copies: 2, max_degrees: 0.0, flip_prob: 0.0, before_split: false };
     let e = expand(&ds, &same, &mut Rng::new(1));
     assert_eq!(e.len(), 21);
     assert_eq!(e.images, ds.images.repeat(3));
     assert_eq!(e.labels, ds.labels.repeat(3));
     // Always flipped, no rotation: the originals, then their mirrors twice.
-    let mirror = StaticAugment { copies: 2, max_degrees: 0.0, flip_prob: 1.0 };
+    let mirror = StaticAugment { copies: 2, max_degrees: 0.0, flip_prob: 1.0, before_split: false };
     let e = expand(&ds, &mirror, &mut Rng::new(1));
     assert_eq!(&e.images[..7 * 784], &ds.images[..]);
     for j in 7..21 {
@@ -300,6 +303,54 @@ fn static_copies_follow_the_originals_with_their_labels() {
     }
     // No copies: the data set itself.
     assert_eq!(expand(&ds, &StaticAugment::default(), &mut Rng::new(1)), ds);
+}
+
+/// Each image of `ds` names itself in its first two pixels (index = 256 * p0 + p1), so a
+/// split's images can be traced back to their originals.
+fn numbered(n: usize) -> Dataset {
+    let images = (0..n)
+        .flat_map(|i| (0..784).map(move |k| if k < 2 { [(i / 256) as u8, (i % 256) as u8][k] } else { 0 }))
+        .collect();
+    Dataset::new(images, (0..n).map(|i| (i % 10) as u8).collect(), 28, 28)
+}
+
+fn origin(ds: &Dataset, j: usize) -> usize {
+    let im = ds.image(j);
+    256 * im[0] as usize + im[1] as usize
+}
+
+#[test]
+fn copies_before_the_split_put_twins_on_both_sides_and_after_it_none() {
+    let ds = numbered(50);
+    // Copies equal to their originals (no rotation, no flip), so each names its original.
+    let same = StaticAugment { copies: 2, max_degrees: 0.0, flip_prob: 0.0, before_split: false };
+    let mut cfg = TrainConfig { static_augment: same, ..TrainConfig::default() };
+
+    // Split first (the default): 40 + 10 originals, disjoint; the trainer copies the 40 later.
+    let (train, val) = split_for_run(&ds, &cfg, 0.2, &mut Rng::new(3));
+    assert_eq!((train.len(), val.len()), (40, 10));
+    let seen: HashSet<usize> = (0..train.len()).map(|j| origin(&train, j)).collect();
+    assert!((0..val.len()).all(|j| !seen.contains(&origin(&val, j))));
+
+    // The notebook's order: 150 images (50 originals and 100 copies), split 120 / 30.
+    cfg.static_augment.before_split = true;
+    let (train, val) = split_for_run(&ds, &cfg, 0.2, &mut Rng::new(3));
+    assert_eq!((train.len(), val.len()), (120, 30));
+    // Every original appears three times over the two sides, with its label.
+    let mut count = vec![0usize; 50];
+    for (d, j) in (0..train.len()).map(|j| (&train, j)).chain((0..val.len()).map(|j| (&val, j))) {
+        let o = origin(d, j);
+        count[o] += 1;
+        assert_eq!(d.labels[j] as usize, o % 10);
+    }
+    assert!(count.iter().all(|&c| c == 3), "{count:?}");
+    // So training sees a version of every original unless all three of its versions drew
+    // validation, and validation shares originals with training.
+    let seen: HashSet<usize> = (0..train.len()).map(|j| origin(&train, j)).collect();
+    let twins = (0..val.len()).filter(|&j| seen.contains(&origin(&val, j))).count();
+    assert!(seen.len() > 40 && twins > 0, "{} originals in training, {twins} twins", seen.len());
+    // The trainer makes no further copies of images that already hold them.
+    assert!(!cfg.static_augment.after_split() && same.after_split());
 }
 
 #[test]
@@ -334,8 +385,12 @@ fn static_copies_are_rotations_within_the_range_in_the_documented_draw_order() {
 #[test]
 fn augmentation_knobs_are_checked() {
     assert!(BatchAugment { max_shift: 2, flip_prob: 1.5, ..BatchAugment::default() }.validate().is_err());
-    assert!(StaticAugment { copies: 2, max_degrees: -1.0, flip_prob: 0.5 }.validate().is_err());
-    assert!(StaticAugment { copies: 2, max_degrees: 10.0, flip_prob: f32::NAN }.validate().is_err());
+    assert!(StaticAugment { copies: 2, max_degrees: -1.0, flip_prob: 0.5, before_split: false }
+        .validate()
+        .is_err());
+    assert!(StaticAugment { copies: 2, max_degrees: 10.0, flip_prob: f32::NAN, before_split: false }
+        .validate()
+        .is_err());
     assert!(StaticAugment::cmasch().validate().is_ok() && BatchAugment::shift_flip(2).validate().is_ok());
     assert!(!BatchAugment::default().is_active() && !StaticAugment::default().is_active());
 }

@@ -356,7 +356,10 @@ fn write_up_presets_keep_their_plain_recipes() {
     }
     // Write-up E: its 2x static augmentation, batch 250, 80 epochs, Adam eps 1e-7.
     let e = plan(&["--model", "cmasch"]).unwrap();
-    assert_eq!(e.cfg.static_augment, StaticAugment { copies: 2, max_degrees: 10.0, flip_prob: 0.5 });
+    assert_eq!(
+        e.cfg.static_augment,
+        StaticAugment { copies: 2, max_degrees: 10.0, flip_prob: 0.5, before_split: false }
+    );
     assert!(!e.cfg.augment.is_active());
     assert_eq!((e.cfg.batch_size, e.cfg.epochs), (250, 80));
     assert!(matches!(e.cfg.optimizer, fmnist::optim::OptimizerConfig::Adam { eps, .. } if eps == 1e-7));
@@ -428,7 +431,14 @@ fn ours_and_its_ablation_flags() {
     assert_eq!(step.cfg.schedule.kind, ScheduleKind::Step { every_epochs: 2, gamma: 0.5 });
     // Static copies switched on for a preset without them take write-up E's transform.
     let c1 = plan(&["--static-copies", "1", "--static-rotation", "5"]).unwrap();
-    assert_eq!(c1.cfg.static_augment, StaticAugment { copies: 1, max_degrees: 5.0, flip_prob: 0.5 });
+    assert_eq!(
+        c1.cfg.static_augment,
+        StaticAugment { copies: 1, max_degrees: 5.0, flip_prob: 0.5, before_split: false }
+    );
+    // The notebook's order of write-up E: copies first, then the split.
+    let nb = plan(&["--model", "cmasch", "--copies-before-split"]).unwrap();
+    assert_eq!(nb.cfg.static_augment, StaticAugment { before_split: true, ..StaticAugment::cmasch() });
+    assert!(plan(&["--copies-before-split"]).unwrap_err().contains("--static-copies"));
 }
 
 #[test]

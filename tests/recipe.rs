@@ -491,6 +491,8 @@ fn the_recipe_table_reaches_the_features_and_names_its_mistakes() {
     assert_eq!(r.augment.max_shift, 2);
     assert_eq!(r.augment.erasing, RandomErasing { prob: 0.25, scale: [0.1, 0.2], ratio: [0.5, 2.0] });
     assert_eq!(r.ema, Some(0.99));
+    let p = parse("static_copies = 2\nstatic_before_split = true").unwrap();
+    assert!(p.recipe.static_augment.before_split && p.recipe.static_augment.copies == 2);
     let p = parse("optimizer = \"adamw\"").unwrap();
     assert_eq!(p.recipe.optimizer, OptimizerConfig::adamw(1e-3));
 
@@ -499,6 +501,7 @@ fn the_recipe_table_reaches_the_features_and_names_its_mistakes() {
         ("shift = 1\ncrop_padding = 1", "give only one of them"),
         ("random_erasing_scale = [0.1, 0.2]", "need `random_erasing`"),
         ("emma = 0.9", "unknown field `emma`"),
+        ("static_before_split = true", "needs `static_copies` above 0"),
     ];
     for (recipe, want) in errors {
         let e = parse(recipe).unwrap_err();

@@ -167,8 +167,11 @@ pub struct TrainArgs {
     /// Largest rotation of those copies, in degrees, 0 to 180 [default: the preset's; cmasch: 10]
     #[arg(long, value_name = "DEG")]
     pub static_rotation: Option<f32>,
+    /// Make those copies from all the training images before the validation split, which is then drawn over originals and copies (the write-up's notebook order; its validation accuracy then flatters) [default: the preset's, off]
+    #[arg(long)]
+    pub copies_before_split: bool,
     /// No augmentation at all: --shift 0 --flip 0 --cutout 0 --random-erasing 0 --static-copies 0.
-    #[arg(long, conflicts_with_all = ["shift", "crop_padding", "flip", "cutout", "random_erasing", "static_copies", "static_rotation"])]
+    #[arg(long, conflicts_with_all = ["shift", "crop_padding", "flip", "cutout", "random_erasing", "static_copies", "static_rotation", "copies_before_split"])]
     pub no_augment: bool,
     /// Remove every batch-norm layer from the preset's network (ablation).
     #[arg(long)]

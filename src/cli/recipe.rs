@@ -118,6 +118,12 @@ pub fn plan_training(a: &TrainArgs) -> CliResult<TrainPlan> {
     if let Some(d) = a.static_rotation {
         cfg.static_augment.max_degrees = d;
     }
+    if a.copies_before_split {
+        if !cfg.static_augment.is_active() {
+            return Err("--copies-before-split needs static copies; add --static-copies N".into());
+        }
+        cfg.static_augment.before_split = true;
+    }
     cfg.validate()?;
     check_bounds(a, &cfg)?;
 

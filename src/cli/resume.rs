@@ -37,7 +37,7 @@ macro_rules! recipe_flags {
                 // The flags it conflicts with on a command line go with it.
                 (base.shift, base.crop_padding, base.flip, base.cutout, base.random_erasing) =
                     (None, None, None, None, None);
-                (base.static_copies, base.static_rotation) = (None, None);
+                (base.static_copies, base.static_rotation, base.copies_before_split) = (None, None, false);
             }
         }
     };
@@ -67,6 +67,7 @@ recipe_flags!(
     ema,
     static_copies,
     static_rotation,
+    copies_before_split,
     no_augment,
     no_batch_norm,
     no_dropout,

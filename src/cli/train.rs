@@ -29,7 +29,7 @@ use crate::files::write_atomic;
 use crate::modelfile::SavedModel;
 use crate::planfile;
 use crate::presets::INPUT_SHAPE;
-use crate::train::{self, Advance, Progress, RunStreams, Trainer};
+use crate::train::{self, split_for_run, Advance, Progress, RunStreams, Trainer};
 use crate::{Init, Sequential};
 
 /// Everything the runs of one `train` command share.
@@ -244,12 +244,18 @@ fn train_one(ctx: &TrainContext, seed: u64, out: &Path, start: Start, wall: Inst
     let (plan, cfg, test) = (ctx.plan, &ctx.plan.cfg, ctx.test);
     let (k, runs) = ctx.run.unwrap_or((1, 1));
     let mut streams = RunStreams::new(seed);
-    let (train_set, val_set) = data::train_val_split(ctx.full_train, plan.val_split, &mut streams.split);
+    let (train_set, val_set) = split_for_run(ctx.full_train, cfg, plan.val_split, &mut streams.split);
     if train_set.is_empty() {
         return Err("no training images left after the validation split".into());
     }
     let copies = cfg.static_augment.copies;
-    let train_desc = if copies > 0 {
+    let train_desc = if cfg.static_augment.is_active() && cfg.static_augment.before_split {
+        format!(
+            "{} originals and {copies} rotated/flipped copies of each, then split: {} train",
+            ctx.full_train.len(),
+            train_set.len()
+        )
+    } else if copies > 0 {
         format!(
             "{} train ({} with {copies} rotated/flipped copies of each)",
             train_set.len(),

@@ -8,13 +8,14 @@
 //!
 //! # Random streams
 //! A run is fixed by one seed. [`RunStreams::new`] forks `Rng::new(seed)` in this order:
-//! 1. `split`: the train/validation split (`data::train_val_split`);
+//! 1. `split`: the train/validation split (`data::train_val_split`; with the static copies
+//!    made before the split, its first fork makes them: [`split_for_run`]);
 //! 2. `init`: the weights' initialisation;
 //! 3. `fit`: handed to [`fit`], which forks it in turn, in this order, into
 //!    1. shuffling (one Fisher-Yates shuffle per pass over the training images),
 //!    2. dropout masks,
 //!    3. on-the-fly augmentation ([`crate::augment::augment_batch`]),
-//!    4. the static augmented copies ([`crate::augment::expand`]).
+//!    4. the static augmented copies ([`crate::augment::expand`]), when made after the split.
 //!
 //! Every fork is taken whether or not its feature is switched on, so switching one on does not
 //! change the others' streams, and a seed gives the same split, initial weights, batches and
@@ -58,7 +59,7 @@ mod streams;
 pub use config::{weight_decay, with_weight_decay, TrainConfig};
 pub use ema::{ema_decay_at, ema_update};
 pub use evaluate::{argmax, ensemble, evaluate, evaluate_flip_tta, logits, Evaluation, ENSEMBLE_EPS};
-pub use fit::{fit, Advance, FitResult, Trainer};
+pub use fit::{fit, split_for_run, Advance, FitResult, Trainer};
 pub use normalize::Normalization;
 pub use observer::{EpochStats, Observer, Silent};
 pub use schedule::{LrSchedule, ScheduleKind};
