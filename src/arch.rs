@@ -42,7 +42,7 @@
 //! name `crop_padding` (the same random crops; not both), `flip` (= 0), `cutout` (= 0),
 //! `random_erasing` (= 0, the probability), `random_erasing_scale` (= `[0.02, 0.33]`),
 //! `random_erasing_ratio` (= `[0.3, 3.3]`), `ema` (= none, the decay of the weights' moving
-//! average), `static_copies` (= 0), `static_rotation` (= 10), `static_flip` (= 0.5),
+//! average), `mixup` and `cutmix` (= 0, their alpha; [`crate::mix`]), `static_copies` (= 0), `static_rotation` (= 10), `static_flip` (= 0.5),
 //! `static_before_split` (= false; true: the copies are made before the validation split,
 //! the write-up's notebook order).
 //!
@@ -57,6 +57,7 @@ use kernels::Rng;
 use serde::Deserialize;
 
 use crate::augment::{BatchAugment, RandomErasing, StaticAugment};
+use crate::mix::BatchMix;
 use crate::model::{Init, LayerConfig, Sequential};
 use crate::optim::OptimizerConfig;
 use crate::presets::{Preset, Recipe, INPUT_SHAPE};
@@ -103,6 +104,8 @@ struct RecipeFile {
     random_erasing_scale: Option<[f32; 2]>,
     random_erasing_ratio: Option<[f32; 2]>,
     ema: Option<f32>,
+    mixup: Option<f32>,
+    cutmix: Option<f32>,
     static_copies: Option<usize>,
     static_rotation: Option<f32>,
     static_flip: Option<f32>,
@@ -200,6 +203,7 @@ impl RecipeFile {
                 before_split: self.static_before_split.unwrap_or(false),
             },
             ema: self.ema,
+            mix: BatchMix { mixup: self.mixup.unwrap_or(0.0), cutmix: self.cutmix.unwrap_or(0.0) },
         })
     }
 }

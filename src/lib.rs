@@ -17,6 +17,7 @@ pub mod files;
 pub mod html_report;
 pub mod image;
 pub mod limits;
+pub mod mix;
 pub mod model;
 pub mod modelfile;
 pub mod ops;

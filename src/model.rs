@@ -936,6 +936,18 @@ impl Sequential {
         ops::softmax_cross_entropy(tape, logits, labels, smoothing, self.engine)
     }
 
+    /// [`loss`](Self::loss) of a mixed batch: `lam` of it against `labels`, `1 - lam` against
+    /// `partners` ([`ops::softmax_cross_entropy_mixed`]).
+    pub fn loss_mixed(
+        &self,
+        tape: &mut Tape,
+        logits: Var,
+        (labels, partners, lam): (&[u8], &[u8], f32),
+        smoothing: f32,
+    ) -> Var {
+        ops::softmax_cross_entropy_mixed(tape, logits, labels, partners, lam, smoothing, self.engine)
+    }
+
     /// The architecture as a table, like Keras's `model.summary()`.
     pub fn summary(&self) -> String {
         let mut rows = vec![[

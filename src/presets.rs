@@ -48,6 +48,7 @@
 //! being fused into the loss.
 
 use crate::augment::{BatchAugment, StaticAugment};
+use crate::mix::BatchMix;
 use crate::model::LayerConfig;
 use crate::optim::OptimizerConfig;
 use crate::train::{LrSchedule, Normalization, TrainConfig};
@@ -72,6 +73,8 @@ pub struct Recipe {
     pub static_augment: StaticAugment,
     /// Decay of the weights' exponential moving average (the write-ups: none).
     pub ema: Option<f32>,
+    /// Mixup and CutMix (the write-ups: none).
+    pub mix: BatchMix,
 }
 
 impl Recipe {
@@ -90,6 +93,7 @@ impl Recipe {
             augment: self.augment,
             static_augment: self.static_augment,
             ema: self.ema,
+            mix: self.mix,
         }
     }
 }

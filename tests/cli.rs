@@ -439,6 +439,11 @@ fn ours_and_its_ablation_flags() {
     let nb = plan(&["--model", "cmasch", "--copies-before-split"]).unwrap();
     assert_eq!(nb.cfg.static_augment, StaticAugment { before_split: true, ..StaticAugment::cmasch() });
     assert!(plan(&["--copies-before-split"]).unwrap_err().contains("--static-copies"));
+    // Mixup and CutMix.
+    let mixed = plan(&["--mixup", "0.2", "--cutmix", "1"]).unwrap();
+    assert_eq!(mixed.cfg.mix, fmnist::mix::BatchMix { mixup: 0.2, cutmix: 1.0 });
+    assert!(plan(&["--cutmix", "11"]).unwrap_err().contains("cutmix alpha 11"));
+    assert!(plan(&["--no-augment", "--mixup", "0.2"]).is_err(), "clap refuses the contradiction");
 }
 
 #[test]

@@ -351,6 +351,37 @@ fn softmax_cross_entropy_with_and_without_smoothing() {
 }
 
 #[test]
+fn mixed_softmax_cross_entropy_is_the_blend_of_the_two_losses() {
+    let mut rng = Rng::new(16);
+    let x = random(&[5, 4], &mut rng, 3.0);
+    let (labels, partners) = ([0u8, 3, 1, 1, 2], [2u8, 1, 1, 3, 0]);
+    for (smoothing, e) in [0.0, 0.1].into_iter().flat_map(|s| ENGINES.map(|e| (s, e))) {
+        let f = move |t: &mut Tape, _: &mut Params, x: Var| {
+            ops::softmax_cross_entropy_mixed(t, x, &labels, &partners, 0.3, smoothing, e)
+        };
+        check(
+            &format!("mixed softmax_xent smoothing {smoothing} {e:?}"),
+            &x,
+            &mut Params::new(),
+            Wrt::Input,
+            &f,
+        );
+        // Its value: 0.3 of the loss against the labels, 0.7 of that against the partners.
+        let value = |f: &dyn Fn(&mut Tape, Var) -> Var| {
+            let mut t = Tape::new();
+            let v = t.input(x.clone());
+            let l = f(&mut t, v);
+            t.value(l).data()[0]
+        };
+        let mixed =
+            value(&|t, v| ops::softmax_cross_entropy_mixed(t, v, &labels, &partners, 0.3, smoothing, e));
+        let a = value(&|t, v| ops::softmax_cross_entropy(t, v, &labels, smoothing, e));
+        let b = value(&|t, v| ops::softmax_cross_entropy(t, v, &partners, smoothing, e));
+        assert!((mixed - (0.3 * a + 0.7 * b)).abs() <= 1e-5 * mixed.abs(), "{mixed} vs {a} {b}");
+    }
+}
+
+#[test]
 fn a_value_used_twice_accumulates_both_gradients() {
     // y = dense(x) + relu(dense(x)): x and the weights each feed two paths.
     let mut rng = Rng::new(15);

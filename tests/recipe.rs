@@ -491,6 +491,8 @@ fn the_recipe_table_reaches_the_features_and_names_its_mistakes() {
     assert_eq!(r.augment.max_shift, 2);
     assert_eq!(r.augment.erasing, RandomErasing { prob: 0.25, scale: [0.1, 0.2], ratio: [0.5, 2.0] });
     assert_eq!(r.ema, Some(0.99));
+    let p = parse("mixup = 0.2\ncutmix = 1.0").unwrap();
+    assert_eq!(p.recipe.mix, fmnist::mix::BatchMix { mixup: 0.2, cutmix: 1.0 });
     let p = parse("static_copies = 2\nstatic_before_split = true").unwrap();
     assert!(p.recipe.static_augment.before_split && p.recipe.static_augment.copies == 2);
     let p = parse("optimizer = \"adamw\"").unwrap();

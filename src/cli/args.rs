@@ -161,6 +161,12 @@ pub struct TrainArgs {
     /// Exponential moving average of the weights with this decay, in (0, 1) (e.g. 0.999; warm-up min(DECAY, (1+t)/(10+t))): validation, best epoch and the saved model use the average [default: the preset's, off]
     #[arg(long, value_name = "DECAY")]
     pub ema: Option<f32>,
+    /// Mixup of every batch (Zhang et al. 2018) with Beta(ALPHA, ALPHA) blends, ALPHA in [0, 10] (e.g. 0.2; 0: off); with --cutmix too, each batch picks one [default: the preset's, off]
+    #[arg(long, value_name = "ALPHA")]
+    pub mixup: Option<f32>,
+    /// CutMix of every batch (Yun et al. 2019): a box of another image of the batch pasted in, its area from Beta(ALPHA, ALPHA), ALPHA in [0, 10] (e.g. 1; 0: off) [default: the preset's, off]
+    #[arg(long, value_name = "ALPHA")]
+    pub cutmix: Option<f32>,
     /// Rotated/flipped copies of each training image made once before training, at most 10 (0: off) [default: the preset's; cmasch: 2]
     #[arg(long, value_name = "N")]
     pub static_copies: Option<usize>,
@@ -170,8 +176,8 @@ pub struct TrainArgs {
     /// Make those copies from all the training images before the validation split, which is then drawn over originals and copies (the write-up's notebook order; its validation accuracy then flatters) [default: the preset's, off]
     #[arg(long)]
     pub copies_before_split: bool,
-    /// No augmentation at all: --shift 0 --flip 0 --cutout 0 --random-erasing 0 --static-copies 0.
-    #[arg(long, conflicts_with_all = ["shift", "crop_padding", "flip", "cutout", "random_erasing", "static_copies", "static_rotation", "copies_before_split"])]
+    /// No augmentation at all: --shift 0 --flip 0 --cutout 0 --random-erasing 0 --mixup 0 --cutmix 0 --static-copies 0.
+    #[arg(long, conflicts_with_all = ["shift", "crop_padding", "flip", "cutout", "random_erasing", "static_copies", "static_rotation", "copies_before_split", "mixup", "cutmix"])]
     pub no_augment: bool,
     /// Remove every batch-norm layer from the preset's network (ablation).
     #[arg(long)]

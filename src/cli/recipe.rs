@@ -89,6 +89,7 @@ pub fn plan_training(a: &TrainArgs) -> CliResult<TrainPlan> {
     if a.no_augment {
         cfg.augment = Default::default();
         cfg.static_augment = Default::default();
+        cfg.mix = Default::default();
     }
     // --crop-padding is --shift under PyTorch's name (clap refuses both at once).
     if let Some(m) = a.shift.or(a.crop_padding) {
@@ -102,6 +103,12 @@ pub fn plan_training(a: &TrainArgs) -> CliResult<TrainPlan> {
     }
     if let Some(p) = a.random_erasing {
         cfg.augment.erasing.prob = p;
+    }
+    if let Some(alpha) = a.mixup {
+        cfg.mix.mixup = alpha;
+    }
+    if let Some(alpha) = a.cutmix {
+        cfg.mix.cutmix = alpha;
     }
     if a.ema.is_some() {
         cfg.ema = a.ema;
@@ -201,6 +208,12 @@ pub(super) fn recipe_extras(cfg: &TrainConfig) -> String {
             ", random erasing p={} (area {}-{}, ratio {}-{})",
             e.prob, e.scale[0], e.scale[1], e.ratio[0], e.ratio[1]
         );
+    }
+    if cfg.mix.mixup > 0.0 {
+        let _ = write!(s, ", mixup alpha {}", cfg.mix.mixup);
+    }
+    if cfg.mix.cutmix > 0.0 {
+        let _ = write!(s, ", CutMix alpha {}", cfg.mix.cutmix);
     }
     if let Some(d) = cfg.ema {
         let _ = write!(s, ", EMA of the weights (decay {d})");

@@ -37,6 +37,7 @@ macro_rules! recipe_flags {
                 // The flags it conflicts with on a command line go with it.
                 (base.shift, base.crop_padding, base.flip, base.cutout, base.random_erasing) =
                     (None, None, None, None, None);
+                (base.mixup, base.cutmix) = (None, None);
                 (base.static_copies, base.static_rotation, base.copies_before_split) = (None, None, false);
             }
         }
@@ -65,6 +66,8 @@ recipe_flags!(
     cutout,
     random_erasing,
     ema,
+    mixup,
+    cutmix,
     static_copies,
     static_rotation,
     copies_before_split,

@@ -26,6 +26,6 @@ pub use conv::{conv2d, conv2d_relu_maxpool};
 pub use dense::dense;
 pub use dropout::{dropout, dropout_with_mask};
 pub use kernels::Engine;
-pub use loss::softmax_cross_entropy;
+pub use loss::{softmax_cross_entropy, softmax_cross_entropy_mixed};
 pub use pool::{avg_pool2d, global_avg_pool, max_pool2d};
 pub use shape::{flatten, weighted_sum};

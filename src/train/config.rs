@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{LrSchedule, Normalization};
 use crate::augment::{BatchAugment, StaticAugment};
+use crate::mix::BatchMix;
 use crate::optim::OptimizerConfig;
 
 /// Everything that decides a training run (besides the data and the model's layers).
@@ -36,6 +37,10 @@ pub struct TrainConfig {
     /// [`ema_update`](crate::train::ema_update)). Left out of saved configurations when off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ema: Option<f32>,
+    /// Mixup and CutMix of every batch ([`crate::mix`]); off by default, and left out of
+    /// saved configurations when off.
+    #[serde(default, skip_serializing_if = "BatchMix::is_off")]
+    pub mix: BatchMix,
 }
 
 impl Default for TrainConfig {
@@ -54,6 +59,7 @@ impl Default for TrainConfig {
             augment: BatchAugment::default(),
             static_augment: StaticAugment::default(),
             ema: None,
+            mix: BatchMix::default(),
         }
     }
 }
@@ -96,6 +102,7 @@ impl TrainConfig {
         }
         self.schedule.validate()?;
         self.augment.validate()?;
+        self.mix.validate()?;
         self.static_augment.validate()
     }
 }

@@ -14,6 +14,7 @@ use kernels::Rng;
 use super::{argmax, TrainConfig};
 use crate::augment;
 use crate::data::Dataset;
+use crate::mix;
 use crate::optim::Optimizer;
 use crate::tape::Tape;
 use crate::{Mode, Sequential};
@@ -25,7 +26,8 @@ pub struct StepOutcome {
     pub images: usize,
     /// The batch's mean loss times its images (so sums over batches give the epoch's mean).
     pub loss_sum: f64,
-    /// Images the batch classified right (in training mode, before the update).
+    /// Images the batch classified right (in training mode, before the update; in a mixed
+    /// batch, against each image's own label).
     pub correct: usize,
     /// The learning rate this step used.
     pub lr: f32,
@@ -180,12 +182,20 @@ impl Stepper {
         } else {
             cfg.normalization.batch(train, idx)
         };
+        // Mixup / CutMix: image i blended with image n-1-i, and the loss with its label.
+        let mut x = x;
+        let mixed =
+            mix::mix_batch(x.data_mut(), idx.len(), train.rows, train.cols, &cfg.mix, &mut self.augment_rng);
+        let partners: Vec<u8> = labels.iter().rev().copied().collect();
 
         let tape = &mut self.tape;
         tape.reset();
         let x = tape.input(x);
         let logits = model.forward(tape, x, Mode::Train, &mut self.dropout_rng);
-        let loss = model.loss(tape, logits, &labels, cfg.label_smoothing);
+        let loss = match mixed {
+            None => model.loss(tape, logits, &labels, cfg.label_smoothing),
+            Some(m) => model.loss_mixed(tape, logits, (&labels, &partners, m.lam), cfg.label_smoothing),
+        };
         model.zero_grads();
         model.backward(tape, loss);
         let lr = cfg.schedule.lr_at(cfg.optimizer.lr(), self.step, self.batches_per_epoch, cfg.epochs);
