@@ -52,8 +52,9 @@
 //! from its by at most half a grey level.
 //!
 //! # Not here
-//! No zooms, shears, mixup or cutmix; no normalisation (the trainer's
-//! `Normalization` comes after).
+//! No zooms or shears; no normalisation (the trainer's `Normalization` comes after). Mixup
+//! and CutMix blend images of a batch, and their labels, after the normalisation:
+//! [`crate::mix`].
 
 use kernels::Rng;
 use rayon::prelude::*;

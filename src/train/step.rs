@@ -1,5 +1,5 @@
 //! One training step at a time ([`Stepper`]): the next batch of a shuffled order, on-the-fly
-//! augmentation, forward, loss, backward, the schedule's learning rate and the optimizer's
+//! augmentation, mixup or CutMix ([`crate::mix`]), forward, loss, backward, the schedule's learning rate and the optimizer's
 //! update. It knows nothing of epochs, validation or best weights:
 //! [`fit`](crate::train::fit) counts the epochs, and `fmnist-speed` times bare steps.
 //!
