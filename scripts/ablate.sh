@@ -15,7 +15,8 @@ shift
 root=${ABLATE_ROOT:-results/accuracy/ablation-e$epochs}
 mkdir -p "$root"
 cargo build --release --quiet
-# The `ours` recipe has no augmentation; "shifts-and-flips" adds the one it had before.
+# The `ours` recipe has no augmentation; "shifts-and-flips" adds the one it had before,
+# "mixup" and "cutmix" add a batch blend each.
 variants=(
   "full|"
   "no-label-smoothing|--label-smoothing 0"
@@ -24,6 +25,8 @@ variants=(
   "no-batch-norm|--no-batch-norm"
   "no-dropout|--no-dropout"
   "shifts-and-flips|--shift 2 --flip 0.5"
+  "mixup|--mixup 0.2"
+  "cutmix|--cutmix 1"
 )
 # ABLATE_VARIANTS="name name ..." runs only those.
 if [ -n "${ABLATE_VARIANTS:-}" ]; then
