@@ -111,7 +111,7 @@ pub fn cutmix_box(rows: usize, cols: usize, lam: f32, cy: usize, cx: usize) -> (
 /// # Shapes
 /// `x`: `[n, pixels]`, `pixels` values an image.
 pub fn mixup(x: &mut [f32], n: usize, lam: f32) {
-    assert!(n > 0 && x.len() % n == 0, "mixup: {} values are not {n} images", x.len());
+    assert!(n > 0 && x.len().is_multiple_of(n), "mixup: {} values are not {n} images", x.len());
     let p = x.len() / n;
     let original = x.to_vec();
     for (i, img) in x.chunks_exact_mut(p).enumerate() {
