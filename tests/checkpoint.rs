@@ -117,6 +117,13 @@ fn nesterov_ema_config() -> TrainConfig {
     cfg
 }
 
+/// [`small_config`] with mixup and CutMix, which draw from the augmentation stream.
+fn mixing_config() -> TrainConfig {
+    let mut cfg = small_config();
+    cfg.mix = fmnist::mix::BatchMix { mixup: 0.4, cutmix: 1.0 };
+    cfg
+}
+
 #[test]
 fn a_run_stopped_after_any_unit_resumes_to_the_same_bits() {
     stop_anywhere_resume_same_bits(&small_config());
@@ -125,6 +132,11 @@ fn a_run_stopped_after_any_unit_resumes_to_the_same_bits() {
 #[test]
 fn a_run_with_adamw_one_cycle_erasing_and_ema_resumes_to_the_same_bits() {
     stop_anywhere_resume_same_bits(&featured_config());
+}
+
+#[test]
+fn a_run_with_mixup_and_cutmix_resumes_to_the_same_bits() {
+    stop_anywhere_resume_same_bits(&mixing_config());
 }
 
 #[test]
