@@ -42,9 +42,9 @@
 //! name `crop_padding` (the same random crops; not both), `flip` (= 0), `cutout` (= 0),
 //! `random_erasing` (= 0, the probability), `random_erasing_scale` (= `[0.02, 0.33]`),
 //! `random_erasing_ratio` (= `[0.3, 3.3]`), `ema` (= none, the decay of the weights' moving
-//! average), `mixup` and `cutmix` (= 0, their alpha; [`crate::mix`]), `static_copies` (= 0), `static_rotation` (= 10), `static_flip` (= 0.5),
-//! `static_before_split` (= false; true: the copies are made before the validation split,
-//! the write-up's notebook order).
+//! average), `mixup` and `cutmix` (= 0, their alpha; [`crate::mix`]), `static_copies`
+//! (= 0), `static_rotation` (= 10), `static_flip` (= 0.5), `static_before_split` (= false;
+//! true: the copies are made before the validation split, the write-up's notebook order).
 //!
 //! Unknown keys are refused, and every error names the file and, for a layer, its place:
 //! `models/x.toml: layer 4 (dense): its input is [N, 64, 7, 7]; put a flatten (or

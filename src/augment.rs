@@ -207,7 +207,7 @@ pub struct StaticAugment {
     /// then sees a version of almost every image, and the validation split holds transformed
     /// twins of training images (so its accuracy flatters). Off: split first, copy the
     /// training part only. Saved only when on, so configs from before it read back the same.
-    #[serde(default, skip_serializing_if = "is_false")]
+    #[serde(default, skip_serializing_if = "crate::is_false")]
     pub before_split: bool,
 }
 
@@ -228,6 +228,11 @@ impl StaticAugment {
         self.is_active() && !self.before_split
     }
 
+    /// Whether the copies are made before the split ([`crate::train::split_for_run`]).
+    pub fn copies_before_split(&self) -> bool {
+        self.is_active() && self.before_split
+    }
+
     /// Checks the knobs; the message names the offending one.
     pub fn validate(&self) -> Result<(), String> {
         if !(self.max_degrees >= 0.0 && self.max_degrees <= 180.0) {
@@ -238,10 +243,6 @@ impl StaticAugment {
         }
         Ok(())
     }
-}
-
-fn is_false(b: &bool) -> bool {
-    !*b
 }
 
 fn check_len(what: &str, src: usize, dst: usize, rows: usize, cols: usize) {

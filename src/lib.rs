@@ -32,6 +32,12 @@ pub mod tape;
 pub mod tensor;
 pub mod train;
 
+/// For `#[serde(skip_serializing_if = ...)]`: a flag saved only when on, so files from before
+/// it existed read back the same.
+pub(crate) fn is_false(b: &bool) -> bool {
+    !*b
+}
+
 pub use kernels::Engine;
 pub use kernels::Rng;
 pub use model::{Init, LayerConfig, Padding, Sequential};

@@ -33,13 +33,6 @@ pub struct BatchMix {
     pub cutmix: f32,
 }
 
-/// How one batch was mixed: image `i` holds `lam` of itself and `1 - lam` of image
-/// `n - 1 - i`.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Mixed {
-    pub lam: f32,
-}
-
 /// The largest alpha accepted: Beta(10, 10) already keeps `lam` within 0.5 +- 0.25 most of
 /// the time.
 pub const MAX_ALPHA: f32 = 10.0;
@@ -105,25 +98,32 @@ pub fn cutmix_box(rows: usize, cols: usize, lam: f32, cy: usize, cx: usize) -> (
     (y0, y1, x0, x1)
 }
 
-/// Mixup of a batch: `x[i] = lam x[i] + (1 - lam) x[n-1-i]`, all images at once (each pair
-/// read before either is written).
+/// The pairs `(i, n-1-i)` of a batch of `n` images of `p` values, `i < n-1-i`, as two
+/// disjoint mutable images each (the middle image of an odd batch is its own partner and is
+/// left out: blending or pasting it with itself changes nothing).
+fn pairs(x: &mut [f32], n: usize, p: usize) -> impl Iterator<Item = (&mut [f32], &mut [f32])> {
+    let (front, back) = x.split_at_mut(n / 2 * p);
+    let back_start = back.len() - n / 2 * p; // skips the middle image of an odd batch
+    front.chunks_exact_mut(p).zip(back[back_start..].chunks_exact_mut(p).rev())
+}
+
+/// Mixup of a batch: `x[i] = lam x[i] + (1 - lam) x[n-1-i]` for every image at once, pair by
+/// pair in place (each pair read before either is written).
 ///
 /// # Shapes
 /// `x`: `[n, pixels]`, `pixels` values an image.
 pub fn mixup(x: &mut [f32], n: usize, lam: f32) {
     assert!(n > 0 && x.len().is_multiple_of(n), "mixup: {} values are not {n} images", x.len());
     let p = x.len() / n;
-    let original = x.to_vec();
-    for (i, img) in x.chunks_exact_mut(p).enumerate() {
-        let other = &original[(n - 1 - i) * p..(n - i) * p];
-        for (v, &o) in img.iter_mut().zip(other) {
-            *v = lam * *v + (1.0 - lam) * o;
+    for (a, b) in pairs(x, n, p) {
+        for (u, v) in a.iter_mut().zip(b.iter_mut()) {
+            (*u, *v) = (lam * *u + (1.0 - lam) * *v, lam * *v + (1.0 - lam) * *u);
         }
     }
 }
 
 /// CutMix of a batch with one box (rows `y0..y1`, columns `x0..x1`): image `i` takes the
-/// box's pixels from image `n-1-i` (as the batch was before any was pasted). Returns the
+/// box's pixels from image `n-1-i`, which is a swap of the box between the two. Returns the
 /// share of each image left, `1 - box area / (rows cols)`.
 ///
 /// # Shapes
@@ -133,18 +133,17 @@ pub fn cutmix(x: &mut [f32], n: usize, rows: usize, cols: usize, bx: (usize, usi
     let (y0, y1, x0, x1) = bx;
     assert!(y0 <= y1 && y1 <= rows && x0 <= x1 && x1 <= cols, "cutmix: box {bx:?} outside {rows}x{cols}");
     let p = rows * cols;
-    let original = x.to_vec();
-    for (i, img) in x.chunks_exact_mut(p).enumerate() {
-        let other = &original[(n - 1 - i) * p..(n - i) * p];
+    for (a, b) in pairs(x, n, p) {
         for y in y0..y1 {
-            img[y * cols + x0..y * cols + x1].copy_from_slice(&other[y * cols + x0..y * cols + x1]);
+            a[y * cols + x0..y * cols + x1].swap_with_slice(&mut b[y * cols + x0..y * cols + x1]);
         }
     }
     1.0 - ((y1 - y0) * (x1 - x0)) as f32 / p as f32
 }
 
 /// Mixes the normalised batch `x` (`[n, rows, cols]`) as `cfg` asks, drawing from `rng` in
-/// the order the module docs give; `None` (and nothing drawn) when mixing is off.
+/// the order the module docs give. Returns `lam`, the share of each image that is its own
+/// (the rest is image `n-1-i`'s); `None`, with nothing drawn, when mixing is off.
 pub fn mix_batch(
     x: &mut [f32],
     n: usize,
@@ -152,7 +151,7 @@ pub fn mix_batch(
     cols: usize,
     cfg: &BatchMix,
     rng: &mut Rng,
-) -> Option<Mixed> {
+) -> Option<f32> {
     if cfg.is_off() || n == 0 {
         return None;
     }
@@ -164,11 +163,10 @@ pub fn mix_batch(
         let lam = beta_symmetric(cfg.cutmix, rng);
         let cy = rng.below(rows as u64) as usize;
         let cx = rng.below(cols as u64) as usize;
-        let lam = cutmix(x, n, rows, cols, cutmix_box(rows, cols, lam, cy, cx));
-        Some(Mixed { lam })
+        Some(cutmix(x, n, rows, cols, cutmix_box(rows, cols, lam, cy, cx)))
     } else {
         let lam = beta_symmetric(cfg.mixup, rng);
         mixup(x, n, lam);
-        Some(Mixed { lam })
+        Some(lam)
     }
 }

@@ -22,7 +22,7 @@ pub enum OptimizerConfig {
         /// Nesterov momentum, PyTorch's `SGD(nesterov=True)` (formula in `kernels::optim`);
         /// needs `momentum > 0`. Absent from files written before it existed: off; left out
         /// when off, so such files and a plain SGD run's configuration compare equal.
-        #[serde(default, skip_serializing_if = "is_false")]
+        #[serde(default, skip_serializing_if = "crate::is_false")]
         nesterov: bool,
     },
     /// `eps` defaults to Keras's 1e-7; PyTorch uses 1e-8 (see `kernels::optim` for where it
@@ -96,10 +96,6 @@ impl OptimizerConfig {
         }
         self
     }
-}
-
-fn is_false(b: &bool) -> bool {
-    !*b
 }
 
 /// An optimizer bound to a model's parameters.

@@ -66,13 +66,29 @@ fn every_picture_decodes_to_its_stated_size() {
     // Curves: one run with a constant rate, then with a schedule; several runs.
     let flat = history(5, |_| 1e-3);
     let sched = history(5, |e| 1e-3 / e as f32);
-    let one = [curves::Run { label: "", history: &flat, best_epoch: Some(4), label_smoothing: 0.0 }];
+    let one =
+        [curves::Run { label: "", history: &flat, best_epoch: Some(4), targets: curves::Targets::default() }];
     round_trip(&curves::draw("t", &one).unwrap(), (curves::WIDTH, curves::PANELS_HEIGHT));
-    let one = [curves::Run { label: "", history: &sched, best_epoch: Some(4), label_smoothing: 0.0 }];
+    let one = [curves::Run {
+        label: "",
+        history: &sched,
+        best_epoch: Some(4),
+        targets: curves::Targets::default(),
+    }];
     round_trip(&curves::draw("t", &one).unwrap(), (curves::WIDTH, curves::PANELS_HEIGHT + curves::LR_HEIGHT));
     let two = [
-        curves::Run { label: "run 1", history: &flat, best_epoch: Some(5), label_smoothing: 0.1 },
-        curves::Run { label: "run 2", history: &flat[..3], best_epoch: Some(2), label_smoothing: 0.1 },
+        curves::Run {
+            label: "run 1",
+            history: &flat,
+            best_epoch: Some(5),
+            targets: curves::Targets { smoothing: 0.1, mixed: false },
+        },
+        curves::Run {
+            label: "run 2",
+            history: &flat[..3],
+            best_epoch: Some(2),
+            targets: curves::Targets { smoothing: 0.1, mixed: false },
+        },
     ];
     round_trip(&curves::draw("t", &two).unwrap(), curves::size(&two));
 

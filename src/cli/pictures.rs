@@ -36,8 +36,8 @@ pub(super) struct CurvesObserver<O: Observer> {
     inner: O,
     path: PathBuf,
     title: String,
-    /// The run's label smoothing, for the loss panel's caption.
-    label_smoothing: f32,
+    /// The run's training targets, for the panels' captions.
+    targets: curves::Targets,
     history: Vec<EpochStats>,
     warned: bool,
     /// Whether to draw after each epoch (see [`CurvesObserver::live`]).
@@ -45,12 +45,12 @@ pub(super) struct CurvesObserver<O: Observer> {
 }
 
 impl<O: Observer> CurvesObserver<O> {
-    pub(super) fn new(inner: O, dir: &Path, title: String, label_smoothing: f32) -> Self {
+    pub(super) fn new(inner: O, dir: &Path, title: String, targets: curves::Targets) -> Self {
         CurvesObserver {
             inner,
             path: dir.join("curves.png"),
             title,
-            label_smoothing,
+            targets,
             history: Vec::new(),
             warned: false,
             live: true,
@@ -95,12 +95,7 @@ impl<O: Observer> Observer for CurvesObserver<O> {
             return;
         }
         let best_epoch = best_so_far(&self.history);
-        let run = curves::Run {
-            label: "",
-            history: &self.history,
-            best_epoch,
-            label_smoothing: self.label_smoothing,
-        };
+        let run = curves::Run { label: "", history: &self.history, best_epoch, targets: self.targets };
         let result = curves::draw(&self.title, &[run]).and_then(|p| plots::write_png(&self.path, &p));
         if let Err(e) = result {
             if !self.warned {
@@ -420,10 +415,14 @@ fn preset_of(files: &RunFiles) -> String {
     files.saved.as_ref().map(|s| s.preset.clone()).unwrap_or_else(|| "model".into())
 }
 
-/// The run's label smoothing as its `config.json` records it (0 when absent).
-fn label_smoothing_of(files: &RunFiles) -> f32 {
+/// The run's training targets as its `config.json` records them: the label smoothing (0 when
+/// absent) and whether batches were mixed (`/train/mix` is saved only when on).
+fn targets_of(files: &RunFiles) -> curves::Targets {
     let config = files.config.as_ref();
-    config.and_then(|c| c.pointer("/train/label_smoothing")).and_then(Value::as_f64).unwrap_or(0.0) as f32
+    let smoothing =
+        config.and_then(|c| c.pointer("/train/label_smoothing")).and_then(Value::as_f64).unwrap_or(0.0)
+            as f32;
+    curves::Targets { smoothing, mixed: config.and_then(|c| c.pointer("/train/mix")).is_some() }
 }
 
 /// Draws one run's pictures and page in its folder `dir`, from the folder's files and the
@@ -447,8 +446,8 @@ pub(super) fn write_run_report(dir: &Path, eval: &Evaluation, images: &Images, m
     let rest = test.split_off(1.min(test.len()));
     sections.extend(test);
     if !files.history.is_empty() {
-        let label_smoothing = label_smoothing_of(&files);
-        let run = curves::Run { label: "", history: &files.history, best_epoch: best, label_smoothing };
+        let targets = targets_of(&files);
+        let run = curves::Run { label: "", history: &files.history, best_epoch: best, targets };
         let title = format!("Training curves: {preset}, seed {seed}");
         let mut blocks: Vec<Block> = picture(dir, "curves.png", "Loss and accuracy per epoch on the training images (mean over the epoch, training mode) and the validation images (after the epoch); the dashed line marks the epoch whose weights were kept.", || curves::draw(&title, &[run]))
             .into_iter()
@@ -603,7 +602,7 @@ pub(super) fn write_runs_report(dir: &Path, evals: &[&Evaluation], images: &Imag
             label,
             history: &f.history,
             best_epoch: *best,
-            label_smoothing: label_smoothing_of(f),
+            targets: targets_of(f),
         })
         .collect();
     if !series.is_empty() {

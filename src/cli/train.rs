@@ -28,6 +28,7 @@ use crate::data::{self, Dataset, DatasetKind};
 use crate::files::write_atomic;
 use crate::modelfile::SavedModel;
 use crate::planfile;
+use crate::plots::curves;
 use crate::presets::INPUT_SHAPE;
 use crate::train::{self, split_for_run, Advance, Progress, RunStreams, Trainer};
 use crate::{Init, Sequential};
@@ -249,7 +250,7 @@ fn train_one(ctx: &TrainContext, seed: u64, out: &Path, start: Start, wall: Inst
         return Err("no training images left after the validation split".into());
     }
     let copies = cfg.static_augment.copies;
-    let train_desc = if cfg.static_augment.is_active() && cfg.static_augment.before_split {
+    let train_desc = if cfg.static_augment.copies_before_split() {
         format!(
             "{} originals and {copies} rotated/flipped copies of each, then split: {} train",
             ctx.full_train.len(),
@@ -336,7 +337,7 @@ fn train_one(ctx: &TrainContext, seed: u64, out: &Path, start: Start, wall: Inst
             .map_err(|e| format!("cannot write {}: {e}", run_plan.display()))?;
     }
     let mut observer =
-        super::pictures::CurvesObserver::new(ConsoleObserver::new(), out, title, cfg.label_smoothing)
+        super::pictures::CurvesObserver::new(ConsoleObserver::new(), out, title, curves::Targets::of(cfg))
             .live(!replacing);
     let mut ckpt = match start {
         Start::Resume(d, path) => {

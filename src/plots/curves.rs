@@ -17,7 +17,7 @@ use plotters::style::text_anchor::{HPos, VPos};
 
 use super::text::{label, Style};
 use super::{render, text, Area, DrawResult, Picture, BLUE, GRID, ORANGE, TABLEAU, TEXT};
-use crate::train::EpochStats;
+use crate::train::{EpochStats, TrainConfig};
 
 /// One run's curves.
 #[derive(Clone, Copy, Debug)]
@@ -27,10 +27,27 @@ pub struct Run<'a> {
     pub history: &'a [EpochStats],
     /// The 1-based epoch whose weights were kept, if known.
     pub best_epoch: Option<usize>,
-    /// The label smoothing of the training loss (0: none). The validation loss is always
-    /// against the plain labels, so with smoothing the two losses sit apart (0.6 against 0.2
-    /// at 0.1) and the loss panel says so.
-    pub label_smoothing: f32,
+    /// How the training loss's targets differ from the plain labels.
+    pub targets: Targets,
+}
+
+/// What the training loss is measured against, besides the plain labels: smoothed targets
+/// and mixed batches (mixup, CutMix). The validation loss is always against the plain labels,
+/// so with either the two losses sit apart (0.6 against 0.2 at smoothing 0.1; 1.2 against 0.26
+/// with CutMix) and the panels say why.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Targets {
+    /// The label smoothing (0: none).
+    pub smoothing: f32,
+    /// Whether batches were mixed: then the training accuracy counts each image's own label.
+    pub mixed: bool,
+}
+
+impl Targets {
+    /// The targets of a run with this configuration.
+    pub fn of(cfg: &TrainConfig) -> Targets {
+        Targets { smoothing: cfg.label_smoothing, mixed: !cfg.mix.is_off() }
+    }
 }
 
 /// The picture's width.
@@ -65,14 +82,21 @@ pub fn draw(title: &str, runs: &[Run]) -> Result<Picture, String> {
         let loss = |s: &EpochStats| (Some(s.loss as f64), s.val_loss.map(|v| v as f64));
         let acc =
             |s: &EpochStats| (Some(100.0 * s.accuracy as f64), s.val_accuracy.map(|v| 100.0 * v as f64));
-        let smoothing = runs.iter().map(|r| r.label_smoothing).fold(0.0f32, f32::max);
-        let caption = if smoothing > 0.0 {
-            format!("Loss (training: targets smoothed by {smoothing}; validation: plain)")
-        } else {
-            "Loss".to_string()
+        let smoothing = runs.iter().map(|r| r.targets.smoothing).fold(0.0f32, f32::max);
+        let mixed = runs.iter().any(|r| r.targets.mixed);
+        let training = match (smoothing > 0.0, mixed) {
+            (false, false) => None,
+            (true, false) => Some(format!("targets smoothed by {smoothing}")),
+            (false, true) => Some("mixed batches".to_string()),
+            (true, true) => Some(format!("mixed batches, targets smoothed by {smoothing}")),
         };
+        let caption = match training {
+            Some(t) => format!("Loss (training: {t}; validation: plain)"),
+            None => "Loss".to_string(),
+        };
+        let acc_caption = if mixed { "Accuracy (training: each image's own label)" } else { "Accuracy" };
         panel(&left, runs, epochs, &caption, "loss (cross-entropy)", &loss, false)?;
-        panel(&right, runs, epochs, "Accuracy", "accuracy (%)", &acc, true)?;
+        panel(&right, runs, epochs, acc_caption, "accuracy (%)", &acc, true)?;
         if has_schedule(runs) {
             lr_panel(&lr_area, runs, epochs)?;
         }
@@ -326,7 +350,7 @@ mod tests {
     fn the_learning_rate_panel_appears_only_with_a_schedule() {
         let flat: Vec<EpochStats> = (1..=4).map(|e| stats(e, 1e-3)).collect();
         let decaying: Vec<EpochStats> = (1..=4).map(|e| stats(e, 1e-3 / e as f32)).collect();
-        let run = |h| Run { label: "", history: h, best_epoch: Some(4), label_smoothing: 0.0 };
+        let run = |h| Run { label: "", history: h, best_epoch: Some(4), targets: Targets::default() };
         assert_eq!(size(&[run(&flat)]), (WIDTH, PANELS_HEIGHT));
         assert_eq!(size(&[run(&decaying)]), (WIDTH, PANELS_HEIGHT + LR_HEIGHT));
         let pic = draw("t", &[run(&decaying)]).unwrap();
@@ -335,9 +359,8 @@ mod tests {
 
     #[test]
     fn no_epochs_is_an_error_not_a_panic() {
-        assert!(
-            draw("t", &[Run { label: "", history: &[], best_epoch: None, label_smoothing: 0.0 }]).is_err()
-        );
+        assert!(draw("t", &[Run { label: "", history: &[], best_epoch: None, targets: Targets::default() }])
+            .is_err());
         assert!(draw("t", &[]).is_err());
     }
 

@@ -52,10 +52,9 @@ pub fn split_for_run(
     val_fraction: f32,
     split_rng: &mut Rng,
 ) -> (Dataset, Dataset) {
-    let sa = &cfg.static_augment;
-    if sa.is_active() && sa.before_split {
+    if cfg.static_augment.copies_before_split() {
         let mut copy_rng = split_rng.fork();
-        let all = augment::expand(full, sa, &mut copy_rng);
+        let all = augment::expand(full, &cfg.static_augment, &mut copy_rng);
         data::train_val_split(&all, val_fraction, split_rng)
     } else {
         data::train_val_split(full, val_fraction, split_rng)

@@ -1,6 +1,6 @@
 //! One training step at a time ([`Stepper`]): the next batch of a shuffled order, on-the-fly
-//! augmentation, mixup or CutMix ([`crate::mix`]), forward, loss, backward, the schedule's learning rate and the optimizer's
-//! update. It knows nothing of epochs, validation or best weights:
+//! augmentation, mixup or CutMix ([`crate::mix`]), forward, loss, backward, the schedule's
+//! learning rate and the optimizer's update. It knows nothing of epochs, validation or best weights:
 //! [`fit`](crate::train::fit) counts the epochs, and `fmnist-speed` times bare steps.
 //!
 //! Everything a step reads from the steps before it is the optimizer's state, the shuffled
@@ -165,7 +165,7 @@ impl Stepper {
         self.cursor += idx.len();
         let labels: Vec<u8> = idx.iter().map(|&i| train.labels[i]).collect();
 
-        let x = if cfg.augment.is_active() {
+        let mut x = if cfg.augment.is_active() {
             let (rows, cols) = (train.rows, train.cols);
             self.raw.clear();
             idx.iter().for_each(|&i| self.raw.extend_from_slice(train.image(i)));
@@ -183,18 +183,19 @@ impl Stepper {
             cfg.normalization.batch(train, idx)
         };
         // Mixup / CutMix: image i blended with image n-1-i, and the loss with its label.
-        let mut x = x;
-        let mixed =
+        let lam =
             mix::mix_batch(x.data_mut(), idx.len(), train.rows, train.cols, &cfg.mix, &mut self.augment_rng);
-        let partners: Vec<u8> = labels.iter().rev().copied().collect();
 
         let tape = &mut self.tape;
         tape.reset();
         let x = tape.input(x);
         let logits = model.forward(tape, x, Mode::Train, &mut self.dropout_rng);
-        let loss = match mixed {
+        let loss = match lam {
             None => model.loss(tape, logits, &labels, cfg.label_smoothing),
-            Some(m) => model.loss_mixed(tape, logits, (&labels, &partners, m.lam), cfg.label_smoothing),
+            Some(lam) => {
+                let partners: Vec<u8> = labels.iter().rev().copied().collect();
+                model.loss_mixed(tape, logits, (&labels, &partners, lam), cfg.label_smoothing)
+            }
         };
         model.zero_grads();
         model.backward(tape, loss);
