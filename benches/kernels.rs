@@ -34,7 +34,7 @@ use kernels::conv_implicit::{ImplicitConv, ImplicitInputGrad, ImplicitScratch, W
 use kernels::conv_scatter::{ScatterInputGrad, ScatterScratch};
 use kernels::gemm::matmul;
 use kernels::gemv::{rowsmat, vecmat};
-use kernels::im2col::{col2im, im2col, ConvGeom};
+use kernels::im2col::{col2im, im2col, ConvGeom, Crop};
 use kernels::pool::{maxpool_backward, maxpool_forward, PoolGeom};
 use kernels::Rng;
 
@@ -240,7 +240,7 @@ fn bench_implicit(g: &mut Group, name: &str, geom: ConvGeom, oc: usize, n: usize
         bench.iter(|| {
             let conv = ImplicitConv::new(&geom, oc, &w);
             for (xs, ys) in x.chunks(group * geom.in_len()).zip(y.chunks_mut(group * oc * plane)) {
-                conv.forward(black_box(xs), &b, ys, &mut s);
+                conv.forward(black_box(xs), &b, ys, Crop::full(&geom), &mut s);
             }
         })
     });
@@ -248,7 +248,7 @@ fn bench_implicit(g: &mut Group, name: &str, geom: ConvGeom, oc: usize, n: usize
         bench.iter(|| {
             let mut sums = WeightGrad::new(&geom, oc);
             for (xs, dys) in x.chunks(group * geom.in_len()).zip(dy.chunks(group * oc * plane)) {
-                sums.add(black_box(xs), dys, &mut s);
+                sums.add(black_box(xs), dys, Crop::full(&geom), &mut s);
             }
             sums.finish(&mut dw);
         })
@@ -266,7 +266,7 @@ fn bench_implicit(g: &mut Group, name: &str, geom: ConvGeom, oc: usize, n: usize
     g.bench_function(format!("scatter_{name}_bwd_input"), |bench| {
         bench.iter(|| {
             for (dxs, dys) in dx.chunks_mut(group * geom.in_len()).zip(dy.chunks(group * oc * plane)) {
-                scatter.accumulate(black_box(dys), dxs, &mut ss);
+                scatter.accumulate(black_box(dys), dxs, Crop::full(&geom), &mut ss);
             }
         })
     });

@@ -43,7 +43,7 @@
 //! [`crate::conv_direct::conv_backward_input_ref`], which the tests compare against.
 
 use crate::conv_direct::{pad_into, padded_dims};
-use crate::im2col::ConvGeom;
+use crate::im2col::{ConvGeom, Crop};
 use crate::simd::{transpose, Fx, LANES};
 
 /// Vectors of output channels in one block of accumulators (64 channels with AVX-512). The
@@ -126,20 +126,21 @@ impl ImplicitConv {
         self.g == *g && self.oc == oc
     }
 
-    /// `ys[G, OC, OH*OW] = w (*) xs + b` for the images `xs[G, C, H, W]`; every output is
-    /// written.
-    pub fn forward(&self, xs: &[f32], b: &[f32], ys: &mut [f32], s: &mut ImplicitScratch) {
+    /// `ys[G, OC, OH*OW] = w (*) xs + b` for the images `xs[G, C, H, W]`: the outputs in
+    /// `crop` are written, the others left as they are.
+    pub fn forward(&self, xs: &[f32], b: &[f32], ys: &mut [f32], crop: Crop, s: &mut ImplicitScratch) {
         assert_eq!(b.len(), self.oc, "conv_implicit: bias has {} values for {} channels", b.len(), self.oc);
-        self.run(xs, Some(b), ys, s);
+        self.run(xs, Some(b), ys, crop, s);
     }
 
-    /// `ys[G, OC, OH*OW] += w (*) xs` (no bias).
+    /// `ys[G, OC, OH*OW] += w (*) xs` (no bias), every output.
     pub fn accumulate(&self, xs: &[f32], ys: &mut [f32], s: &mut ImplicitScratch) {
-        self.run(xs, None, ys, s);
+        self.run(xs, None, ys, Crop::full(&self.g), s);
     }
 
-    /// Overwrites `ys` with the convolution plus `b`, or adds the convolution when `b` is `None`.
-    fn run(&self, xs: &[f32], b: Option<&[f32]>, ys: &mut [f32], s: &mut ImplicitScratch) {
+    /// Overwrites the outputs in `crop` with the convolution plus `b`, or adds the convolution
+    /// when `b` is `None`.
+    fn run(&self, xs: &[f32], b: Option<&[f32]>, ys: &mut [f32], crop: Crop, s: &mut ImplicitScratch) {
         let g = &self.g;
         let out_len = self.oc * g.out_plane();
         if out_len == 0 {
@@ -147,7 +148,7 @@ impl ImplicitConv {
         }
         assert_eq!(ys.len() % out_len, 0, "conv_implicit: ys is not whole output images");
         let count = ys.len() / out_len;
-        let (xp, at) = positions(g, self.oc, xs, count, s);
+        let (xp, at) = positions(g, self.oc, xs, count, crop, s);
         let taps = g.col_rows();
         let mut o0 = 0;
         let mut wt = &self.wt[..];
@@ -179,12 +180,14 @@ impl ImplicitConv {
 
 /// Lays out a group of `count` images for the implicit loops: returns the zero-padded input
 /// `xp[G, C, HP, WP]` (`xs` itself when the layer has no padding) and fills `s.at` with each
-/// output position's window start in it and its channel-0 index in `[G, OC, OH*OW]`.
+/// output position's window start in it and its channel-0 index in `[G, OC, OH*OW]`, for the
+/// positions in `crop`.
 fn positions<'a>(
     g: &ConvGeom,
     oc: usize,
     xs: &'a [f32],
     count: usize,
+    crop: Crop,
     s: &'a mut ImplicitScratch,
 ) -> (&'a [f32], &'a [(usize, usize)]) {
     assert_eq!(xs.len(), count * g.in_len(), "conv_implicit: xs has {} values for {count} images", xs.len());
@@ -192,8 +195,8 @@ fn positions<'a>(
     let plane = g.out_plane();
     s.at.clear();
     for j in 0..count {
-        for oh in 0..g.oh {
-            for ow in 0..g.ow {
+        for oh in 0..crop.rows.min(g.oh) {
+            for ow in 0..crop.cols.min(g.ow) {
                 let base = j * g.c * hp * wp + oh * g.stride_h * wp + ow * g.stride_w;
                 s.at.push((base, j * oc * plane + oh * g.ow + ow));
             }
@@ -337,7 +340,7 @@ pub fn weight_grad(
     s: &mut ImplicitScratch,
 ) {
     let mut acc = WeightGrad::new(g, oc);
-    acc.add(xs, dys, s);
+    acc.add(xs, dys, Crop::full(g), s);
     acc.finish(dw);
 }
 
@@ -373,8 +376,9 @@ impl WeightGrad {
         self.dwt.resize(g.col_rows() * oc.next_multiple_of(LANES), 0.0);
     }
 
-    /// Adds the gradient of the images `xs[G, C, H, W]` with output gradients `dys[G, OC, OH*OW]`.
-    pub fn add(&mut self, xs: &[f32], dys: &[f32], s: &mut ImplicitScratch) {
+    /// Adds the gradient of the images `xs[G, C, H, W]` with output gradients `dys[G, OC, OH*OW]`,
+    /// which are zero outside `crop`.
+    pub fn add(&mut self, xs: &[f32], dys: &[f32], crop: Crop, s: &mut ImplicitScratch) {
         let (g, oc) = (&self.g, self.oc);
         let (plane, taps) = (g.out_plane(), g.col_rows());
         let out_len = oc * plane;
@@ -384,7 +388,7 @@ impl WeightGrad {
         assert_eq!(dys.len() % out_len, 0, "conv_implicit: dys is not whole output images");
         let count = dys.len() / out_len;
         let mut dyt = std::mem::take(&mut s.dyt);
-        let (xp, at) = positions(g, oc, xs, count, s);
+        let (xp, at) = positions(g, oc, xs, count, crop, s);
         for o0 in (0..oc).step_by(MAX_NV * LANES) {
             let nv = (oc - o0).min(MAX_NV * LANES).div_ceil(LANES);
             dyt.clear();

@@ -57,7 +57,7 @@ use crate::conv_implicit::{self, ImplicitConv, ImplicitInputGrad, ImplicitScratc
 use crate::conv_scatter::{ScatterInputGrad, ScatterScratch};
 use crate::engine::{sum_into, Engine, IMAGES_PER_CHUNK};
 use crate::gemm::matmul;
-use crate::im2col::{col2im_ld, im2col_ld, ConvGeom};
+use crate::im2col::{col2im_ld, im2col_ld, ConvGeom, Crop};
 use crate::pool::{maxpool_forward, maxpool_forward_ref, PoolGeom};
 
 /// Values in a group's column matrix that the im2col path aims for (1 MiB of `f32`): enough
@@ -371,9 +371,9 @@ impl ConvPlan {
         };
         let prepared = fast.prepared();
         let (path, group) = (fast.choice.forward, fast.choice.group);
-        ys.par_chunks_mut(group * out_len)
-            .zip(xs.par_chunks(group * in_len))
-            .for_each(|(ys, xs)| fast.with_scratch(|s| self.forward_group(path, &prepared, xs, w, b, ys, s)));
+        ys.par_chunks_mut(group * out_len).zip(xs.par_chunks(group * in_len)).for_each(|(ys, xs)| {
+            fast.with_scratch(|s| self.forward_group(path, &prepared, xs, w, b, ys, Crop::full(g), s))
+        });
     }
 
     /// Conv -> ReLU -> max-pool: `ys[N, OC, PH, PW]` for the images `xs[N, C, H, W]`, with
@@ -425,7 +425,8 @@ impl ConvPlan {
                 let count = xs.len() / in_len;
                 let mut conv_out = std::mem::take(&mut s.conv_out);
                 conv_out.resize(count * self.out_len(), 0.0);
-                self.forward_group(path, &prepared, xs, w, b, &mut conv_out, s);
+                // Only the outputs the pool reads (the implicit path computes no others).
+                self.forward_group(path, &prepared, xs, w, b, &mut conv_out, Crop::pooled(g, pg), s);
                 let args = match args {
                     Some(a) => a,
                     None => {
@@ -495,7 +496,20 @@ impl ConvPlan {
                     let xs = &xs[g0 * in_len..g1 * in_len];
                     let mut dy_buf = std::mem::take(&mut s.dy);
                     let dys = src.images(g0, g1 - g0, self, &mut dy_buf);
-                    self.backward_group(path, &prepared, sums.as_mut(), xs, dys, w, &mut dw, &mut db, dxs, s);
+                    let crop = src.crop(g);
+                    self.backward_group(
+                        path,
+                        &prepared,
+                        sums.as_mut(),
+                        xs,
+                        dys,
+                        crop,
+                        w,
+                        &mut dw,
+                        &mut db,
+                        dxs,
+                        s,
+                    );
                     s.dy = dy_buf;
                 }
                 if let Some(sums) = sums.as_mut() {
@@ -519,7 +533,8 @@ impl ConvPlan {
         sum_into(db, dbs);
     }
 
-    /// The fast forward of one group of images `xs[G, C, H, W]` into `ys[G, OC, OH*OW]`.
+    /// The fast forward of one group of images `xs[G, C, H, W]` into `ys[G, OC, OH*OW]`: at
+    /// least the outputs in `crop` (the implicit path computes only those).
     #[allow(clippy::too_many_arguments)]
     fn forward_group(
         &self,
@@ -529,6 +544,7 @@ impl ConvPlan {
         w: &[f32],
         b: &[f32],
         ys: &mut [f32],
+        crop: Crop,
         s: &mut Scratch,
     ) {
         let (g, oc, plane, ckk) = (&self.g, self.oc, self.g.out_plane(), self.g.col_rows());
@@ -536,7 +552,7 @@ impl ConvPlan {
         match path {
             ConvPath::Implicit => {
                 let implicit = prepared.implicit.as_ref().expect("implicit weights prepared by refresh");
-                implicit.forward(xs, b, ys, &mut s.implicit);
+                implicit.forward(xs, b, ys, crop, &mut s.implicit);
                 return; // the bias included
             }
             ConvPath::Direct => {
@@ -564,8 +580,8 @@ impl ConvPlan {
         bias_add(ys, b, count, oc, plane);
     }
 
-    /// The fast backward of one group: adds to `dw` (or the implicit path's `sums`), `db`,
-    /// and `dxs` when given.
+    /// The fast backward of one group with output gradients `dys`, zero outside `crop`: adds to
+    /// `dw` (or the implicit path's `sums`), `db`, and `dxs` when given.
     #[allow(clippy::too_many_arguments)]
     fn backward_group(
         &self,
@@ -574,6 +590,7 @@ impl ConvPlan {
         sums: Option<&mut WeightGrad>,
         xs: &[f32],
         dys: &[f32],
+        crop: Crop,
         w: &[f32],
         dw: &mut [f32],
         db: &mut [f32],
@@ -585,12 +602,12 @@ impl ConvPlan {
         match path {
             ConvPath::Direct | ConvPath::Implicit => {
                 match sums {
-                    Some(sums) => sums.add(xs, dys, &mut s.implicit),
+                    Some(sums) => sums.add(xs, dys, crop, &mut s.implicit),
                     None => conv_backward_weights(g, oc, xs, dys, dw, &mut s.col),
                 }
                 channel_sums(dys, count, oc, plane, db);
                 if let Some(dxs) = dxs {
-                    self.input_grad(&prepared.input_grad, w, dys, dxs, s);
+                    self.input_grad(&prepared.input_grad, w, dys, crop, dxs, s);
                 }
             }
             ConvPath::Im2col => {
@@ -608,14 +625,23 @@ impl ConvPlan {
                     (None, _) => {}
                     // `dy` is gathered already.
                     (Some(dxs), InputGradOf::Gemm) => self.input_grad_by_gemm(w, &s.out, dxs, &mut s.col),
-                    (Some(dxs), how) => self.input_grad(how, w, dys, dxs, s),
+                    (Some(dxs), how) => self.input_grad(how, w, dys, crop, dxs, s),
                 }
             }
         }
     }
 
-    /// `dxs[G, C, H, W] +=` the input gradient of a group with output gradients `dys`.
-    fn input_grad(&self, how: &InputGradOf, w: &[f32], dys: &[f32], dxs: &mut [f32], s: &mut Scratch) {
+    /// `dxs[G, C, H, W] +=` the input gradient of a group with output gradients `dys`, zero
+    /// outside `crop` (the scatter skips those positions).
+    fn input_grad(
+        &self,
+        how: &InputGradOf,
+        w: &[f32],
+        dys: &[f32],
+        crop: Crop,
+        dxs: &mut [f32],
+        s: &mut Scratch,
+    ) {
         match how {
             InputGradOf::Direct(input_grad) => {
                 for (dyi, dxi) in dys.chunks_exact(self.out_len()).zip(dxs.chunks_exact_mut(self.in_len())) {
@@ -623,7 +649,7 @@ impl ConvPlan {
                 }
             }
             InputGradOf::Implicit(input_grad) => input_grad.accumulate(dys, dxs, &mut s.implicit),
-            InputGradOf::Scatter(input_grad) => input_grad.accumulate(dys, dxs, &mut s.scatter),
+            InputGradOf::Scatter(input_grad) => input_grad.accumulate(dys, dxs, crop, &mut s.scatter),
             InputGradOf::Gemm => {
                 self.gather_dy(dys, &mut s.out);
                 self.input_grad_by_gemm(w, &s.out, dxs, &mut s.col);
@@ -676,6 +702,14 @@ impl Fast {
 }
 
 impl ConvGrad<'_> {
+    /// The outputs of `g` whose gradients may be non-zero: those the pool read when pooled.
+    fn crop(&self, g: &ConvGeom) -> Crop {
+        match self {
+            ConvGrad::Direct(_) => Crop::full(g),
+            ConvGrad::Pooled { pool, .. } => Crop::pooled(g, pool),
+        }
+    }
+
     /// The convolution gradients `[count, OC, OH*OW]` of images `first..first + count`,
     /// rebuilt into `buf` when pooled.
     fn images<'b>(&'b self, first: usize, count: usize, plan: &ConvPlan, buf: &'b mut Vec<f32>) -> &'b [f32] {

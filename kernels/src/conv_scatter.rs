@@ -40,7 +40,7 @@
 //! Reference twin: [`crate::conv_direct::conv_backward_input_ref`].
 
 use crate::conv_direct::padded_dims;
-use crate::im2col::ConvGeom;
+use crate::im2col::{ConvGeom, Crop};
 use crate::simd::{transpose, Fx, LANES};
 
 /// Vectors of input channels per block: 64 channels with AVX-512, 16 with AVX2 (as the
@@ -105,8 +105,8 @@ impl ScatterInputGrad {
     }
 
     /// `dxs[G, C, H, W] +=` the input gradient of a group of images whose output gradients
-    /// are `dys[G, OC, OH, OW]`.
-    pub fn accumulate(&self, dys: &[f32], dxs: &mut [f32], s: &mut ScatterScratch) {
+    /// are `dys[G, OC, OH, OW]`, zero outside `crop` (those positions are skipped).
+    pub fn accumulate(&self, dys: &[f32], dxs: &mut [f32], crop: Crop, s: &mut ScatterScratch) {
         let (g, oc) = (&self.g, self.oc);
         let (plane, in_len) = (g.out_plane(), g.in_len());
         if oc * plane == 0 || in_len == 0 {
@@ -122,20 +122,30 @@ impl ScatterInputGrad {
         );
         let (hp, wp) = padded_dims(g);
 
-        // dy[G, OC, P] -> dyt[G*P, OC].
+        // dy[G, OC, P] -> dyt[G*P, OC], then only the rows of the positions in `crop`, in order.
         s.dyt.clear();
         s.dyt.resize(count * plane * oc, 0.0);
         for (dyj, out) in dys.chunks_exact(oc * plane).zip(s.dyt.chunks_exact_mut(plane * oc)) {
             transpose(dyj, oc, plane, out, oc);
         }
+        let (rows, cols) = (crop.rows.min(g.oh), crop.cols.min(g.ow));
         s.targets.clear();
+        let mut kept = 0;
         for j in 0..count {
-            for oh in 0..g.oh {
-                for ow in 0..g.ow {
+            for oh in 0..rows {
+                if !crop.is_full(g) {
+                    // Move the row's `cols` positions down to the next free row of dyt (never
+                    // up: a source is never before its destination).
+                    let from = (j * plane + oh * g.ow) * oc;
+                    s.dyt.copy_within(from..from + cols * oc, kept * oc);
+                }
+                kept += cols;
+                for ow in 0..cols {
                     s.targets.push(j * hp * wp + oh * g.stride_h * wp + ow * g.stride_w);
                 }
             }
         }
+        s.dyt.truncate(kept * oc);
 
         let mut wt = &self.wt[..];
         for c0 in (0..g.c).step_by(MAX_NV * LANES) {
@@ -283,10 +293,10 @@ mod tests {
             }
             let mut got = start.clone();
             let mut s = ScatterScratch::default();
-            ScatterInputGrad::new(&g, oc, &w).accumulate(&dy, &mut got, &mut s);
+            ScatterInputGrad::new(&g, oc, &w).accumulate(&dy, &mut got, Crop::full(&g), &mut s);
             // Twice with the same scratch: no state leaks from one call to the next.
             let mut again = start;
-            ScatterInputGrad::new(&g, oc, &w).accumulate(&dy, &mut again, &mut s);
+            ScatterInputGrad::new(&g, oc, &w).accumulate(&dy, &mut again, Crop::full(&g), &mut s);
             assert_eq!(got, again, "{g:?}");
             let taps = (oc * g.kh * g.kw) as f32;
             for (i, (a, b)) in got.iter().zip(&want).enumerate() {

@@ -23,11 +23,12 @@ use kernels::conv_direct::{
     conv_backward_input, conv_backward_input_ref, conv_backward_weights, conv_backward_weights_ref,
     conv_forward, conv_forward_ref, conv_forward_relu_pool2,
 };
-use kernels::conv_implicit::{self, ImplicitConv, ImplicitInputGrad, ImplicitScratch};
+use kernels::conv_implicit::{self, ImplicitConv, ImplicitInputGrad, ImplicitScratch, WeightGrad};
+use kernels::conv_scatter::{ScatterInputGrad, ScatterScratch};
 use kernels::dropout::{apply_mask, apply_mask_ref, dropout_mask, dropout_mask_ref};
 use kernels::gemm::{matmul, matmul_ref, sgemm, sgemm_ref, MatMut, MatRef};
 use kernels::gemv::{rowsmat, rowsmat_ref, vecmat, vecmat_ref, BLOCK};
-use kernels::im2col::{col2im, col2im_ref, im2col, im2col_ref, ConvGeom};
+use kernels::im2col::{col2im, col2im_ref, im2col, im2col_ref, ConvGeom, Crop};
 use kernels::optim::{
     adam_update, adam_update_ref, adamw_update, adamw_update_ref, sgd_update, sgd_update_ref, AdamParams,
     SgdParams,
@@ -582,6 +583,54 @@ fn check_conv_relu_pool2(g: &ConvGeom, oc: usize, x: &[f32], w: &[f32], conv: &[
     assert_eq!(got_argmax, argmax, "conv_forward_relu_pool2 argmax {g:?} oc={oc}");
 }
 
+/// The kernels that loop over output positions, on a crop of the outputs (as a max-pool
+/// after the layer reads them): the forward writes the crop's outputs, equal to the full
+/// forward's `want`, and leaves the others as they were (NaN); with output gradients zero
+/// outside the crop, the weight gradient and the scattered input gradient skip those
+/// positions and give the same bits as over every position.
+fn check_crop(g: &ConvGeom, oc: usize, xs: &[f32], w: &[f32], b: &[f32], want: &[f32], rng: &mut Rng) {
+    let crop = Crop { rows: g.oh - g.oh / 3, cols: g.ow - g.ow / 4 };
+    let (plane, out_len) = (g.out_plane(), oc * g.out_plane());
+    let inside = |i: usize| (i % plane) / g.ow.max(1) < crop.rows && (i % plane) % g.ow.max(1) < crop.cols;
+    let mut got = nans(want.len());
+    ImplicitConv::new(g, oc, w).forward(xs, b, &mut got, crop, &mut ImplicitScratch::default());
+    for (i, (a, z)) in got.iter().zip(want).enumerate() {
+        if inside(i) {
+            assert_eq!(a.to_bits(), z.to_bits(), "cropped forward {crop:?} {g:?} oc={oc} at {i}");
+        } else {
+            assert!(a.is_nan(), "cropped forward {crop:?} {g:?} wrote outside the crop at {i}");
+        }
+    }
+    let mut dys = ints(rng, want.len());
+    dys.iter_mut().enumerate().filter(|(i, _)| !inside(*i)).for_each(|(_, d)| *d = 0.0);
+    let (dw0, dx0) = (ints(rng, oc * g.col_rows()), ints(rng, xs.len()));
+    let weight_grad = |crop: Crop| {
+        let mut sums = WeightGrad::new(g, oc);
+        sums.add(xs, &dys, crop, &mut ImplicitScratch::default());
+        let mut dw = dw0.clone();
+        sums.finish(&mut dw);
+        dw
+    };
+    assert_same(
+        &format!("cropped weight gradient {crop:?} {g:?}"),
+        &weight_grad(crop),
+        &weight_grad(Crop::full(g)),
+    );
+    let scatter = ScatterInputGrad::new(g, oc, w);
+    let input_grad = |crop: Crop| {
+        let mut dx = dx0.clone();
+        if out_len > 0 {
+            scatter.accumulate(&dys, &mut dx, crop, &mut ScatterScratch::default());
+        }
+        dx
+    };
+    assert_same(
+        &format!("cropped input gradient {crop:?} {g:?}"),
+        &input_grad(crop),
+        &input_grad(Crop::full(g)),
+    );
+}
+
 /// The implicit GEMM on a group of `images` images (bias added, outputs start NaN) against
 /// the twin per image plus the bias.
 fn check_implicit(g: &ConvGeom, oc: usize, images: usize, seed: u64) {
@@ -599,8 +648,9 @@ fn check_implicit(g: &ConvGeom, oc: usize, images: usize, seed: u64) {
     }
     let mut got = nans(images * out_len);
     let mut scratch = ImplicitScratch::default();
-    ImplicitConv::new(g, oc, &w).forward(&xs, &b, &mut got, &mut scratch);
+    ImplicitConv::new(g, oc, &w).forward(&xs, &b, &mut got, Crop::full(g), &mut scratch);
     assert_same(&format!("implicit GEMM forward, {images} images, {g:?} oc={oc}"), &got, &want);
+    check_crop(g, oc, &xs, &w, &b, &want, &mut rng);
 
     // Backward: both gradients accumulate into random values, the weights' over the group.
     let dys = ints(&mut rng, images * out_len);
