@@ -31,7 +31,9 @@ pub use crate::dense_plan::{DenseChoice, DensePlan};
 /// sum's order never depends on the thread count.
 pub const IMAGES_PER_CHUNK: usize = 16;
 
-/// Elements per rayon task in the fast element-wise ops.
+/// Elements per rayon task in the fast element-wise ops: a multiple of every SIMD width, so a
+/// kernel run chunk by chunk splits its vector loop and scalar tail where one call would (the
+/// same bits).
 const ELEMS_PER_TASK: usize = 1 << 15;
 
 /// Which implementation the ops run on (see the module docs).
@@ -360,9 +362,14 @@ impl Engine {
 
     /// `y = x * mask`, or `y += x * mask` with `accumulate`.
     pub fn apply_mask(self, x: &[f32], mask: &[f32], y: &mut [f32], accumulate: bool) {
+        assert!(x.len() == mask.len() && x.len() == y.len(), "dropout: lengths differ");
         match self {
             Engine::Reference => dropout::apply_mask_ref(x, mask, y, accumulate),
-            Engine::Fast => dropout::apply_mask(x, mask, y, accumulate),
+            Engine::Fast => y
+                .par_chunks_mut(ELEMS_PER_TASK)
+                .zip(x.par_chunks(ELEMS_PER_TASK))
+                .zip(mask.par_chunks(ELEMS_PER_TASK))
+                .for_each(|((yc, xc), mc)| dropout::apply_mask(xc, mc, yc, accumulate)),
         }
     }
 
@@ -370,7 +377,13 @@ impl Engine {
     pub fn sgd_update(self, h: &optim::SgdParams, p: &mut [f32], g: &[f32], vel: &mut [f32]) {
         match self {
             Engine::Reference => optim::sgd_update_ref(h, p, g, vel),
-            Engine::Fast => optim::sgd_update(h, p, g, vel),
+            Engine::Fast => {
+                assert!(p.len() == g.len() && p.len() == vel.len(), "sgd: lengths differ");
+                p.par_chunks_mut(ELEMS_PER_TASK)
+                    .zip(g.par_chunks(ELEMS_PER_TASK))
+                    .zip(vel.par_chunks_mut(ELEMS_PER_TASK))
+                    .for_each(|((p, g), vel)| optim::sgd_update(h, p, g, vel))
+            }
         }
     }
 
@@ -378,7 +391,7 @@ impl Engine {
     pub fn adam_update(self, h: &optim::AdamParams, p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]) {
         match self {
             Engine::Reference => optim::adam_update_ref(h, p, g, m, v),
-            Engine::Fast => optim::adam_update(h, p, g, m, v),
+            Engine::Fast => adam_chunks(p, g, m, v, |p, g, m, v| optim::adam_update(h, p, g, m, v)),
         }
     }
 
@@ -386,9 +399,26 @@ impl Engine {
     pub fn adamw_update(self, h: &optim::AdamParams, p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]) {
         match self {
             Engine::Reference => optim::adamw_update_ref(h, p, g, m, v),
-            Engine::Fast => optim::adamw_update(h, p, g, m, v),
+            Engine::Fast => adam_chunks(p, g, m, v, |p, g, m, v| optim::adamw_update(h, p, g, m, v)),
         }
     }
+}
+
+/// Runs an Adam-style update over chunks of a parameter in parallel: each value's update reads
+/// only its own gradient and moments, so the chunks give the same bits as one call.
+fn adam_chunks(
+    p: &mut [f32],
+    g: &[f32],
+    m: &mut [f32],
+    v: &mut [f32],
+    update: impl Fn(&mut [f32], &[f32], &mut [f32], &mut [f32]) + Sync,
+) {
+    assert!(p.len() == g.len() && p.len() == m.len() && p.len() == v.len(), "adam: lengths differ");
+    p.par_chunks_mut(ELEMS_PER_TASK)
+        .zip(g.par_chunks(ELEMS_PER_TASK))
+        .zip(m.par_chunks_mut(ELEMS_PER_TASK))
+        .zip(v.par_chunks_mut(ELEMS_PER_TASK))
+        .for_each(|(((p, g), m), v)| update(p, g, m, v));
 }
 
 /// Adds `parts` (in order) into `dst`.
