@@ -296,6 +296,15 @@ impl ConvPlan {
         ConvPlan { g, oc, fast }
     }
 
+    /// The engine this plan runs on.
+    pub fn engine(&self) -> Engine {
+        if self.fast.is_some() {
+            Engine::Fast
+        } else {
+            Engine::Reference
+        }
+    }
+
     /// The filters (output channels).
     pub fn filters(&self) -> usize {
         self.oc

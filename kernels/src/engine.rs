@@ -55,6 +55,28 @@ impl Engine {
         }
     }
 
+    /// `n` zeros (a buffer that an op then fills). The fast engine writes them from all
+    /// threads: one thread zeroing a batch's 12 MB argmax or dropout mask is a pass over memory
+    /// that the other thread waits for.
+    pub fn zeroed<T: Copy + Default + Send + Sync>(self, n: usize) -> Vec<T> {
+        match self {
+            Engine::Reference => vec![T::default(); n],
+            Engine::Fast => {
+                let mut v = Vec::with_capacity(n);
+                v.par_extend(rayon::iter::repeat_n(T::default(), n));
+                v
+            }
+        }
+    }
+
+    /// Sets every value of `buf` to zero (from all threads on the fast engine).
+    pub fn fill_zero(self, buf: &mut [f32]) {
+        match self {
+            Engine::Reference => buf.fill(0.0),
+            Engine::Fast => buf.par_chunks_mut(ELEMS_PER_TASK).for_each(|c| c.fill(0.0)),
+        }
+    }
+
     /// `y = max(x, 0)`.
     pub fn relu_forward(self, x: &[f32], y: &mut [f32]) {
         match self {
@@ -351,7 +373,7 @@ impl Engine {
         match self {
             Engine::Reference => dropout::dropout_mask_ref(rate, key, 0, len),
             Engine::Fast => {
-                let mut mask = vec![0.0; len];
+                let mut mask = self.zeroed(len);
                 mask.par_chunks_mut(ELEMS_PER_TASK)
                     .enumerate()
                     .for_each(|(i, chunk)| dropout::dropout_mask(rate, key, i * ELEMS_PER_TASK, chunk));

@@ -84,7 +84,11 @@ impl Backward for Conv2dBackward {
 /// `dw`, `db` and (when wanted) `dx` of a convolution whose output gradient is `src`.
 fn conv_backward(plan: &ConvPlan, src: ConvGrad, x: Var, w: ParamId, b: ParamId, grads: &mut Grads) {
     let (xv, dx) = if grads.nodes.needs_grad(x) {
-        let (v, g) = grads.nodes.value_and_grad(x);
+        // The plan adds into `dx`: zero it first if this op is the first to reach `x`.
+        let (v, g, accumulate) = grads.nodes.value_and_grad_to_set(x);
+        if !accumulate {
+            plan.engine().fill_zero(g.data_mut());
+        }
         (v, Some(g.data_mut()))
     } else {
         (grads.nodes.value(x), None)
@@ -118,7 +122,7 @@ pub fn conv2d_relu_maxpool(
     let mut y = tape.scratch(&[n, wv.dim(0), pool.oh, pool.ow]);
     // Each window's argmax within its convolution plane, kept for backward (not on a no-grad
     // tape, where no backward will come).
-    let mut argmax = if tape.records_grad() { vec![0u32; y.len()] } else { Vec::new() };
+    let mut argmax = if tape.records_grad() { plan.engine().zeroed(y.len()) } else { Vec::new() };
     let xv = tape.value(x);
     check_shapes(xv, wv, bv, &g);
     let args = tape.records_grad().then_some(&mut argmax[..]);
