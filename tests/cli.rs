@@ -37,10 +37,7 @@ fn stderr(o: &Output) -> String {
 }
 
 fn temp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("fmnist-cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    common::temp_dir(&format!("cli-{name}"))
 }
 
 fn real_data_available() -> bool {

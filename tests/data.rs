@@ -6,6 +6,8 @@
 //! that reads or writes them (anything calling `load` or `SearchPlan::new` without a
 //! `data_dir`) holds `ENV_LOCK`.
 
+mod common;
+
 use std::collections::HashMap;
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
@@ -31,10 +33,7 @@ fn env_lock() -> MutexGuard<'static, ()> {
 
 /// A fresh, empty folder for one test.
 fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("fmnist-data-test-{}-{name}", std::process::id()));
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir).unwrap();
-    dir
+    common::temp_dir(&format!("data-{name}"))
 }
 
 fn gzip(bytes: &[u8]) -> Vec<u8> {

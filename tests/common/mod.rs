@@ -28,12 +28,35 @@ pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-/// A fresh, empty folder for one test.
+/// A fresh, empty folder for one test, in this test process's own folder
+/// (`$TMPDIR/fmnist-tests/<pid>/<name>`). A test's folders stay after it, for a look at what
+/// it wrote; the first call in a process removes the folders of earlier test processes that
+/// have ended (on Linux, where `/proc` says which have), so runs do not pile up.
 pub fn temp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("fmnist-it-{name}-{}", std::process::id()));
+    static SWEEP: std::sync::Once = std::sync::Once::new();
+    let root = std::env::temp_dir().join("fmnist-tests");
+    SWEEP.call_once(|| sweep_ended(&root));
+    let d = root.join(std::process::id().to_string()).join(name);
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
+}
+
+/// Removes the folders under `root` of test processes that no longer run.
+fn sweep_ended(root: &Path) {
+    if !Path::new("/proc/self").exists() {
+        return; // no way to tell which processes run: keep everything
+    }
+    let Ok(entries) = std::fs::read_dir(root) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let ended = name.to_str().and_then(|n| n.parse::<u32>().ok()).is_some_and(|pid| {
+            pid != std::process::id() && !Path::new("/proc").join(pid.to_string()).exists()
+        });
+        if ended {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// The number after `prefix` in `text`, e.g. "test accuracy 85.12%".
