@@ -36,7 +36,9 @@
 //! instead of once per position (`Block::accumulate`'s `windows`), and its weight gradient
 //! from 114-121 to 141-159 when the output gradients stayed in L1 (`POSITIONS_PER_PASS`).
 //! Keeping the forward's weights in L1 (passes of a few input channels over all positions)
-//! made it slower on the same Xeon (128-148): it is not bound by L2 there.
+//! made it slower on the same Xeon (128-148): it is not bound by L2 there. Nor did halving the
+//! weights read per multiply-add help: blocks of 32 channels by 12 positions (`NV = 2, PB = 12`)
+//! ran at 138-142 GFLOP/s against 143-153 for 64 by 6, alternated three times (2026-11-30).
 //!
 //! Reference twins: [`crate::conv_direct::conv_forward_ref`] (plus the bias),
 //! [`crate::conv_direct::conv_backward_weights_ref`] and
