@@ -492,6 +492,7 @@ impl ConvPlan {
         };
         let prepared = fast.prepared();
         let (path, group) = (fast.choice.backward, fast.choice.group);
+        let crop = src.crop(g);
         let work = |chunk: usize, mut dx_chunk: Option<&mut [f32]>| {
             let (mut dw, mut db) = (vec![0.0f32; oc * g.col_rows()], vec![0.0f32; oc]);
             let start = chunk * IMAGES_PER_CHUNK;
@@ -505,7 +506,6 @@ impl ConvPlan {
                     let xs = &xs[g0 * in_len..g1 * in_len];
                     let mut dy_buf = std::mem::take(&mut s.dy);
                     let dys = src.images(g0, g1 - g0, self, &mut dy_buf);
-                    let crop = src.crop(g);
                     self.backward_group(
                         path,
                         &prepared,

@@ -50,6 +50,35 @@ impl Targets {
     }
 }
 
+/// The loss panel's caption: what the training loss is measured against when that is not
+/// the plain labels, and that validation is against them (when a run validated).
+fn loss_caption(runs: &[Run]) -> String {
+    let smoothing = runs.iter().map(|r| r.targets.smoothing).fold(0.0f32, f32::max);
+    let mixed = runs.iter().any(|r| r.targets.mixed);
+    let training = match (smoothing > 0.0, mixed) {
+        (false, false) => return "Loss".to_string(),
+        (true, false) => format!("targets smoothed by {smoothing}"),
+        (false, true) => "mixed batches".to_string(),
+        (true, true) => format!("mixed batches, targets smoothed by {smoothing}"),
+    };
+    let validated = runs.iter().any(|r| r.history.iter().any(|s| s.val_loss.is_some()));
+    if validated {
+        format!("Loss (training: {training}; validation: plain)")
+    } else {
+        format!("Loss (training: {training})")
+    }
+}
+
+/// The legend's name for the marked epoch: chosen by the validation loss, or, without
+/// validation (`--val-split 0`), simply the last, whose weights are kept.
+fn kept_label(epoch: usize, validated: bool) -> String {
+    if validated {
+        format!("best epoch: {epoch}")
+    } else {
+        format!("kept: the last, {epoch} (no validation)")
+    }
+}
+
 /// The picture's width.
 pub const WIDTH: u32 = 1200;
 /// The height of the loss and accuracy panels (the picture's height without a schedule).
@@ -82,18 +111,8 @@ pub fn draw(title: &str, runs: &[Run]) -> Result<Picture, String> {
         let loss = |s: &EpochStats| (Some(s.loss as f64), s.val_loss.map(|v| v as f64));
         let acc =
             |s: &EpochStats| (Some(100.0 * s.accuracy as f64), s.val_accuracy.map(|v| 100.0 * v as f64));
-        let smoothing = runs.iter().map(|r| r.targets.smoothing).fold(0.0f32, f32::max);
+        let caption = loss_caption(runs);
         let mixed = runs.iter().any(|r| r.targets.mixed);
-        let training = match (smoothing > 0.0, mixed) {
-            (false, false) => None,
-            (true, false) => Some(format!("targets smoothed by {smoothing}")),
-            (false, true) => Some("mixed batches".to_string()),
-            (true, true) => Some(format!("mixed batches, targets smoothed by {smoothing}")),
-        };
-        let caption = match training {
-            Some(t) => format!("Loss (training: {t}; validation: plain)"),
-            None => "Loss".to_string(),
-        };
         let acc_caption = if mixed { "Accuracy (training: each image's own label)" } else { "Accuracy" };
         panel(&left, runs, epochs, &caption, "loss (cross-entropy)", &loss, false)?;
         panel(&right, runs, epochs, acc_caption, "accuracy (%)", &acc, true)?;
@@ -260,7 +279,7 @@ fn panel(
                 let grey = RGBColor(110, 110, 110);
                 let line = vec![(b as f64, y0), (b as f64, y1)];
                 chart.draw_series(DashedLineSeries::new(line, 5, 4, grey.stroke_width(2)))?;
-                entries.push(Entry { name: format!("best epoch: {b}"), color: grey, dashed: true });
+                entries.push(Entry { name: kept_label(b, !val.is_empty()), color: grey, dashed: true });
             }
             if let Some(&(x, v)) = val.iter().find(|p| p.0 as usize == b) {
                 chart.draw_series(std::iter::once(Circle::new((x, v), 7, val_color.stroke_width(2))))?;
@@ -355,6 +374,28 @@ mod tests {
         assert_eq!(size(&[run(&decaying)]), (WIDTH, PANELS_HEIGHT + LR_HEIGHT));
         let pic = draw("t", &[run(&decaying)]).unwrap();
         assert_eq!((pic.width, pic.height), (WIDTH, PANELS_HEIGHT + LR_HEIGHT));
+    }
+
+    /// A run trained without validation (`--val-split 0`) keeps its last epoch: the picture
+    /// names it so, and its caption does not speak of a validation it does not have.
+    #[test]
+    fn a_run_without_validation_says_so() {
+        let validated: Vec<EpochStats> = (1..=3).map(|e| stats(e, 1e-3)).collect();
+        let plain: Vec<EpochStats> = validated
+            .iter()
+            .map(|s| EpochStats { val_loss: None, val_accuracy: None, ..s.clone() })
+            .collect();
+        let smoothed = Targets { smoothing: 0.1, mixed: false };
+        let run = |h| Run { label: "", history: h, best_epoch: Some(3), targets: smoothed };
+        assert_eq!(
+            loss_caption(&[run(&validated)]),
+            "Loss (training: targets smoothed by 0.1; validation: plain)"
+        );
+        assert_eq!(loss_caption(&[run(&plain)]), "Loss (training: targets smoothed by 0.1)");
+        assert_eq!(loss_caption(&[Run { targets: Targets::default(), ..run(&plain) }]), "Loss");
+        assert_eq!(kept_label(3, true), "best epoch: 3");
+        assert_eq!(kept_label(3, false), "kept: the last, 3 (no validation)");
+        assert!(draw("t", &[run(&plain)]).is_ok());
     }
 
     #[test]
