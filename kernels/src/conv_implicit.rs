@@ -40,6 +40,16 @@
 //! weights read per multiply-add help: blocks of 32 channels by 12 positions (`NV = 2, PB = 12`)
 //! ran at 138-142 GFLOP/s against 143-153 for 64 by 6, alternated three times (2026-11-30).
 //!
+//! # Aligned vectors
+//! A 512-bit load is one cache line only when its address is a multiple of 64; a `Vec<f32>`
+//! is aligned to 4 bytes, and the allocator hands out large blocks 16 bytes past a page, so
+//! every weight vector read from one spanned two lines (a split load, which costs an Intel
+//! core two of its load slots and a split buffer). The weights, the transposed output
+//! gradients and the weight-gradient sums are therefore `Vec<Fx>`, whose elements are
+//! 64-byte aligned, viewed as `f32` (`bytemuck`) only where they are laid out. The same bits,
+//! and on the Xeon above (2026-11-30, criterion, alternated three times) E's conv2 forward went
+//! from 133-141 to 141-149 GFLOP/s and its weight gradient from 118-122 to 132-138.
+//!
 //! Reference twins: [`crate::conv_direct::conv_forward_ref`] (plus the bias),
 //! [`crate::conv_direct::conv_backward_weights_ref`] and
 //! [`crate::conv_direct::conv_backward_input_ref`], which the tests compare against.
@@ -76,8 +86,9 @@ pub struct ImplicitConv {
     g: ConvGeom,
     oc: usize,
     /// Per block of up to `MAX_NV * LANES` output channels: `wt[C*KH*KW, NV*LANES]`, the lanes
-    /// past `OC` zero. Blocks follow each other.
-    wt: Vec<f32>,
+    /// past `OC` zero. Blocks follow each other. Held as vectors, so every weight load is one
+    /// 64-byte-aligned line (see "Aligned vectors" in the module docs).
+    wt: Vec<Fx>,
 }
 
 /// Reusable buffers of one thread: the group's padded input and each position's offsets.
@@ -87,8 +98,8 @@ pub struct ImplicitScratch {
     /// Per output position of the group: where its window starts in `xp`, and where its
     /// channel-0 output goes in `ys`.
     at: Vec<(usize, usize)>,
-    /// The weight gradient's transposed output gradients.
-    dyt: Vec<f32>,
+    /// The weight gradient's transposed output gradients, `NV` vectors a position.
+    dyt: Vec<Fx>,
 }
 
 impl ImplicitConv {
@@ -106,7 +117,8 @@ impl ImplicitConv {
             oc * taps
         );
         assert!(supports(g), "conv_implicit: kernel width {} is outside 1..={MAX_KW}", g.kw);
-        let mut wt = vec![0.0; oc.next_multiple_of(LANES) * taps];
+        let mut wt = vec![Fx::splat(0.0); oc.div_ceil(LANES) * taps];
+        let values: &mut [f32] = bytemuck::cast_slice_mut(&mut wt);
         for o0 in (0..oc).step_by(MAX_NV * LANES) {
             let width = (oc - o0).min(MAX_NV * LANES).next_multiple_of(LANES);
             let rows = (oc - o0).min(width);
@@ -116,7 +128,7 @@ impl ImplicitConv {
                 &w[o0 * taps..(o0 + rows) * taps],
                 rows,
                 taps,
-                &mut wt[o0 * taps..(o0 + width) * taps],
+                &mut values[o0 * taps..(o0 + width) * taps],
                 width,
             );
         }
@@ -156,7 +168,7 @@ impl ImplicitConv {
         let mut wt = &self.wt[..];
         while o0 < self.oc {
             let nv = (self.oc - o0).min(MAX_NV * LANES).div_ceil(LANES);
-            let (wt_block, rest) = wt.split_at(taps * nv * LANES);
+            let (wt_block, rest) = wt.split_at(taps * nv);
             let block =
                 Block { g, xp, wt: wt_block, b: b.map(|b| &b[o0..]), o0, oc: self.oc, plane: g.out_plane() };
             // NV x PB accumulators: 24 of AVX-512's 32 registers; at most 12 of AVX2's 16.
@@ -220,7 +232,7 @@ fn positions<'a>(
 struct Block<'a> {
     g: &'a ConvGeom,
     xp: &'a [f32],
-    wt: &'a [f32],
+    wt: &'a [Fx],
     /// Biases from channel `o0` on; `None`: add into `ys` instead of overwriting it.
     b: Option<&'a [f32]>,
     o0: usize,
@@ -286,17 +298,14 @@ impl Block<'_> {
         let span = (g.c - 1) * hp * wp + (g.kh - 1) * wp + KW;
         let windows: [&[f32]; PB] = std::array::from_fn(|i| &self.xp[bases[i]..bases[i] + span]);
         // Weights of one kernel row: KW taps of NV vectors.
-        let mut rows = self.wt.chunks_exact(KW * NV * LANES);
+        let mut rows = self.wt.chunks_exact(KW * NV);
         for c in 0..g.c {
             for kh in 0..g.kh {
                 let off = c * hp * wp + kh * wp;
                 let x: [&[f32]; PB] = std::array::from_fn(|i| &windows[i][off..off + KW]);
                 let w_row = rows.next().expect("one weight row per (c, kh)");
                 for kw in 0..KW {
-                    let w: [Fx; NV] = std::array::from_fn(|v| {
-                        let at = (kw * NV + v) * LANES;
-                        Fx::from(<[f32; LANES]>::try_from(&w_row[at..at + LANES]).expect("LANES values"))
-                    });
+                    let w: [Fx; NV] = std::array::from_fn(|v| w_row[kw * NV + v]);
                     for (acc_p, x_p) in acc.iter_mut().zip(&x) {
                         let xv = Fx::splat(x_p[kw]);
                         for (a, &wv) in acc_p.iter_mut().zip(&w) {
@@ -356,7 +365,8 @@ pub fn weight_grad(
 pub struct WeightGrad {
     g: ConvGeom,
     oc: usize,
-    dwt: Vec<f32>,
+    /// `dwt[C*KH*KW, NV*LANES]` per block of channels, as vectors (aligned, as `wt`).
+    dwt: Vec<Fx>,
 }
 
 impl WeightGrad {
@@ -366,7 +376,7 @@ impl WeightGrad {
     /// When the geometry is not [`supports`]ed.
     pub fn new(g: &ConvGeom, oc: usize) -> Self {
         assert!(supports(g), "conv_implicit: kernel width {} is outside 1..={MAX_KW}", g.kw);
-        WeightGrad { g: *g, oc, dwt: vec![0.0; g.col_rows() * oc.next_multiple_of(LANES)] }
+        WeightGrad { g: *g, oc, dwt: vec![Fx::splat(0.0); g.col_rows() * oc.div_ceil(LANES)] }
     }
 
     /// Zero sums for the layer `g` with `oc` output channels, in this buffer (a thread keeps
@@ -375,7 +385,7 @@ impl WeightGrad {
         assert!(supports(g), "conv_implicit: kernel width {} is outside 1..={MAX_KW}", g.kw);
         (self.g, self.oc) = (*g, oc);
         self.dwt.clear();
-        self.dwt.resize(g.col_rows() * oc.next_multiple_of(LANES), 0.0);
+        self.dwt.resize(g.col_rows() * oc.div_ceil(LANES), Fx::splat(0.0));
     }
 
     /// Adds the gradient of the images `xs[G, C, H, W]` with output gradients `dys[G, OC, OH*OW]`,
@@ -395,10 +405,19 @@ impl WeightGrad {
             let nv = (oc - o0).min(MAX_NV * LANES).div_ceil(LANES);
             dyt.clear();
             for &(_, out) in at {
-                dyt.extend((o0..o0 + nv * LANES).map(|o| if o < oc { dys[out + o * plane] } else { 0.0 }));
+                dyt.extend((0..nv).map(|v| {
+                    Fx::from(std::array::from_fn::<f32, LANES, _>(|l| {
+                        let o = o0 + v * LANES + l;
+                        if o < oc {
+                            dys[out + o * plane]
+                        } else {
+                            0.0
+                        }
+                    }))
+                }));
             }
             let block = GradBlock { g, xp, at, dyt: &dyt };
-            let dwt = &mut self.dwt[o0 * taps..(o0 + nv * LANES) * taps];
+            let dwt = &mut self.dwt[o0 / LANES * taps..(o0 / LANES + nv) * taps];
             match nv {
                 4 => block.run::<4>(dwt),
                 3 => block.run::<3>(dwt),
@@ -416,9 +435,10 @@ impl WeightGrad {
         if dw.is_empty() {
             return;
         }
+        let sums: &[f32] = bytemuck::cast_slice(&self.dwt);
         for o0 in (0..oc).step_by(MAX_NV * LANES) {
             let width = (oc - o0).min(MAX_NV * LANES).next_multiple_of(LANES);
-            let block = &self.dwt[o0 * taps..(o0 + width) * taps];
+            let block = &sums[o0 * taps..(o0 + width) * taps];
             // Row by row of `dw`: its writes stay contiguous, the reads stride by `width`.
             for (o, dw_o) in dw[o0 * taps..].chunks_exact_mut(taps).take(width.min(oc - o0)).enumerate() {
                 for (d, sums) in dw_o.iter_mut().zip(block.chunks_exact(width)) {
@@ -435,12 +455,12 @@ struct GradBlock<'a> {
     xp: &'a [f32],
     at: &'a [(usize, usize)],
     /// `dyT[p, NV*LANES]` of this block's channels.
-    dyt: &'a [f32],
+    dyt: &'a [Fx],
 }
 
 impl GradBlock<'_> {
     /// Adds into this block's `dwt[C*KH*KW, NV*LANES]`.
-    fn run<const NV: usize>(&self, dwt: &mut [f32]) {
+    fn run<const NV: usize>(&self, dwt: &mut [Fx]) {
         match self.g.kw {
             1 => self.run_kw::<NV, 1>(dwt),
             2 => self.run_kw::<NV, 2>(dwt),
@@ -450,29 +470,21 @@ impl GradBlock<'_> {
         }
     }
 
-    fn run_kw<const NV: usize, const KW: usize>(&self, dwt: &mut [f32]) {
+    fn run_kw<const NV: usize, const KW: usize>(&self, dwt: &mut [Fx]) {
         let g = self.g;
         let (hp, wp) = padded_dims(g);
         // Positions in slices of `POSITIONS_PER_PASS`, so that a slice's output gradients stay
         // in L1 while every kernel row runs over them; each kernel row `(c, kh)` starts at
         // `c*HP*WP + kh*WP` of each window, and its sums are the `KW*NV*LANES` values of `dwt`
         // from `((c*KH + kh)*KW)*NV*LANES`, carried from slice to slice.
-        let slices = self.at.chunks(POSITIONS_PER_PASS).zip(self.dyt.chunks(POSITIONS_PER_PASS * NV * LANES));
+        let slices = self.at.chunks(POSITIONS_PER_PASS).zip(self.dyt.chunks(POSITIONS_PER_PASS * NV));
         for (at, dyt) in slices {
-            for (row, dwt_row) in dwt.chunks_exact_mut(KW * NV * LANES).enumerate() {
+            for (row, dwt_row) in dwt.chunks_exact_mut(KW * NV).enumerate() {
                 let off = (row / g.kh) * hp * wp + (row % g.kh) * wp;
-                let mut acc: [[Fx; NV]; KW] = std::array::from_fn(|t| {
-                    std::array::from_fn(|v| {
-                        let at = (t * NV + v) * LANES;
-                        Fx::from(<[f32; LANES]>::try_from(&dwt_row[at..at + LANES]).expect("LANES values"))
-                    })
-                });
-                for (&(base, _), d) in at.iter().zip(dyt.chunks_exact(NV * LANES)) {
-                    let dv: [Fx; NV] = std::array::from_fn(|v| {
-                        Fx::from(
-                            <[f32; LANES]>::try_from(&d[v * LANES..(v + 1) * LANES]).expect("LANES values"),
-                        )
-                    });
+                let mut acc: [[Fx; NV]; KW] =
+                    std::array::from_fn(|t| std::array::from_fn(|v| dwt_row[t * NV + v]));
+                for (&(base, _), d) in at.iter().zip(dyt.chunks_exact(NV)) {
+                    let dv: [Fx; NV] = std::array::from_fn(|v| d[v]);
                     let x: &[f32; KW] = self.xp[base + off..][..KW].try_into().expect("KW values");
                     for (acc_t, &xt) in acc.iter_mut().zip(x) {
                         let xv = Fx::splat(xt);
@@ -481,9 +493,8 @@ impl GradBlock<'_> {
                         }
                     }
                 }
-                for (sums, a) in dwt_row.chunks_exact_mut(LANES).zip(acc.iter().flatten()) {
-                    let sums: &mut [f32; LANES] = sums.try_into().expect("LANES values");
-                    *sums = a.to_array();
+                for (sums, a) in dwt_row.iter_mut().zip(acc.iter().flatten()) {
+                    *sums = *a;
                 }
             }
         }

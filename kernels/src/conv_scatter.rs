@@ -56,8 +56,9 @@ pub struct ScatterInputGrad {
     oc: usize,
     /// Per block of up to `MAX_NV * LANES` input channels `c0..`: per tap `t = kh*KW + kw`,
     /// `wt[t][o][NV*LANES] = w[o, c0 + l, kh, kw]`, the lanes past `C` zero. Blocks follow each
-    /// other.
-    wt: Vec<f32>,
+    /// other. Held as vectors, so each weight load is one aligned line
+    /// ([`crate::conv_implicit`], "Aligned vectors").
+    wt: Vec<Fx>,
 }
 
 /// Reusable buffers of one thread.
@@ -67,8 +68,9 @@ pub struct ScatterScratch {
     dyt: Vec<f32>,
     /// Per output position: where its window starts in `dxt` (in positions).
     targets: Vec<usize>,
-    /// The group's padded, channels-last input gradient for one block of channels.
-    dxt: Vec<f32>,
+    /// The group's padded, channels-last input gradient for one block of channels, `NV`
+    /// vectors a position.
+    dxt: Vec<Fx>,
     /// One input row of it, transposed to `[NV*LANES, W]`.
     rowt: Vec<f32>,
 }
@@ -87,7 +89,8 @@ impl ScatterInputGrad {
             w.len(),
             oc * ckk
         );
-        let mut wt = vec![0.0; g.c.next_multiple_of(LANES) * taps * oc];
+        let mut vectors = vec![Fx::splat(0.0); g.c.div_ceil(LANES) * taps * oc];
+        let wt: &mut [f32] = bytemuck::cast_slice_mut(&mut vectors);
         let mut start = 0;
         for c0 in (0..g.c).step_by(MAX_NV * LANES) {
             let width = (g.c - c0).min(MAX_NV * LANES).next_multiple_of(LANES);
@@ -101,7 +104,7 @@ impl ScatterInputGrad {
             }
             start += taps * oc * width;
         }
-        ScatterInputGrad { g: *g, oc, wt }
+        ScatterInputGrad { g: *g, oc, wt: vectors }
     }
 
     /// `dxs[G, C, H, W] +=` the input gradient of a group of images whose output gradients
@@ -150,10 +153,10 @@ impl ScatterInputGrad {
         let mut wt = &self.wt[..];
         for c0 in (0..g.c).step_by(MAX_NV * LANES) {
             let nv = (g.c - c0).min(MAX_NV * LANES).div_ceil(LANES);
-            let (block_wt, rest) = wt.split_at(g.kh * g.kw * oc * nv * LANES);
+            let (block_wt, rest) = wt.split_at(g.kh * g.kw * oc * nv);
             wt = rest;
             s.dxt.clear();
-            s.dxt.resize(count * hp * wp * nv * LANES, 0.0);
+            s.dxt.resize(count * hp * wp * nv, Fx::splat(0.0));
             let block = Block { g, oc, wt: block_wt, dyt: &s.dyt, targets: &s.targets };
             #[cfg(target_feature = "avx512f")]
             match nv {
@@ -172,11 +175,12 @@ impl ScatterInputGrad {
             // plane by plane.
             let width = nv * LANES;
             let channels = (g.c - c0).min(width);
+            let dxt: &[f32] = bytemuck::cast_slice(&s.dxt);
             s.rowt.resize(width * g.w, 0.0);
             for (j, dxj) in dxs.chunks_exact_mut(in_len).enumerate() {
                 for h in 0..g.h {
                     let row = (j * hp + h + g.pad_top) * wp + g.pad_left;
-                    transpose(&s.dxt[row * width..(row + g.w) * width], g.w, width, &mut s.rowt, g.w);
+                    transpose(&dxt[row * width..(row + g.w) * width], g.w, width, &mut s.rowt, g.w);
                     for (l, src) in s.rowt.chunks_exact(g.w).take(channels).enumerate() {
                         let dst = &mut dxj[((c0 + l) * g.h + h) * g.w..][..g.w];
                         dst.iter_mut().zip(src).for_each(|(d, v)| *d += v);
@@ -191,8 +195,8 @@ impl ScatterInputGrad {
 struct Block<'a> {
     g: &'a ConvGeom,
     oc: usize,
-    /// This block's weights: per tap, `[OC, NV*LANES]`.
-    wt: &'a [f32],
+    /// This block's weights: per tap, `[OC, NV]` vectors.
+    wt: &'a [Fx],
     /// `dy[G*OH*OW, OC]`.
     dyt: &'a [f32],
     /// Each position's window start in `dxt`, in positions.
@@ -200,12 +204,11 @@ struct Block<'a> {
 }
 
 impl Block<'_> {
-    /// Adds every tap's contributions into `dxt[G*HP*WP, NV*LANES]`.
-    fn run<const NV: usize, const PB: usize>(&self, dxt: &mut [f32]) {
+    /// Adds every tap's contributions into `dxt[G*HP*WP, NV]` (vectors).
+    fn run<const NV: usize, const PB: usize>(&self, dxt: &mut [Fx]) {
         let (g, oc) = (self.g, self.oc);
         let (_, wp) = padded_dims(g);
-        let width = NV * LANES;
-        for (t, wt_t) in self.wt.chunks_exact(oc * width).enumerate() {
+        for (t, wt_t) in self.wt.chunks_exact(oc * NV).enumerate() {
             let off = (t / g.kw) * wp + t % g.kw;
             for (dy_block, targets) in self.dyt.chunks(PB * oc).zip(self.targets.chunks(PB)) {
                 // A short last block repeats its last position; those sums are not added.
@@ -213,10 +216,9 @@ impl Block<'_> {
                 let dy: [&[f32]; PB] = std::array::from_fn(|i| &dy_block[i.min(last) * oc..][..oc]);
                 let acc = sums::<NV, PB>(wt_t, &dy, oc);
                 for (&target, acc_p) in targets.iter().zip(&acc) {
-                    let d = &mut dxt[(target + off) * width..][..width];
-                    for (dv, a) in d.chunks_exact_mut(LANES).zip(acc_p) {
-                        let dv: &mut [f32; LANES] = dv.try_into().expect("LANES values");
-                        *dv = (Fx::from(*dv) + *a).to_array();
+                    let d = &mut dxt[(target + off) * NV..][..NV];
+                    for (dv, a) in d.iter_mut().zip(acc_p) {
+                        *dv += *a;
                     }
                 }
             }
@@ -226,15 +228,13 @@ impl Block<'_> {
 
 /// `acc[i][v] = sum_o dy[i][o] * wt[o][v]` for `PB` positions and `NV` vectors of channels.
 #[inline(always)]
-fn sums<const NV: usize, const PB: usize>(wt: &[f32], dy: &[&[f32]; PB], oc: usize) -> [[Fx; NV]; PB] {
+fn sums<const NV: usize, const PB: usize>(wt: &[Fx], dy: &[&[f32]; PB], oc: usize) -> [[Fx; NV]; PB] {
     let mut acc = [[Fx::splat(0.0); NV]; PB];
     let dy: [&[f32]; PB] = std::array::from_fn(|i| &dy[i][..oc]);
-    let wt = &wt[..oc * NV * LANES];
+    let wt = &wt[..oc * NV];
     let step = |acc: &mut [[Fx; NV]; PB], o: usize| {
-        let w_o = &wt[o * NV * LANES..][..NV * LANES];
-        let w: [Fx; NV] = std::array::from_fn(|v| {
-            Fx::from(<[f32; LANES]>::try_from(&w_o[v * LANES..(v + 1) * LANES]).expect("LANES values"))
-        });
+        let w_o = &wt[o * NV..][..NV];
+        let w: [Fx; NV] = std::array::from_fn(|v| w_o[v]);
         for (acc_p, dy_p) in acc.iter_mut().zip(&dy) {
             let d = Fx::splat(dy_p[o]);
             for (a, &wv) in acc_p.iter_mut().zip(&w) {
