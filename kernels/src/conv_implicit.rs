@@ -219,7 +219,7 @@ fn positions<'a>(
     if g.pad_top + g.pad_bottom + g.pad_left + g.pad_right == 0 {
         return (xs, &s.at);
     }
-    s.xp.clear();
+    // No zeroing: `pad_into` writes every value.
     s.xp.resize(count * g.c * hp * wp, 0.0);
     // `max(1)`: an empty image (H or W of 0 with padding) leaves its zeros as they are.
     for (x, xp) in xs.chunks_exact(g.in_len().max(1)).zip(s.xp.chunks_exact_mut((g.c * hp * wp).max(1))) {
