@@ -732,7 +732,7 @@ proptest! {
 
     /// Direct convolution (forward, both backwards) and im2col + GEMM, against the twins.
     #[test]
-    fn convolutions_match_ref(g in geom(), oc in prop::sample::select(vec![0usize, 1, 3, 8, 17]), seed in any::<u64>()) {
+    fn convolutions_match_ref(g in geom(), oc in prop::sample::select(vec![0usize, 1, 3, 8, 17, 70]), seed in any::<u64>()) {
         check_conv(&g, oc, seed);
     }
 }
