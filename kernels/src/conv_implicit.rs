@@ -47,8 +47,10 @@
 //! core two of its load slots and a split buffer). The weights, the transposed output
 //! gradients and the weight-gradient sums are therefore `Vec<Fx>`, whose elements are
 //! 64-byte aligned, viewed as `f32` (`bytemuck`) only where they are laid out. The same bits,
-//! and on the Xeon above (2026-11-30, criterion, alternated three times) E's conv2 forward went
-//! from 133-141 to 141-149 GFLOP/s and its weight gradient from 118-122 to 132-138.
+//! and on the Xeon above (2026-11-30, criterion, alternated three times, peak 221-231) E's conv2
+//! forward went from 152-156 to 165-170 GFLOP/s, and `ours`' 3x3 layers gained 8-20% in every
+//! pass (`results/speed/xeon-kernels/aligned.txt`). The scatter's weights and its padded
+//! gradient buffer are aligned the same way.
 //!
 //! Reference twins: [`crate::conv_direct::conv_forward_ref`] (plus the bias),
 //! [`crate::conv_direct::conv_backward_weights_ref`] and
