@@ -48,7 +48,7 @@
 //! gradients and the weight-gradient sums are therefore `Vec<Fx>`, whose elements are
 //! 64-byte aligned, viewed as `f32` (`bytemuck`) only where they are laid out. The same bits,
 //! and on the Xeon above (2026-11-30, criterion, alternated three times, peak 221-231) E's conv2
-//! forward went from 152-156 to 165-170 GFLOP/s, and `ours`' 3x3 layers gained 8-20% in every
+//! forward went from 152-156 to 165-170 GFLOP/s, and `ours`' 3x3 layers gained 9-18% in every
 //! pass (`results/speed/xeon-kernels/aligned.txt`). The scatter's weights and its padded
 //! gradient buffer are aligned the same way.
 //!
