@@ -44,9 +44,9 @@ pub(crate) fn pad_into(g: &ConvGeom, x: &[f32], xp: &mut [f32], slack: usize) {
         for ih in 0..g.h {
             let (left, rest) = rows[ih * wp..][..wp].split_at_mut(g.pad_left);
             let (mid, right) = rest.split_at_mut(g.w);
-            left.iter_mut().for_each(|v| *v = 0.0);
+            left.fill(0.0);
             copy_short(mid, &x[(c * g.h + ih) * g.w..][..g.w]);
-            right.iter_mut().for_each(|v| *v = 0.0);
+            right.fill(0.0);
         }
     }
 }
@@ -146,10 +146,11 @@ fn padded_and_rest<'a>(
     scratch: &'a mut Vec<f32>,
     rest: usize,
 ) -> (&'a [f32], &'a mut [f32]) {
-    scratch.clear();
+    // `pad_into` writes every value of `xp`; only `rest` needs zeroing.
     scratch.resize(l.padded + rest, 0.0);
     let (xp, rest) = scratch.split_at_mut(l.padded);
     pad_into(g, x, xp, l.len - l.span);
+    rest.fill(0.0);
     (xp, rest)
 }
 
@@ -347,8 +348,7 @@ pub fn conv_forward(g: &ConvGeom, oc: usize, x: &[f32], w: &[f32], y: &mut [f32]
         forward_wide(g, oc, x, w, y, false, scratch);
         return;
     }
-    scratch.clear();
-    scratch.resize(g.c * hp * wp, 0.0);
+    scratch.resize(g.c * hp * wp, 0.0); // no zeroing: `pad_into` writes every value
     pad_into(g, x, scratch, 0);
     let xp = &scratch[..];
     for (y_o, w_o) in y.chunks_exact_mut(g.out_plane()).zip(w.chunks_exact(taps)) {
@@ -486,8 +486,7 @@ pub fn conv_backward_weights(
         return;
     }
     let (hp, wp) = padded_dims(g);
-    scratch.clear();
-    scratch.resize(g.c * hp * wp, 0.0);
+    scratch.resize(g.c * hp * wp, 0.0); // no zeroing: `pad_into` writes every value
     for (x, dy) in xs.chunks_exact(g.in_len()).zip(dys.chunks_exact(oc * plane)) {
         pad_into(g, x, scratch, 0);
         let xp = &scratch[..];

@@ -221,11 +221,12 @@ fn positions<'a>(
     if g.pad_top + g.pad_bottom + g.pad_left + g.pad_right == 0 {
         return (xs, &s.at);
     }
-    // No zeroing: `pad_into` writes every value.
-    s.xp.resize(count * g.c * hp * wp, 0.0);
-    // `max(1)`: an empty image (H or W of 0 with padding) leaves its zeros as they are.
-    for (x, xp) in xs.chunks_exact(g.in_len().max(1)).zip(s.xp.chunks_exact_mut((g.c * hp * wp).max(1))) {
-        pad_into(g, x, xp, 0);
+    // No zeroing: `pad_into` writes every value of each image, an empty one (H or W of 0)
+    // included, whose padded image is all zeros.
+    let (in_len, padded) = (g.in_len(), g.c * hp * wp);
+    s.xp.resize(count * padded, 0.0);
+    for j in 0..count {
+        pad_into(g, &xs[j * in_len..][..in_len], &mut s.xp[j * padded..][..padded], 0);
     }
     (&s.xp, &s.at)
 }

@@ -1485,3 +1485,28 @@ fn transpose_matches_the_definition_and_leaves_the_gaps() {
         }
     }
 }
+
+/// A padded image with no rows is all padding, so the implicit forward gives the bias alone,
+/// also in a scratch that an earlier layer left full of its padded input.
+#[test]
+fn implicit_forward_of_an_empty_padded_image_reads_no_stale_values() {
+    let mut s = ImplicitScratch::default();
+    let full = ConvGeom::new(2, 4, 4, 3, 3, (1, 1), (1, 1, 1, 1));
+    let mut ys = vec![0.0; 2 * 3 * full.out_plane()];
+    let w = vec![1.0; 3 * full.col_rows()];
+    ImplicitConv::new(&full, 3, &w).forward(
+        &vec![5.0; 2 * full.in_len()],
+        &[0.0; 3],
+        &mut ys,
+        Crop::full(&full),
+        &mut s,
+    );
+    // 0 rows of 4, padded to 4 x 6: outputs 2 x 4 per channel, every window in the padding.
+    let empty = ConvGeom::new(2, 0, 4, 3, 3, (1, 1), (2, 1, 2, 1));
+    assert_eq!((empty.oh, empty.ow), (2, 4));
+    let b = [1.0, 2.0, 3.0];
+    let mut got = vec![f32::NAN; 2 * 3 * empty.out_plane()];
+    ImplicitConv::new(&empty, 3, &w).forward(&[], &b, &mut got, Crop::full(&empty), &mut s);
+    let want: Vec<f32> = (0..2).flat_map(|_| b.iter().flat_map(|&v| [v; 8])).collect();
+    assert_eq!(got, want);
+}
