@@ -959,7 +959,11 @@ impl Sequential {
         for (i, layer) in self.layers.iter().enumerate() {
             let mut runs = plan::describe(&self.steps, i);
             if let Some(p) = layer.conv_plan() {
-                let path = format!("{} path", p.path_name());
+                let mut path = format!("{} path", p.path_name());
+                // The sparse backward serves only a pooled gradient, so only the fused op.
+                if runs.starts_with("fused conv") && p.choice().is_some_and(|c| c.sparse) {
+                    path.push_str(", sparse backward");
+                }
                 runs = if runs.is_empty() { path } else { format!("{runs}, {path}") };
             }
             layer.summary_rows(&i.to_string(), "", &self.params, runs, &mut rows);

@@ -44,7 +44,7 @@ use crate::model::{Choice, Planned, Sequential};
 /// The first field of a plan file.
 pub const PLAN_FORMAT: &str = "fmnist-plan-1";
 /// The first field of the cache.
-pub const CACHE_FORMAT: &str = "fmnist-plan-cache-1";
+pub const CACHE_FORMAT: &str = "fmnist-plan-cache-2";
 /// The time after which no new measurement starts; layers (or phases of a convolution's
 /// measurement) not started by then keep the rule. One phase may still run past it, so
 /// planning a model takes at most about 2 s (measured: README, Performance).
@@ -136,8 +136,19 @@ pub enum WayName {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum LayerChoice {
-    Conv2d { forward: PathName, backward: PathName, input_grad: WayName, group: usize },
-    Dense { split_one_image: bool },
+    Conv2d {
+        forward: PathName,
+        backward: PathName,
+        input_grad: WayName,
+        group: usize,
+        /// The backward of a pooled gradient from the windows' argmaxes alone; absent (false)
+        /// in plans written before it existed, which replay as they ran.
+        #[serde(default, skip_serializing_if = "is_false")]
+        sparse: bool,
+    },
+    Dense {
+        split_one_image: bool,
+    },
 }
 
 /// One layer of a plan.
@@ -159,6 +170,10 @@ pub struct PlanFile {
     pub format: String,
     pub machine: Machine,
     pub layers: Vec<Entry>,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 fn path_name(p: ConvPath) -> PathName {
@@ -203,6 +218,7 @@ impl LayerChoice {
                 backward: path_name(c.backward),
                 input_grad: way_name(c.input_grad),
                 group: c.group,
+                sparse: c.sparse,
             },
             Choice::Dense(d) => {
                 let split = d.split_one_image.unwrap_or_else(|| match *key {
@@ -216,12 +232,15 @@ impl LayerChoice {
 
     fn to_choice(self) -> Choice {
         match self {
-            LayerChoice::Conv2d { forward, backward, input_grad, group } => Choice::Conv(ConvChoice {
-                forward: conv_path(forward),
-                backward: conv_path(backward),
-                input_grad: input_grad_way(input_grad),
-                group,
-            }),
+            LayerChoice::Conv2d { forward, backward, input_grad, group, sparse } => {
+                Choice::Conv(ConvChoice {
+                    forward: conv_path(forward),
+                    backward: conv_path(backward),
+                    input_grad: input_grad_way(input_grad),
+                    group,
+                    sparse,
+                })
+            }
             LayerChoice::Dense { split_one_image } => {
                 Choice::Dense(DenseChoice { split_one_image: Some(split_one_image) })
             }

@@ -45,18 +45,21 @@ fn unusual(rule: &PlanFile) -> PlanFile {
             backward: PathName::Implicit,
             input_grad: WayName::Gemm,
             group: 3,
+            sparse: true,
         },
         LayerChoice::Conv2d {
             forward: PathName::Direct,
             backward: PathName::Im2col,
             input_grad: WayName::Implicit,
             group: 5,
+            sparse: false,
         },
         LayerChoice::Conv2d {
             forward: PathName::Im2col,
             backward: PathName::Direct,
             input_grad: WayName::Direct,
             group: 1,
+            sparse: false,
         },
         LayerChoice::Dense { split_one_image: true },
         LayerChoice::Dense { split_one_image: true },
@@ -185,6 +188,7 @@ fn a_choice_that_does_not_take_its_layer_is_refused() {
                 backward: PathName::Direct,
                 input_grad: WayName::Implicit,
                 group: 1,
+                sparse: false,
             },
             "input gradient",
         ),
@@ -194,6 +198,7 @@ fn a_choice_that_does_not_take_its_layer_is_refused() {
                 backward: PathName::Direct,
                 input_grad: WayName::Gemm,
                 group: 0,
+                sparse: false,
             },
             "group of 0",
         ),
@@ -203,6 +208,7 @@ fn a_choice_that_does_not_take_its_layer_is_refused() {
                 backward: PathName::Direct,
                 input_grad: WayName::Gemm,
                 group: 17,
+                sparse: false,
             },
             "group of 17",
         ),
@@ -261,7 +267,7 @@ fn every_choice_computes_the_reference_convolution() {
             .flat_map(|(f, bk)| ways.iter().map(move |&wy| (f, bk, wy)))
             .flat_map(|(f, bk, wy)| [1, 3, 16].map(|gr| (f, bk, wy, gr)))
         {
-            let c = ConvChoice { forward: fwd, backward: bwd, input_grad: way, group };
+            let c = ConvChoice { forward: fwd, backward: bwd, input_grad: way, group, sparse: false };
             if c.check(&g, oc).is_err() {
                 continue;
             }

@@ -31,7 +31,9 @@
 //! and a 2x2/2 pool one kernel does all of it (`conv_direct::conv_forward_relu_pool2`). The
 //! backward ([`ConvGrad::Pooled`]) rebuilds each image's convolution gradient from the pooled
 //! gradient and runs the convolution's own backward. The result equals the three separate
-//! ops, bit for bit (tested).
+//! ops, bit for bit (tested). Or, when the choice says `sparse`, the backward runs over the
+//! windows' argmaxes alone (`conv_sparse`): a quarter of the positions or fewer, no rebuilt
+//! gradient, the sums in another order (tested against the reference within the rounding).
 //!
 //! **Choices.** Which path runs the forward pass, which the backward pass, how the input
 //! gradient is computed and how many images go into one group are a [`ConvChoice`]: plain
@@ -55,6 +57,7 @@ use crate::conv_direct::{
 };
 use crate::conv_implicit::{self, ImplicitConv, ImplicitInputGrad, ImplicitScratch, WeightGrad};
 use crate::conv_scatter::{ScatterInputGrad, ScatterScratch};
+use crate::conv_sparse::{SparseConvGrad, SparseScratch, SparseSums};
 use crate::engine::{sum_into, Engine, IMAGES_PER_CHUNK};
 use crate::gemm::matmul;
 use crate::im2col::{col2im_ld, im2col_ld, ConvGeom, Crop};
@@ -152,6 +155,10 @@ pub struct ConvChoice {
     /// Images per group (per GEMM on the im2col path, per call of the implicit GEMM and of
     /// the direct weight gradient), 1 to [`IMAGES_PER_CHUNK`].
     pub group: usize,
+    /// Whether the backward of a pooled gradient ([`ConvGrad::Pooled`]) runs over the
+    /// windows' argmaxes alone (`conv_sparse`) instead of the path and way above, which then
+    /// serve only a plain gradient ([`ConvGrad::Direct`]).
+    pub sparse: bool,
 }
 
 impl ConvChoice {
@@ -177,7 +184,7 @@ impl ConvChoice {
             ConvPath::Implicit if InputGradWay::Implicit.supports(g, 1) => InputGradWay::Implicit,
             ConvPath::Implicit | ConvPath::Im2col => InputGradWay::Gemm,
         };
-        ConvChoice { forward: path, backward: path, input_grad, group: rule_group(g, path) }
+        ConvChoice { forward: path, backward: path, input_grad, group: rule_group(g, path), sparse: false }
     }
 
     /// Whether every part of this choice computes the layer `g` with `oc` filters; the
@@ -231,6 +238,8 @@ struct Prepared {
     implicit: Option<ImplicitConv>,
     /// How the input gradient is computed, with its transposed weights.
     input_grad: InputGradOf,
+    /// The weights of the sparse backward of a pooled gradient, when the choice takes it.
+    sparse: Option<SparseConvGrad>,
 }
 
 /// A layer's input gradient, prepared as its [`InputGradWay`] says.
@@ -258,6 +267,7 @@ struct Scratch {
     dy: Vec<f32>,
     implicit: ImplicitScratch,
     scatter: ScatterScratch,
+    sparse: SparseScratch,
     /// The fused op's full-size convolution output of a group, and its argmaxes in inference.
     conv_out: Vec<f32>,
     argmax: Vec<u32>,
@@ -347,7 +357,9 @@ impl ConvPlan {
             InputGradWay::Scatter => InputGradOf::Scatter(ScatterInputGrad::new(g, oc, w)),
             InputGradWay::Gemm => InputGradOf::Gemm,
         };
-        *fast.prepared.lock().expect("prepared weights") = Some(Arc::new(Prepared { implicit, input_grad }));
+        let sparse = fast.choice.sparse.then(|| SparseConvGrad::new(g, oc, w));
+        *fast.prepared.lock().expect("prepared weights") =
+            Some(Arc::new(Prepared { implicit, input_grad, sparse }));
     }
 
     fn in_len(&self) -> usize {
@@ -497,6 +509,33 @@ impl ConvPlan {
             let (mut dw, mut db) = (vec![0.0f32; oc * g.col_rows()], vec![0.0f32; oc]);
             let start = chunk * IMAGES_PER_CHUNK;
             let end = (start + IMAGES_PER_CHUNK).min(n);
+            if let (Some(sparse), ConvGrad::Pooled { dy, y, argmax, pool }) = (&prepared.sparse, src) {
+                // From the argmaxes alone (`conv_sparse`), group by group.
+                let pooled = oc * pool.oh * pool.ow;
+                let mut sums = SparseSums::new(g, oc);
+                fast.with_scratch(|s| {
+                    for g0 in (start..end).step_by(group) {
+                        let g1 = (g0 + group).min(end);
+                        let dxs = dx_chunk
+                            .as_deref_mut()
+                            .map(|d| &mut d[(g0 - start) * in_len..(g1 - start) * in_len]);
+                        let range = g0 * pooled..g1 * pooled;
+                        sparse.backward(
+                            pool,
+                            &xs[g0 * in_len..g1 * in_len],
+                            &dy[range.clone()],
+                            &y[range.clone()],
+                            &argmax[range],
+                            &mut sums,
+                            &mut db,
+                            dxs,
+                            &mut s.sparse,
+                        );
+                    }
+                });
+                sums.finish(&mut dw);
+                return (dw, db);
+            }
             fast.with_scratch(|s| {
                 let mut sums = (path == ConvPath::Implicit).then(|| WeightGrad::new(g, oc));
                 for g0 in (start..end).step_by(group) {
@@ -768,6 +807,59 @@ mod tests {
         for (g, want) in cases {
             assert_eq!(ConvPlan::new(Engine::Fast, g, 1).path_name(), want, "{g:?}");
             assert_eq!(ConvPlan::new(Engine::Reference, g, 1).path_name(), "reference");
+        }
+    }
+
+    /// The sparse backward of a pooled gradient computes what the reference engine does (the
+    /// gradient rebuilt at the argmaxes, through the plain loops), within the rounding of sums
+    /// of `N*OH*OW` (weights) or `OC*KH*KW` (input) products: on write-up E's conv2, on
+    /// padding, strides, channels that are not whole vectors, overlapping pools (two windows
+    /// with one argmax) and one input channel; in groups that split the batch, added into
+    /// gradients that are not zero, and the same bits when called again.
+    #[test]
+    fn sparse_pooled_backward_matches_the_reference() {
+        use crate::Rng;
+        let cases = [
+            (ConvGeom::new(64, 14, 14, 4, 4, (1, 1), (0, 0, 0, 0)), 64, 2, 2), // E conv2
+            (ConvGeom::new(3, 9, 8, 3, 3, (1, 1), (1, 1, 1, 1)), 5, 2, 2),
+            (ConvGeom::new(20, 9, 9, 3, 2, (2, 1), (1, 0, 2, 1)), 17, 3, 2),
+            (ConvGeom::new(1, 6, 6, 2, 2, (1, 1), (0, 0, 0, 0)), 3, 2, 1),
+            (ConvGeom::new(40, 7, 7, 5, 5, (1, 1), (2, 2, 2, 2)), 70, 2, 2),
+        ];
+        let n = 5;
+        for (g, oc, k, stride) in cases {
+            let pool = PoolGeom::new(g.oh, g.ow, k, stride);
+            let mut rng = Rng::new(3);
+            let mut rand = |len: usize| (0..len).map(|_| rng.uniform(-1.0, 1.0)).collect::<Vec<f32>>();
+            let (xs, w, b) = (rand(n * g.in_len()), rand(oc * g.col_rows()), rand(oc));
+            let pooled = n * oc * pool.oh * pool.ow;
+            let mut dy = rand(pooled);
+            dy[1] = 0.0;
+            let reference = ConvPlan::new(Engine::Reference, g, oc);
+            let (mut y, mut argmax) = (vec![0.0; pooled], vec![0u32; pooled]);
+            reference.forward_relu_pool(&pool, &xs, &w, &b, &mut y, Some(&mut argmax));
+            let src = ConvGrad::Pooled { dy: &dy, y: &y, argmax: &argmax, pool };
+            let start = (rand(w.len()), rand(oc), rand(xs.len()));
+            let (mut dw0, mut db0, mut dx0) = start.clone();
+            reference.backward(&src, &xs, &w, &mut dw0, &mut db0, Some(&mut dx0));
+
+            let choice = ConvChoice { sparse: true, group: 2, ..ConvChoice::rule(&g) };
+            let fast = ConvPlan::with_choice(Engine::Fast, g, oc, choice);
+            fast.refresh(&w);
+            let (mut dw, mut db, mut dx) = start.clone();
+            fast.backward(&src, &xs, &w, &mut dw, &mut db, Some(&mut dx));
+            let tol = |k: usize, r: f32| k as f32 * f32::EPSILON * (2.0 + r.abs()) + 1e-5;
+            let close = |a: &[f32], r: &[f32], k: usize, what: &str| {
+                for (i, (a, r)) in a.iter().zip(r).enumerate() {
+                    assert!((a - r).abs() <= tol(k, *r), "{g:?} {what}[{i}]: {a} vs {r}");
+                }
+            };
+            close(&dw, &dw0, n * g.out_plane(), "dw");
+            close(&db, &db0, n * g.out_plane(), "db");
+            close(&dx, &dx0, oc * g.kh * g.kw, "dx");
+            let (mut dw2, mut db2, mut dx2) = start;
+            fast.backward(&src, &xs, &w, &mut dw2, &mut db2, Some(&mut dx2));
+            assert!(dw2 == dw && db2 == db && dx2 == dx, "{g:?}: another call, other bits");
         }
     }
 

@@ -35,6 +35,7 @@ pub mod conv_direct;
 pub mod conv_implicit;
 pub mod conv_plan;
 pub mod conv_scatter;
+pub mod conv_sparse;
 pub mod dense_plan;
 pub mod dropout;
 pub mod engine;

@@ -12,8 +12,9 @@
 //!   (direct, implicit GEMM, im2col), the GEMM paths also with half and twice the rule's
 //!   images per group; then, with the winning forward, the backward pass (weight, bias and,
 //!   when the layer needs it, input gradient) on each path; then the other ways of the input
-//!   gradient. One image is one group, so its forward pass never uses a second thread:
-//!   there is nothing to choose there;
+//!   gradient; behind a fused pool, last, that backward against the sparse one
+//!   (`conv_sparse`) on a pooled gradient. One image is one group, so its forward pass
+//!   never uses a second thread: there is nothing to choose there;
 //! - **dense**, at one image: whether its columns are split between the threads or computed
 //!   on the calling thread alone (at one thread there is no choice). Each timed call follows
 //!   `IDLE_GAP` (100 us) of work on the calling thread alone, so the pool's threads have gone idle as
@@ -279,7 +280,33 @@ pub fn measure_conv(layer: &ConvLayer, budget: &Budget) -> Option<(ConvChoice, u
             best = backward_of(&ways);
         }
     }
-    Some((best, timed, complete))
+    // Behind a fused pool: the dense backward against the sparse one, on a pooled gradient
+    // of this forward's argmaxes.
+    let (Some(p), true) = (pool, complete) else { return Some((best, timed, complete)) };
+    if budget.spent() {
+        return Some((best, timed, false));
+    }
+    let (mut y, mut args) = (vec![0.0; pooled_len], vec![0u32; pooled_len]);
+    plan_of(best).forward_relu_pool(&p, &xs, &w, &b, &mut y, Some(&mut args));
+    let dy_pooled = random(&mut rng, pooled_len, 1.0);
+    let cands = [best, ConvChoice { sparse: true, ..best }];
+    let plans = cands.map(plan_of);
+    let mut calls: Vec<Box<dyn FnMut()>> = plans
+        .iter()
+        .map(|plan| -> Box<dyn FnMut()> {
+            let (mut dw, mut db) = (vec![0.0; w.len()], vec![0.0; oc]);
+            let mut dx = vec![0.0; if input_grad { xs.len() } else { 0 }];
+            let (xs, w, y, args, dy) = (&xs, &w, &y, &args, &dy_pooled);
+            Box::new(move || {
+                let dx = input_grad.then_some(&mut dx[..]);
+                let src = ConvGrad::Pooled { dy, y, argmax: args, pool: p };
+                plan.backward(&src, xs, w, &mut dw, &mut db, dx);
+                black_box(&dw);
+            })
+        })
+        .collect();
+    let best = cands[fastest(&race(&mut calls))];
+    Some((best, timed + 2, true))
 }
 
 /// Whether one image's pass of a dense layer of `fin x fout` weights should split its
