@@ -812,9 +812,9 @@ mod tests {
 
     /// The sparse backward of a pooled gradient computes what the reference engine does (the
     /// gradient rebuilt at the argmaxes, through the plain loops), within the rounding of sums
-    /// of `N*OH*OW` (weights) or `OC*KH*KW` (input) products: on write-up E's conv2, on
+    /// of `N*OH*OW` (weights) or `OC*KH*KW` (input) products: on write-up E's two layers, on
     /// padding, strides, channels that are not whole vectors, overlapping pools (two windows
-    /// with one argmax) and one input channel; in groups that split the batch, added into
+    /// with one argmax) and one input channel, in both of `conv_sparse`'s layouts; in groups that split the batch, added into
     /// gradients that are not zero, and the same bits when called again.
     #[test]
     fn sparse_pooled_backward_matches_the_reference() {
@@ -825,6 +825,9 @@ mod tests {
             (ConvGeom::new(20, 9, 9, 3, 2, (2, 1), (1, 0, 2, 1)), 17, 3, 2),
             (ConvGeom::new(1, 6, 6, 2, 2, (1, 1), (0, 0, 0, 0)), 3, 2, 1),
             (ConvGeom::new(40, 7, 7, 5, 5, (1, 1), (2, 2, 2, 2)), 70, 2, 2),
+            (ConvGeom::new(16, 9, 9, 3, 3, (2, 2), (1, 1, 1, 1)), 20, 2, 2),
+            (ConvGeom::new(32, 8, 8, 3, 3, (1, 1), (1, 1, 1, 1)), 17, 3, 2),
+            (ConvGeom::new(1, 28, 28, 4, 4, (1, 1), (1, 1, 2, 2)), 64, 2, 2), // E conv1
         ];
         let n = 5;
         for (g, oc, k, stride) in cases {

@@ -13,11 +13,13 @@
 //!     dx[j, p + (kh, kw), :] += d * w[o, kh, kw, :]     (input gradient)
 //! ```
 //!
-//! with the input, its gradient and the weights laid out channels-last (`[H, W, C]`, `C`
-//! padded to whole SIMD vectors), so one kernel row `(kh, 0..KW, 0..C)` of a window is
-//! `KW * C` consecutive values: up to `ROW_VECTORS` (16) of them stay in registers (the sums of
-//! `dw`, or the weights of `dx`) while the loop runs over the entries of one image and
-//! channel. Each multiply-add then needs one load (of `x`), or one load and one store (of
+//! with the input, its gradient and the weights laid out so that a window's values are runs
+//! of whole SIMD vectors (`Layout`): channels-last (`[H, W, C]`, `C` padded to whole
+//! vectors), where one kernel row `(kh, 0..KW, 0..C)` of a window is `KW * C` consecutive
+//! values; or, when padding the channels would waste most of each vector (one input channel),
+//! each position's whole window as one column (`C*KH*KW` values, as im2col's, padded). Up to
+//! `ROW_VECTORS` (16) vectors of a row stay in registers (the sums of `dw`, or the weights of
+//! `dx`) while the loop runs over the entries of one image and channel. Each multiply-add then needs one load (of `x`), or one load and one store (of
 //! `dx`), from an image that fits in L1, where the dense kernels keep their operands in
 //! registers and reach two multiply-adds a cycle: by that count the sparse loop is about
 //! half as fast per multiply-add, and with at most a quarter of them it takes at most half
@@ -30,9 +32,9 @@
 //! [`crate::conv_direct::conv_backward_input_ref`] (tested in `conv_plan`).
 
 use crate::conv_direct::padded_dims;
-use crate::im2col::ConvGeom;
+use crate::im2col::{col2im_ld, im2col_ld, ConvGeom};
 use crate::pool::PoolGeom;
-use crate::simd::{Fx, LANES};
+use crate::simd::{transpose, Fx, LANES};
 
 /// Vectors of one kernel row kept in registers: 16 of AVX-512's 32 (the rest hold the loaded
 /// values and the broadcast gradient), 8 of AVX2's 16.
@@ -41,26 +43,30 @@ const ROW_VECTORS: usize = 16;
 #[cfg(not(target_feature = "avx512f"))]
 const ROW_VECTORS: usize = 8;
 
-/// A layer's weights for the sparse input gradient: `w[OC, KH, KW, CP]`, input channels last
-/// and padded with zeros to `CP`, a whole number of vectors.
+/// A layer's weights for the sparse input gradient, each filter laid out as its windows are
+/// (`Layout`): `w[OC, KH, KW, CP]` (channels last, padded with zeros to whole vectors) or
+/// `w[OC, C*KH*KW]` padded to whole vectors.
 pub struct SparseConvGrad {
     g: ConvGeom,
     oc: usize,
+    lay: Layout,
     wt: Vec<Fx>,
 }
 
-/// Weight-gradient sums over groups of images, `dw[OC, KH, KW, CP]`;
+/// Weight-gradient sums over groups of images, laid out as [`SparseConvGrad`]'s weights;
 /// [`SparseSums::finish`] adds them into a layer's `dw[OC, C, KH, KW]`.
 pub struct SparseSums {
     g: ConvGeom,
     oc: usize,
+    lay: Layout,
     dwt: Vec<Fx>,
 }
 
 /// Reusable buffers of one thread.
 #[derive(Default)]
 pub struct SparseScratch {
-    /// The group's input, zero-padded and channels-last: `[G, HP, WP, CP]`.
+    /// The group's input as `Layout` says: `[G, HP, WP, CP]` (zero-padded, channels last) or
+    /// the windows' columns `[G, OH, OW, KP]` (`C*KH*KW` values padded to whole vectors).
     xh: Vec<Fx>,
     /// The group's input gradient in the same layout.
     dxh: Vec<Fx>,
@@ -68,31 +74,83 @@ pub struct SparseScratch {
     entries: Vec<(usize, f32)>,
     /// The entries of image `j`, channel `o` are `entries[starts[j*OC + o]..starts[j*OC + o + 1]]`.
     starts: Vec<usize>,
+    /// One image's column matrix `[C*KH*KW, OH*OW]`, for the columns layout.
+    col: Vec<f32>,
 }
 
-/// Vectors per position: the channels padded to whole vectors.
-fn vectors(g: &ConvGeom) -> usize {
-    g.c.div_ceil(LANES)
+/// How a layer's windows are laid out for the sparse loops: `rows` runs of `row` vectors,
+/// `stride` vectors apart, from a window's start.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct Layout {
+    /// Each output position's window as one column of `C*KH*KW` values (else channels last).
+    columns: bool,
+    rows: usize,
+    row: usize,
+    stride: usize,
+}
+
+impl Layout {
+    /// Channels last, unless one column of a window takes fewer vectors than its `KH*KW`
+    /// positions' padded channels (the channels fill less than half of each vector: one input
+    /// channel, for example).
+    fn of(g: &ConvGeom) -> Layout {
+        let (cv, kv) = (g.c.div_ceil(LANES), g.col_rows().div_ceil(LANES));
+        let (_, wp) = padded_dims(g);
+        if kv < g.kh * g.kw * cv {
+            Layout { columns: true, rows: 1, row: kv, stride: 0 }
+        } else {
+            Layout { columns: false, rows: g.kh, row: g.kw * cv, stride: wp * cv }
+        }
+    }
+
+    /// Vectors of one filter (of `w` or `dw`).
+    fn per_filter(&self) -> usize {
+        self.rows * self.row
+    }
+
+    /// Vectors of one image's input (or input gradient).
+    fn per_image(&self, g: &ConvGeom) -> usize {
+        let (hp, wp) = padded_dims(g);
+        if self.columns {
+            g.out_plane() * self.row
+        } else {
+            hp * wp * g.c.div_ceil(LANES)
+        }
+    }
+
+    /// Where the window of output `(oh, ow)` of image `j` starts, in vectors.
+    fn window(&self, g: &ConvGeom, j: usize, oh: usize, ow: usize) -> usize {
+        if self.columns {
+            ((j * g.oh + oh) * g.ow + ow) * self.row
+        } else {
+            let (hp, wp) = padded_dims(g);
+            ((j * hp + oh * g.stride_h) * wp + ow * g.stride_w) * g.c.div_ceil(LANES)
+        }
+    }
+
+    /// Where weight `(o, c, kh, kw)` goes among the `f32` values of a filter-major buffer.
+    fn weight(&self, g: &ConvGeom, o: usize, c: usize, kh: usize, kw: usize) -> usize {
+        let start = o * self.per_filter() * LANES;
+        if self.columns {
+            start + (c * g.kh + kh) * g.kw + kw
+        } else {
+            start + (kh * g.kw + kw) * g.c.div_ceil(LANES) * LANES + c
+        }
+    }
 }
 
 impl SparseConvGrad {
     /// Prepares the weights `w[OC, C, KH, KW]` of the layer `g`.
     pub fn new(g: &ConvGeom, oc: usize, w: &[f32]) -> Self {
         assert_eq!(w.len(), oc * g.col_rows(), "conv_sparse: w has {} values for {oc} filters", w.len());
-        let cp = vectors(g) * LANES;
-        let mut wt = vec![Fx::splat(0.0); oc * g.kh * g.kw * vectors(g)];
+        let lay = Layout::of(g);
+        let mut wt = vec![Fx::splat(0.0); oc * lay.per_filter()];
         let values: &mut [f32] = bytemuck::cast_slice_mut(&mut wt);
-        for o in 0..oc {
-            for c in 0..g.c {
-                for kh in 0..g.kh {
-                    for kw in 0..g.kw {
-                        values[((o * g.kh + kh) * g.kw + kw) * cp + c] =
-                            w[((o * g.c + c) * g.kh + kh) * g.kw + kw];
-                    }
-                }
-            }
+        for (t, &v) in w.iter().enumerate() {
+            let (o, c) = (t / g.col_rows(), t / (g.kh * g.kw) % g.c);
+            values[lay.weight(g, o, c, t / g.kw % g.kh, t % g.kw)] = v;
         }
-        SparseConvGrad { g: *g, oc, wt }
+        SparseConvGrad { g: *g, oc, lay, wt }
     }
 
     /// Adds the gradients of the images `xs[G, C, H, W]` whose pooled output `y[G, OC, PH, PW]`
@@ -111,7 +169,7 @@ impl SparseConvGrad {
         dxs: Option<&mut [f32]>,
         s: &mut SparseScratch,
     ) {
-        let (g, oc) = (&self.g, self.oc);
+        let (g, oc, lay) = (&self.g, self.oc, self.lay);
         assert!(sums.g == *g && sums.oc == oc, "conv_sparse: sums of another layer");
         let in_len = g.in_len();
         if in_len == 0 || oc == 0 {
@@ -124,8 +182,6 @@ impl SparseConvGrad {
             "conv_sparse: pooled tensors of {} values for {count} images",
             dy.len()
         );
-        let (hp, wp) = padded_dims(g);
-        let cv = vectors(g);
 
         // The entries, image by image and channel by channel; the bias gradient on the way.
         s.entries.clear();
@@ -139,27 +195,34 @@ impl SparseConvGrad {
                     // gradient adds nothing.
                     if v > 0.0 && d != 0.0 {
                         let (oh, ow) = (a as usize / g.ow, a as usize % g.ow);
-                        let base = ((j * hp + oh * g.stride_h) * wp + ow * g.stride_w) * cv;
-                        s.entries.push((base, d));
+                        s.entries.push((lay.window(g, j, oh, ow), d));
                         *db_o += d;
                     }
                 }
                 s.starts.push(s.entries.len());
             }
         }
+        let entries_of = |j: usize, o: usize| s.starts[j * oc + o]..s.starts[j * oc + o + 1];
 
-        channels_last(g, xs, count, &mut s.xh);
-        let row = g.kw * cv;
-        let per_o = g.kh * row;
+        s.xh.clear();
+        s.xh.resize(count * lay.per_image(g), Fx::splat(0.0));
+        if lay.columns {
+            columns(g, xs, &mut s.xh, &mut s.col);
+        } else {
+            channels_last(g, xs, &mut s.xh);
+        }
+        let per_filter = lay.per_filter();
         for j in 0..count {
-            for o in 0..oc {
-                let entries = &s.entries[s.starts[j * oc + o]..s.starts[j * oc + o + 1]];
+            for (o, dw_o) in sums.dwt.chunks_exact_mut(per_filter).enumerate() {
+                let entries = &s.entries[entries_of(j, o)];
                 if entries.is_empty() {
                     continue;
                 }
-                let dw_o = &mut sums.dwt[o * per_o..][..per_o];
-                for (kh, dw_row) in dw_o.chunks_exact_mut(row).enumerate() {
-                    by_chunks(dw_row, kh * wp * cv, |chunk, off| sum_row(chunk, entries, &s.xh, off));
+                for (r, dw_row) in dw_o.chunks_exact_mut(lay.row).enumerate() {
+                    for (start, len) in blocks(lay.row) {
+                        let off = r * lay.stride + start;
+                        sum_row(&mut dw_row[start..start + len], entries, &s.xh, off);
+                    }
                 }
             }
         }
@@ -167,73 +230,61 @@ impl SparseConvGrad {
         let Some(dxs) = dxs else { return };
         assert_eq!(dxs.len(), xs.len(), "conv_sparse: dxs has {} values for {count} images", dxs.len());
         s.dxh.clear();
-        s.dxh.resize(count * hp * wp * cv, Fx::splat(0.0));
+        s.dxh.resize(count * lay.per_image(g), Fx::splat(0.0));
         for j in 0..count {
-            for o in 0..oc {
-                let entries = &s.entries[s.starts[j * oc + o]..s.starts[j * oc + o + 1]];
+            for (o, w_o) in self.wt.chunks_exact(per_filter).enumerate() {
+                let entries = &s.entries[entries_of(j, o)];
                 if entries.is_empty() {
                     continue;
                 }
-                let w_o = &self.wt[o * per_o..][..per_o];
-                for (kh, w_row) in w_o.chunks_exact(row).enumerate() {
-                    let off = kh * wp * cv;
-                    let mut start = 0;
-                    while start < row {
-                        let len = chunk_len(row - start);
-                        scatter_row(&w_row[start..start + len], entries, &mut s.dxh, off + start);
-                        start += len;
+                for (r, w_row) in w_o.chunks_exact(lay.row).enumerate() {
+                    for (start, len) in blocks(lay.row) {
+                        let off = r * lay.stride + start;
+                        scatter_row(&w_row[start..start + len], entries, &mut s.dxh, off);
                     }
                 }
             }
         }
-        add_channels_first(g, &s.dxh, count, dxs);
+        if lay.columns {
+            add_columns(g, &s.dxh, dxs, &mut s.col);
+        } else {
+            add_channels_first(g, &s.dxh, dxs);
+        }
     }
 }
 
 impl SparseSums {
     /// Zero sums for the layer `g` with `oc` filters.
     pub fn new(g: &ConvGeom, oc: usize) -> Self {
-        SparseSums { g: *g, oc, dwt: vec![Fx::splat(0.0); oc * g.kh * g.kw * vectors(g)] }
+        let lay = Layout::of(g);
+        SparseSums { g: *g, oc, lay, dwt: vec![Fx::splat(0.0); oc * lay.per_filter()] }
     }
 
     /// `dw[OC, C, KH, KW] +=` the sums.
     pub fn finish(&self, dw: &mut [f32]) {
         let g = &self.g;
         assert_eq!(dw.len(), self.oc * g.col_rows(), "conv_sparse: dw has {} values", dw.len());
-        let cp = vectors(g) * LANES;
         let sums: &[f32] = bytemuck::cast_slice(&self.dwt);
-        for (o, dw_o) in dw.chunks_exact_mut(g.col_rows()).enumerate() {
-            for (c, dw_c) in dw_o.chunks_exact_mut(g.kh * g.kw).enumerate() {
-                for (t, d) in dw_c.iter_mut().enumerate() {
-                    *d += sums[(o * g.kh * g.kw + t) * cp + c];
-                }
-            }
+        for (t, d) in dw.iter_mut().enumerate() {
+            let (o, c) = (t / g.col_rows(), t / (g.kh * g.kw) % g.c);
+            *d += sums[self.lay.weight(g, o, c, t / g.kw % g.kh, t % g.kw)];
         }
     }
 }
 
-/// The longest run of vectors from a row's `left` remaining that one register block takes:
-/// `ROW_VECTORS`, else the largest power of two that fits.
-fn chunk_len(left: usize) -> usize {
-    if left >= ROW_VECTORS {
-        ROW_VECTORS
-    } else {
-        1 << left.ilog2()
-    }
-}
-
-/// Runs `f` over `row` in register blocks ([`chunk_len`]), with each block's offset `off +
-/// start` into the channels-last image.
-fn by_chunks(row: &mut [Fx], off: usize, mut f: impl FnMut(&mut [Fx], usize)) {
+/// A row of `len` vectors as register blocks `(start, len)`: `ROW_VECTORS` at a time, then
+/// the largest powers of two that fit what is left.
+fn blocks(len: usize) -> impl Iterator<Item = (usize, usize)> {
     let mut start = 0;
-    while start < row.len() {
-        let len = chunk_len(row.len() - start);
-        f(&mut row[start..start + len], off + start);
-        start += len;
-    }
+    std::iter::from_fn(move || {
+        let left = len - start;
+        let n = if left >= ROW_VECTORS { ROW_VECTORS } else { 1 << left.checked_ilog2()? };
+        start += n;
+        Some((start - n, n))
+    })
 }
 
-/// `sums += sum_e d_e * xh[base_e + off..][..len]` for one register block of a kernel row.
+/// `sums += sum_e d_e * xh[base_e + off..][..len]` for one register block of a row.
 fn sum_row(sums: &mut [Fx], entries: &[(usize, f32)], xh: &[Fx], off: usize) {
     match sums.len() {
         16 => sum_row_n::<16>(sums, entries, xh, off),
@@ -280,13 +331,11 @@ fn scatter_row_n<const R: usize>(w: &[Fx], entries: &[(usize, f32)], dxh: &mut [
     }
 }
 
-/// `xh[G, HP, WP, CP]`: the images `xs[G, C, H, W]` zero-padded as the layer pads them,
-/// channels last and padded with zeros to whole vectors.
-fn channels_last(g: &ConvGeom, xs: &[f32], count: usize, xh: &mut Vec<Fx>) {
+/// `xh[G, HP, WP, CP]` (zeroed before): the images `xs[G, C, H, W]` zero-padded as the layer
+/// pads them, channels last and padded with zeros to whole vectors.
+fn channels_last(g: &ConvGeom, xs: &[f32], xh: &mut [Fx]) {
     let (hp, wp) = padded_dims(g);
-    let cp = vectors(g) * LANES;
-    xh.clear();
-    xh.resize(count * hp * wp * vectors(g), Fx::splat(0.0));
+    let cp = g.c.div_ceil(LANES) * LANES;
     let values: &mut [f32] = bytemuck::cast_slice_mut(xh);
     for (j, x) in xs.chunks_exact(g.in_len()).enumerate() {
         for h in 0..g.h {
@@ -306,11 +355,11 @@ fn channels_last(g: &ConvGeom, xs: &[f32], count: usize, xh: &mut Vec<Fx>) {
 }
 
 /// `dxs[G, C, H, W] +=` the interior of `dxh[G, HP, WP, CP]` (the padding's gradients dropped).
-fn add_channels_first(g: &ConvGeom, dxh: &[Fx], count: usize, dxs: &mut [f32]) {
+fn add_channels_first(g: &ConvGeom, dxh: &[Fx], dxs: &mut [f32]) {
     let (hp, wp) = padded_dims(g);
-    let cp = vectors(g) * LANES;
+    let cp = g.c.div_ceil(LANES) * LANES;
     let values: &[f32] = bytemuck::cast_slice(dxh);
-    for (j, dx) in dxs.chunks_exact_mut(g.in_len()).enumerate().take(count) {
+    for (j, dx) in dxs.chunks_exact_mut(g.in_len()).enumerate() {
         for h in 0..g.h {
             let row = &values[((j * hp + h + g.pad_top) * wp + g.pad_left) * cp..][..g.w * cp];
             for (c, dx_c) in dx.chunks_exact_mut(g.h * g.w).enumerate() {
@@ -319,5 +368,45 @@ fn add_channels_first(g: &ConvGeom, dxh: &[Fx], count: usize, dxs: &mut [f32]) {
                 }
             }
         }
+    }
+}
+
+/// `cols[G, OH, OW, KP]`: each output position's window of the images `xs[G, C, H, W]`,
+/// `C*KH*KW` values in im2col's order (padded to whole vectors; the padding lanes are left
+/// as they are): im2col, then transposed, with `col` as scratch.
+fn columns(g: &ConvGeom, xs: &[f32], cols: &mut [Fx], col: &mut Vec<f32>) {
+    let (kp, plane) = (g.col_rows().div_ceil(LANES) * LANES, g.out_plane());
+    col.resize(g.col_rows() * plane, 0.0);
+    let values: &mut [f32] = bytemuck::cast_slice_mut(cols);
+    for (x, image) in xs.chunks_exact(g.in_len()).zip(values.chunks_exact_mut(plane * kp)) {
+        im2col_ld(g, x, col, plane);
+        transpose(col, g.col_rows(), plane, image, kp);
+    }
+}
+
+/// `dxs[G, C, H, W] +=` the columns `dcols[G, OH, OW, KP]` put back in place (transposed,
+/// then col2im; the padding's gradients dropped), with `col` as scratch.
+fn add_columns(g: &ConvGeom, dcols: &[Fx], dxs: &mut [f32], col: &mut Vec<f32>) {
+    let (kp, plane) = (g.col_rows().div_ceil(LANES) * LANES, g.out_plane());
+    col.resize(kp * plane, 0.0);
+    let values: &[f32] = bytemuck::cast_slice(dcols);
+    for (dx, image) in dxs.chunks_exact_mut(g.in_len()).zip(values.chunks_exact(plane * kp)) {
+        transpose(image, plane, kp, col, plane);
+        col2im_ld(g, col, plane, dx);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Which layout the layers of `conv_plan`'s test of this module take: columns where
+    /// padding the channels to vectors would waste most of them, channels last elsewhere.
+    #[test]
+    fn layouts_of_the_tested_layers() {
+        let columns = |c, k| Layout::of(&ConvGeom::new(c, 9, 9, k, k, (1, 1), (1, 1, 1, 1))).columns;
+        assert!(columns(1, 4) && columns(3, 3));
+        // Whole vectors of channels, with AVX-512's 16 lanes and AVX2's 8.
+        assert!(!columns(16, 3) && !columns(32, 3) && !columns(64, 4));
     }
 }
