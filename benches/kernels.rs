@@ -24,6 +24,7 @@
 //!   10816 x 32, E 1600 x 256, the weights warm in cache as in a loop of single images; and a
 //!   training batch through the same layers without packing (`rowsmat`) and as a GEMM.
 //! - Max-pooling 2x2/2: C1 32x26x26 (batch 512); E 64x28x28 and 64x11x11 (batch 250).
+//! - E conv2's backward behind its ReLU and 2x2/2 pool from the argmaxes alone (`conv_sparse`).
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -32,6 +33,7 @@ use criterion::{BenchmarkGroup, Criterion, Throughput};
 use kernels::conv_direct::{conv_backward_weights, conv_forward, conv_forward_relu_pool2, InputGrad};
 use kernels::conv_implicit::{ImplicitConv, ImplicitInputGrad, ImplicitScratch, WeightGrad};
 use kernels::conv_scatter::{ScatterInputGrad, ScatterScratch};
+use kernels::conv_sparse::{SparseConvGrad, SparseScratch, SparseSums};
 use kernels::gemm::matmul;
 use kernels::gemv::{rowsmat, vecmat};
 use kernels::im2col::{col2im, im2col, ConvGeom, Crop};
@@ -312,6 +314,49 @@ fn bench_im2col_gemm(g: &mut Group, name: &str, geom: ConvGeom, oc: usize, n: us
     });
 }
 
+/// The backward of conv -> ReLU -> 2x2/2 max-pool from the windows' argmaxes alone
+/// (`conv_sparse`): both gradients and the bias gradient, on a pooled gradient made by the
+/// reference forward of random images and weights (so about half the windows pass the ReLU).
+/// Throughput counts the dense backward's FLOP (twice the forward's, as `im2col_gemm_*_bwd`),
+/// so its "FLOP/s" compares with the dense kernels' time for the same gradients.
+fn bench_sparse(g: &mut Group, name: &str, geom: ConvGeom, oc: usize, n: usize) {
+    let (taps, plane) = (geom.col_rows(), geom.out_plane());
+    let pool = PoolGeom::new(geom.oh, geom.ow, 2, 2);
+    let x = filled(n * geom.in_len(), 16);
+    let w: Vec<f32> = filled(oc * taps, 17).iter().map(|v| v * 0.1).collect();
+    let mut conv = vec![0.0; n * oc * plane];
+    for (xi, yi) in x.chunks_exact(geom.in_len()).zip(conv.chunks_exact_mut(oc * plane)) {
+        kernels::conv_direct::conv_forward_ref(&geom, oc, xi, &w, yi);
+    }
+    let pooled = n * oc * pool.oh * pool.ow;
+    let (mut y, mut argmax) = (vec![0.0; pooled], vec![0u32; pooled]);
+    maxpool_forward(&pool, n * oc, &conv, &mut y, &mut argmax);
+    y.iter_mut().for_each(|v| *v = v.max(0.0));
+    let dy = filled(pooled, 18);
+    let (mut dw, mut db, mut dx) = (vec![0.0; oc * taps], vec![0.0; oc], vec![0.0; n * geom.in_len()]);
+    let sparse = SparseConvGrad::new(&geom, oc, &w);
+    let mut s = SparseScratch::default();
+    g.throughput(Throughput::Elements(n as u64 * 2 * gemm_flops(oc, taps, plane)));
+    let mut sums = SparseSums::new(&geom, oc);
+    g.bench_function(format!("sparse_{name}_bwd"), |b| {
+        b.iter(|| {
+            sums.reset(&geom, oc);
+            sparse.backward(
+                &pool,
+                black_box(&x),
+                &dy,
+                &y,
+                &argmax,
+                &mut sums,
+                &mut db,
+                Some(&mut dx),
+                &mut s,
+            );
+            sums.finish(&mut dw);
+        })
+    });
+}
+
 fn conv(c: &mut Criterion) {
     let mut g = c.benchmark_group("conv");
     // The paths a layer picks (src/ops/conv.rs): direct for one input channel and for the
@@ -326,6 +371,7 @@ fn conv(c: &mut Criterion) {
         bench_implicit(&mut g, name, geom, oc, CONV2_BATCH);
         bench_im2col_gemm(&mut g, name, geom, oc, CONV2_BATCH, true);
     }
+    bench_sparse(&mut g, "e_conv2_64x14x14_64x4x4", e_conv2_geom(), 64, CONV2_BATCH);
     g.finish();
 }
 

@@ -268,6 +268,8 @@ struct Scratch {
     implicit: ImplicitScratch,
     scatter: ScatterScratch,
     sparse: SparseScratch,
+    /// The sparse backward's weight-gradient sums of one chunk.
+    sparse_sums: SparseSums,
     /// The fused op's full-size convolution output of a group, and its argmaxes in inference.
     conv_out: Vec<f32>,
     argmax: Vec<u32>,
@@ -512,8 +514,8 @@ impl ConvPlan {
             if let (Some(sparse), ConvGrad::Pooled { dy, y, argmax, pool }) = (&prepared.sparse, src) {
                 // From the argmaxes alone (`conv_sparse`), group by group.
                 let pooled = oc * pool.oh * pool.ow;
-                let mut sums = SparseSums::new(g, oc);
                 fast.with_scratch(|s| {
+                    s.sparse_sums.reset(g, oc);
                     for g0 in (start..end).step_by(group) {
                         let g1 = (g0 + group).min(end);
                         let dxs = dx_chunk
@@ -526,14 +528,14 @@ impl ConvPlan {
                             &dy[range.clone()],
                             &y[range.clone()],
                             &argmax[range],
-                            &mut sums,
+                            &mut s.sparse_sums,
                             &mut db,
                             dxs,
                             &mut s.sparse,
                         );
                     }
+                    s.sparse_sums.finish(&mut dw);
                 });
-                sums.finish(&mut dw);
                 return (dw, db);
             }
             fast.with_scratch(|s| {

@@ -256,19 +256,49 @@ impl SparseConvGrad {
 impl SparseSums {
     /// Zero sums for the layer `g` with `oc` filters.
     pub fn new(g: &ConvGeom, oc: usize) -> Self {
-        let lay = Layout::of(g);
-        SparseSums { g: *g, oc, lay, dwt: vec![Fx::splat(0.0); oc * lay.per_filter()] }
+        let mut sums = SparseSums { g: *g, oc, lay: Layout::of(g), dwt: Vec::new() };
+        sums.reset(g, oc);
+        sums
+    }
+
+    /// Zero sums for the layer `g` with `oc` filters, in this buffer (a thread keeps one
+    /// across layers and batches: a fresh 256 KiB block would be new pages to fault in).
+    pub fn reset(&mut self, g: &ConvGeom, oc: usize) {
+        (self.g, self.oc, self.lay) = (*g, oc, Layout::of(g));
+        self.dwt.clear();
+        self.dwt.resize(oc * self.lay.per_filter(), Fx::splat(0.0));
     }
 
     /// `dw[OC, C, KH, KW] +=` the sums.
     pub fn finish(&self, dw: &mut [f32]) {
-        let g = &self.g;
+        let (g, lay) = (&self.g, &self.lay);
         assert_eq!(dw.len(), self.oc * g.col_rows(), "conv_sparse: dw has {} values", dw.len());
         let sums: &[f32] = bytemuck::cast_slice(&self.dwt);
-        for (t, d) in dw.iter_mut().enumerate() {
-            let (o, c) = (t / g.col_rows(), t / (g.kh * g.kw) % g.c);
-            *d += sums[self.lay.weight(g, o, c, t / g.kw % g.kh, t % g.kw)];
+        let filters = dw.chunks_exact_mut(g.col_rows()).zip(sums.chunks_exact(lay.per_filter() * LANES));
+        for (dw_o, sums_o) in filters {
+            if lay.columns {
+                // The same order, padded.
+                for (d, &v) in dw_o.iter_mut().zip(sums_o) {
+                    *d += v;
+                }
+                continue;
+            }
+            // `sums_o[KH, KW, CP]` transposed into `dw_o[C, KH*KW]`.
+            let cp = g.c.div_ceil(LANES) * LANES;
+            for (t, at) in sums_o.chunks_exact(cp).enumerate() {
+                for (c, &v) in at[..g.c].iter().enumerate() {
+                    dw_o[c * g.kh * g.kw + t] += v;
+                }
+            }
         }
+    }
+}
+
+impl Default for SparseSums {
+    /// Sums of no layer; [`SparseSums::reset`] gives them one.
+    fn default() -> Self {
+        let g = ConvGeom::new(0, 1, 1, 1, 1, (1, 1), (0, 0, 0, 0));
+        SparseSums { g, oc: 0, lay: Layout::of(&g), dwt: Vec::new() }
     }
 }
 
