@@ -961,7 +961,7 @@ impl Sequential {
             if let Some(p) = layer.conv_plan() {
                 let mut path = format!("{} path", p.path_name());
                 // The sparse backward serves only a pooled gradient, so only the fused op.
-                if runs.starts_with("fused conv") && p.choice().is_some_and(|c| c.sparse) {
+                if self.steps.contains(&Step::ConvReluPool(i)) && p.choice().is_some_and(|c| c.sparse) {
                     path.push_str(", sparse backward");
                 }
                 runs = if runs.is_empty() { path } else { format!("{runs}, {path}") };

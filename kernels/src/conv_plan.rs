@@ -268,7 +268,8 @@ struct Scratch {
     implicit: ImplicitScratch,
     scatter: ScatterScratch,
     sparse: SparseScratch,
-    /// The sparse backward's weight-gradient sums of one chunk.
+    /// The weight-gradient sums of one chunk: the implicit path's, the sparse backward's.
+    weight_grad: Option<WeightGrad>,
     sparse_sums: SparseSums,
     /// The fused op's full-size convolution output of a group, and its argmaxes in inference.
     conv_out: Vec<f32>,
@@ -511,40 +512,46 @@ impl ConvPlan {
             let (mut dw, mut db) = (vec![0.0f32; oc * g.col_rows()], vec![0.0f32; oc]);
             let start = chunk * IMAGES_PER_CHUNK;
             let end = (start + IMAGES_PER_CHUNK).min(n);
-            if let (Some(sparse), ConvGrad::Pooled { dy, y, argmax, pool }) = (&prepared.sparse, src) {
-                // From the argmaxes alone (`conv_sparse`), group by group.
-                let pooled = oc * pool.oh * pool.ow;
-                fast.with_scratch(|s| {
-                    s.sparse_sums.reset(g, oc);
-                    for g0 in (start..end).step_by(group) {
-                        let g1 = (g0 + group).min(end);
-                        let dxs = dx_chunk
-                            .as_deref_mut()
-                            .map(|d| &mut d[(g0 - start) * in_len..(g1 - start) * in_len]);
-                        let range = g0 * pooled..g1 * pooled;
-                        sparse.backward(
-                            pool,
-                            &xs[g0 * in_len..g1 * in_len],
-                            &dy[range.clone()],
-                            &y[range.clone()],
-                            &argmax[range],
-                            &mut s.sparse_sums,
-                            &mut db,
-                            dxs,
-                            &mut s.sparse,
-                        );
-                    }
-                    s.sparse_sums.finish(&mut dw);
-                });
-                return (dw, db);
-            }
+            // A pooled gradient's backward from the argmaxes alone (`conv_sparse`), when the
+            // choice takes it; else the path's, on the gradient rebuilt at full size.
+            let sparse = match (&prepared.sparse, src) {
+                (Some(sparse), &ConvGrad::Pooled { dy, y, argmax, pool }) => {
+                    Some((sparse, dy, y, argmax, pool))
+                }
+                _ => None,
+            };
             fast.with_scratch(|s| {
-                let mut sums = (path == ConvPath::Implicit).then(|| WeightGrad::new(g, oc));
+                // Sums kept in the thread's scratch: a fresh 256 KiB block a chunk would be new
+                // pages to fault in.
+                if sparse.is_some() {
+                    s.sparse_sums.reset(g, oc);
+                }
+                let mut sums = (sparse.is_none() && path == ConvPath::Implicit).then(|| {
+                    let mut sums = s.weight_grad.take().unwrap_or_else(|| WeightGrad::new(g, oc));
+                    sums.reset(g, oc);
+                    sums
+                });
                 for g0 in (start..end).step_by(group) {
                     let g1 = (g0 + group).min(end);
                     let dxs =
                         dx_chunk.as_deref_mut().map(|d| &mut d[(g0 - start) * in_len..(g1 - start) * in_len]);
                     let xs = &xs[g0 * in_len..g1 * in_len];
+                    if let Some((sparse, dy, y, argmax, pool)) = sparse {
+                        let range = g0 * oc * pool.oh * pool.ow..g1 * oc * pool.oh * pool.ow;
+                        let (dy, y, argmax) = (&dy[range.clone()], &y[range.clone()], &argmax[range]);
+                        sparse.backward(
+                            &pool,
+                            xs,
+                            dy,
+                            y,
+                            argmax,
+                            &mut s.sparse_sums,
+                            &mut db,
+                            dxs,
+                            &mut s.sparse,
+                        );
+                        continue;
+                    }
                     let mut dy_buf = std::mem::take(&mut s.dy);
                     let dys = src.images(g0, g1 - g0, self, &mut dy_buf);
                     self.backward_group(
@@ -562,8 +569,12 @@ impl ConvPlan {
                     );
                     s.dy = dy_buf;
                 }
-                if let Some(sums) = sums.as_mut() {
+                if sparse.is_some() {
+                    s.sparse_sums.finish(&mut dw);
+                }
+                if let Some(mut sums) = sums {
                     sums.finish(&mut dw);
+                    s.weight_grad = Some(sums);
                 }
             });
             (dw, db)

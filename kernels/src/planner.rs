@@ -239,17 +239,17 @@ pub fn measure_conv(layer: &ConvLayer, budget: &Budget) -> Option<(ConvChoice, u
     let mut timed = forward.len();
 
     // Backward: each path with the forward's group, then each way of the input gradient.
-    let backward_of = |cands: &[ConvChoice]| {
+    let backward_of = |cands: &[ConvChoice], src: &ConvGrad| {
         let plans: Vec<ConvPlan> = cands.iter().map(|&c| plan_of(c)).collect();
         let mut calls: Vec<Box<dyn FnMut()>> = plans
             .iter()
             .map(|plan| -> Box<dyn FnMut()> {
                 let (mut dw, mut db) = (vec![0.0; w.len()], vec![0.0; oc]);
                 let mut dx = vec![0.0; if input_grad { xs.len() } else { 0 }];
-                let (xs, w, dy) = (&xs, &w, &dy);
+                let (xs, w) = (&xs, &w);
                 Box::new(move || {
                     let dx = input_grad.then_some(&mut dx[..]);
-                    plan.backward(&ConvGrad::Direct(dy), xs, w, &mut dw, &mut db, dx);
+                    plan.backward(src, xs, w, &mut dw, &mut db, dx);
                     black_box(&dw);
                 })
             })
@@ -267,7 +267,7 @@ pub fn measure_conv(layer: &ConvLayer, budget: &Budget) -> Option<(ConvChoice, u
         paths.map(|p| ConvChoice { backward: p, input_grad: input_grad_for(&g, oc, p), ..best }),
     );
     timed += backward.len();
-    let mut best = backward_of(&backward);
+    let mut best = backward_of(&backward, &ConvGrad::Direct(&dy));
     let complete = !(input_grad && budget.spent());
     if input_grad && complete {
         let ways = [InputGradWay::Direct, InputGradWay::Implicit, InputGradWay::Scatter, InputGradWay::Gemm];
@@ -277,7 +277,7 @@ pub fn measure_conv(layer: &ConvLayer, budget: &Budget) -> Option<(ConvChoice, u
         );
         if ways.len() > 1 {
             timed += ways.len();
-            best = backward_of(&ways);
+            best = backward_of(&ways, &ConvGrad::Direct(&dy));
         }
     }
     // Behind a fused pool: the dense backward against the sparse one, on a pooled gradient
@@ -289,23 +289,8 @@ pub fn measure_conv(layer: &ConvLayer, budget: &Budget) -> Option<(ConvChoice, u
     let (mut y, mut args) = (vec![0.0; pooled_len], vec![0u32; pooled_len]);
     plan_of(best).forward_relu_pool(&p, &xs, &w, &b, &mut y, Some(&mut args));
     let dy_pooled = random(&mut rng, pooled_len, 1.0);
-    let cands = [best, ConvChoice { sparse: true, ..best }];
-    let plans = cands.map(plan_of);
-    let mut calls: Vec<Box<dyn FnMut()>> = plans
-        .iter()
-        .map(|plan| -> Box<dyn FnMut()> {
-            let (mut dw, mut db) = (vec![0.0; w.len()], vec![0.0; oc]);
-            let mut dx = vec![0.0; if input_grad { xs.len() } else { 0 }];
-            let (xs, w, y, args, dy) = (&xs, &w, &y, &args, &dy_pooled);
-            Box::new(move || {
-                let dx = input_grad.then_some(&mut dx[..]);
-                let src = ConvGrad::Pooled { dy, y, argmax: args, pool: p };
-                plan.backward(&src, xs, w, &mut dw, &mut db, dx);
-                black_box(&dw);
-            })
-        })
-        .collect();
-    let best = cands[fastest(&race(&mut calls))];
+    let src = ConvGrad::Pooled { dy: &dy_pooled, y: &y, argmax: &args, pool: p };
+    let best = backward_of(&[best, ConvChoice { sparse: true, ..best }], &src);
     Some((best, timed + 2, true))
 }
 
