@@ -24,7 +24,8 @@
 //!   10816 x 32, E 1600 x 256, the weights warm in cache as in a loop of single images; and a
 //!   training batch through the same layers without packing (`rowsmat`) and as a GEMM.
 //! - Max-pooling 2x2/2: C1 32x26x26 (batch 512); E 64x28x28 and 64x11x11 (batch 250).
-//! - E conv2's backward behind its ReLU and 2x2/2 pool from the argmaxes alone (`conv_sparse`).
+//! - The backward behind a ReLU and 2x2/2 pool from the argmaxes alone (`conv_sparse`): E
+//!   conv2, `ours` conv2 and conv4.
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -372,6 +373,11 @@ fn conv(c: &mut Criterion) {
         bench_im2col_gemm(&mut g, name, geom, oc, CONV2_BATCH, true);
     }
     bench_sparse(&mut g, "e_conv2_64x14x14_64x4x4", e_conv2_geom(), 64, CONV2_BATCH);
+    // `ours`' two layers that a pool follows, which `pb` (README, "Other shapes of the
+    // network") runs as fused conv-ReLU-pool.
+    for (name, geom, oc) in [ours_geoms()[0], ours_geoms()[2]] {
+        bench_sparse(&mut g, name, geom, oc, CONV2_BATCH);
+    }
     g.finish();
 }
 

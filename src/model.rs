@@ -850,8 +850,15 @@ impl Sequential {
         }
         for (p, c) in planned.iter().zip(choices) {
             match (p, c) {
-                (Planned::Conv { label, plan, .. }, Choice::Conv(c)) => {
-                    c.check(plan.geom(), plan.filters()).map_err(|e| format!("layer {label}: {e}"))?
+                (Planned::Conv { label, plan, pool, .. }, Choice::Conv(c)) => {
+                    c.check(plan.geom(), plan.filters()).map_err(|e| format!("layer {label}: {e}"))?;
+                    // The sparse backward reads a max-pool's argmaxes: only a fused
+                    // conv -> ReLU -> max-pool has them.
+                    if c.sparse && pool.is_none() {
+                        return Err(format!(
+                            "layer {label}: a sparse backward, but no ReLU and max-pool follow this convolution"
+                        ));
+                    }
                 }
                 (Planned::Dense { .. }, Choice::Dense(_)) => {}
                 (Planned::Conv { label, .. } | Planned::Dense { label, .. }, _) => {

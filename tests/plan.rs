@@ -212,6 +212,17 @@ fn a_choice_that_does_not_take_its_layer_is_refused() {
             },
             "group of 17",
         ),
+        // No pool follows layer 5, so it has no argmaxes for the sparse backward.
+        (
+            LayerChoice::Conv2d {
+                forward: PathName::Direct,
+                backward: PathName::Direct,
+                input_grad: WayName::Gemm,
+                group: 1,
+                sparse: true,
+            },
+            "no ReLU and max-pool",
+        ),
         (LayerChoice::Dense { split_one_image: false }, "another kind"),
     ] {
         let mut bad = before.clone();
