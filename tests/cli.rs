@@ -286,6 +286,42 @@ fn summary_of_a_preset() {
     assert!(text.contains("Non-trainable params: 130"), "{text}");
 }
 
+/// `summary --plan FILE` shows the plan file's paths in the "Runs as" column (here a sparse
+/// backward the rule never takes), and without it says the column is the rule's.
+#[test]
+fn summary_shows_a_plan_files_paths() {
+    use fmnist::planfile::{self, LayerChoice};
+    let preset = fmnist::presets::preset("c1").unwrap();
+    let model = fmnist::Sequential::new(
+        &fmnist::presets::INPUT_SHAPE,
+        &preset.layers,
+        fmnist::Init::GlorotUniform,
+        &mut fmnist::Rng::new(0),
+    )
+    .unwrap();
+    let mut plan = planfile::current(&model, "rule");
+    let LayerChoice::Conv2d { sparse, .. } = &mut plan.layers[0].choice else {
+        panic!("c1's first layer is a conv")
+    };
+    assert!(!*sparse, "the rule takes the dense backward");
+    *sparse = true;
+    let dir = temp_dir("summary-plan");
+    let file = dir.join("plan.json");
+    std::fs::write(&file, planfile::to_json(&plan)).unwrap();
+    let o = run(&["summary", "--model", "c1", "--plan", file.to_str().unwrap()]);
+    let text = stdout(&o);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(text.contains("fused conv+relu+pool, direct path, sparse backward"), "{text}");
+    assert!(text.contains(&format!("Runs as: the plan {}", file.display())), "{text}");
+    let o = run(&["summary", "--model", "c1"]);
+    assert!(
+        !stdout(&o).contains("sparse backward") && stdout(&o).contains("Runs as: the rule"),
+        "{}",
+        stdout(&o)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn digit_mnist_trains_and_evaluates_from_a_data_folder() {
     // Synthetic digit-MNIST IDX files (gzip, magic 0x803 / 0x801): a learnable bar per class.

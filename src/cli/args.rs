@@ -283,8 +283,20 @@ pub struct PredictArgs {
 }
 
 #[derive(clap::Args, Debug)]
-#[group(required = true, multiple = false)]
 pub struct SummaryArgs {
+    #[command(flatten)]
+    pub of: SummaryOf,
+    /// Show the paths of a plan file (a run folder's plan.json, as `train --plan` replays it)
+    /// in the "Runs as" column [default: the rule's, which `train` replaces with choices
+    /// measured on this machine]
+    #[arg(long, value_name = "FILE")]
+    pub plan: Option<PathBuf>,
+}
+
+/// The model whose summary `summary` prints: one of the three.
+#[derive(clap::Args, Debug)]
+#[group(required = true, multiple = false)]
+pub struct SummaryOf {
     /// A preset's architecture.
     #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(presets::NAMES))]
     pub model: Option<String>,

@@ -11,7 +11,7 @@ use crate::{Init, Sequential};
 
 pub(super) fn run_summary(a: SummaryArgs) -> CliResult<()> {
     set_threads(None)?;
-    let model = match (a.model, a.model_file, a.arch) {
+    let mut model = match (a.of.model, a.of.model_file, a.of.arch) {
         (_, _, Some(path)) => {
             let p = crate::arch::load(&path)?;
             println!("Model: {} - {}", p.name, p.description);
@@ -30,6 +30,15 @@ pub(super) fn run_summary(a: SummaryArgs) -> CliResult<()> {
         }
         (None, None, None) => return Err("give --model, --model-file or --arch".into()),
     };
+    // The "Runs as" column: the plan file's choices, or the rule's (no measuring here).
+    let source = match &a.plan {
+        Some(path) => {
+            crate::planfile::prepare(&mut model, Some(path))?;
+            format!("the plan {}", path.display())
+        }
+        None => "the rule; `train` measures each layer on this machine (`--plan` shows a run's)".into(),
+    };
     print!("{}", model.summary());
+    println!("Runs as: {source}");
     Ok(())
 }
