@@ -290,7 +290,7 @@ impl Block<'_> {
     /// instructions a kernel row of three taps at 64 channels) and, after an unrelated edit
     /// elsewhere in the crate, to one that stored all 24 sums to the stack every row (189
     /// instructions, 73 of them stack accesses): `pb`'s training step (README, "Other shapes
-    /// of the network") ran at 667-787 img/s instead of 828-926 at one thread (Intel Xeon,
+    /// of the network") ran at 662-787 img/s instead of 828-926 at one thread (Intel Xeon,
     /// 2026-11-30, alternated three times). Out of line, both builds ran at 851-908. The call
     /// costs nothing measurable: one per block of `PB` positions, thousands of multiply-adds.
     #[inline(never)]
