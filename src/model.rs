@@ -236,6 +236,29 @@ pub enum Planned<'a> {
     Dense { label: String, plan: &'a DensePlan },
 }
 
+impl Planned<'_> {
+    /// Whether `choice` can run this layer; the error names the layer and why not.
+    pub fn takes(&self, choice: &Choice) -> Result<(), String> {
+        match (self, choice) {
+            (Planned::Conv { label, plan, pool, .. }, Choice::Conv(c)) => {
+                c.check(plan.geom(), plan.filters()).map_err(|e| format!("layer {label}: {e}"))?;
+                // The sparse backward reads a max-pool's argmaxes: only a fused
+                // conv -> ReLU -> max-pool has them.
+                if c.sparse && pool.is_none() {
+                    return Err(format!(
+                        "layer {label}: a sparse backward, but no ReLU and max-pool follow this convolution"
+                    ));
+                }
+                Ok(())
+            }
+            (Planned::Dense { .. }, Choice::Dense(_)) => Ok(()),
+            (Planned::Conv { label, .. } | Planned::Dense { label, .. }, _) => {
+                Err(format!("layer {label}: a choice for another kind of layer"))
+            }
+        }
+    }
+}
+
 /// How one layer with weights runs on the fast engine (see [`Sequential::set_choices`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Choice {
@@ -849,22 +872,7 @@ impl Sequential {
             return Err(format!("{} choices for {} layers with weights", choices.len(), planned.len()));
         }
         for (p, c) in planned.iter().zip(choices) {
-            match (p, c) {
-                (Planned::Conv { label, plan, pool, .. }, Choice::Conv(c)) => {
-                    c.check(plan.geom(), plan.filters()).map_err(|e| format!("layer {label}: {e}"))?;
-                    // The sparse backward reads a max-pool's argmaxes: only a fused
-                    // conv -> ReLU -> max-pool has them.
-                    if c.sparse && pool.is_none() {
-                        return Err(format!(
-                            "layer {label}: a sparse backward, but no ReLU and max-pool follow this convolution"
-                        ));
-                    }
-                }
-                (Planned::Dense { .. }, Choice::Dense(_)) => {}
-                (Planned::Conv { label, .. } | Planned::Dense { label, .. }, _) => {
-                    return Err(format!("layer {label}: a choice for another kind of layer"))
-                }
-            }
+            p.takes(c)?;
         }
         drop(planned);
         let mut it = choices.iter().copied();

@@ -426,12 +426,7 @@ pub fn prepare(model: &mut Sequential, plan_file: Option<&Path>) -> Result<Optio
         let (layer, key) = key_of(p);
         if let Some(&choice) = known.get(&(&machine, &key)) {
             // A stored choice that no longer takes the layer (another build) is measured again.
-            let fits = match (p, choice.to_choice()) {
-                (Planned::Conv { plan, .. }, Choice::Conv(c)) => c.check(plan.geom(), plan.filters()).is_ok(),
-                (Planned::Dense { .. }, Choice::Dense(_)) => true,
-                _ => false,
-            };
-            if fits {
+            if p.takes(&choice.to_choice()).is_ok() {
                 from_cache += 1;
                 entries.push(Entry { layer, key, choice, source: "cache".into() });
                 continue;

@@ -291,15 +291,7 @@ fn summary_of_a_preset() {
 #[test]
 fn summary_shows_a_plan_files_paths() {
     use fmnist::planfile::{self, LayerChoice};
-    let preset = fmnist::presets::preset("c1").unwrap();
-    let model = fmnist::Sequential::new(
-        &fmnist::presets::INPUT_SHAPE,
-        &preset.layers,
-        fmnist::Init::GlorotUniform,
-        &mut fmnist::Rng::new(0),
-    )
-    .unwrap();
-    let mut plan = planfile::current(&model, "rule");
+    let mut plan = planfile::current(&build_saved("c1").model, "rule");
     let LayerChoice::Conv2d { sparse, .. } = &mut plan.layers[0].choice else {
         panic!("c1's first layer is a conv")
     };
