@@ -113,6 +113,32 @@ pub enum LayerKey {
     },
 }
 
+impl std::fmt::Display for LayerKey {
+    /// One line for an error message: `conv2d 32@3x3 s1 on [1, 28, 28], padding [1, 1, 1, 1],
+    /// then ReLU and max-pool 2/2, input gradient`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LayerKey::Conv2d { input, filters, kernel, stride, padding, pool, input_grad } => {
+                write!(f, "conv2d {filters}@{}x{} s", kernel[0], kernel[1])?;
+                if stride[0] == stride[1] {
+                    write!(f, "{}", stride[0])?;
+                } else {
+                    write!(f, "{}x{}", stride[0], stride[1])?;
+                }
+                write!(f, " on {input:?}, padding {padding:?}")?;
+                if let Some([size, stride]) = pool {
+                    write!(f, ", then ReLU and max-pool {size}/{stride}")?;
+                }
+                if *input_grad {
+                    write!(f, ", input gradient")?;
+                }
+                Ok(())
+            }
+            LayerKey::Dense { inputs, units } => write!(f, "dense {inputs} -> {units}"),
+        }
+    }
+}
+
 /// A convolution path, as files name it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -318,7 +344,7 @@ pub fn apply(model: &mut Sequential, plan: &PlanFile) -> Result<(), String> {
     for ((label, key), e) in keys.iter().zip(&plan.layers) {
         if *key != e.key {
             return Err(format!(
-                "layer {label} is {key:?} here, but the plan's entry {} is {:?}: it was made for another model",
+                "layer {label} is {key} here, but the plan's entry {} is {}: it was made for another model",
                 e.layer, e.key
             ));
         }
@@ -508,6 +534,35 @@ pub fn to_json(plan: &PlanFile) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An error names a layer in words, written out here by hand.
+    #[test]
+    fn a_layer_key_reads_as_one_line() {
+        let conv = LayerKey::Conv2d {
+            input: [32, 28, 28],
+            filters: 32,
+            kernel: [3, 3],
+            stride: [1, 1],
+            padding: [1, 1, 1, 1],
+            pool: Some([2, 2]),
+            input_grad: true,
+        };
+        assert_eq!(
+            conv.to_string(),
+            "conv2d 32@3x3 s1 on [32, 28, 28], padding [1, 1, 1, 1], then ReLU and max-pool 2/2, input gradient"
+        );
+        let first = LayerKey::Conv2d {
+            input: [1, 28, 28],
+            filters: 8,
+            kernel: [5, 3],
+            stride: [2, 1],
+            padding: [0, 0, 0, 0],
+            pool: None,
+            input_grad: false,
+        };
+        assert_eq!(first.to_string(), "conv2d 8@5x3 s2x1 on [1, 28, 28], padding [0, 0, 0, 0]");
+        assert_eq!(LayerKey::Dense { inputs: 3136, units: 256 }.to_string(), "dense 3136 -> 256");
+    }
 
     /// A cache that is not one (garbage, another format, too large, a folder) is ignored with
     /// one warning line naming it, never a panic; no cache at all is simply empty.

@@ -173,6 +173,8 @@ fn a_plan_for_another_model_is_refused_and_changes_nothing() {
     }
     let err = planfile::apply(&mut m, &shifted).unwrap_err();
     assert!(err.contains("layer 8") && err.contains("another model"), "{err}");
+    // Both layers read as layers, not as a debug print of the key.
+    assert!(err.contains(" is dense ") && err.contains("'s entry") && !err.contains('{'), "{err}");
     assert_eq!(planfile::current(&m, "rule"), before, "the model's plan changed");
 }
 
