@@ -242,12 +242,20 @@ impl Tiles<'_> {
         }
         let xs: [&[f32]; RT] = std::array::from_fn(|i| &self.x[(r0 + i) * self.k..][self.ks.clone()]);
         let w = &self.w[self.ks.start * n..self.ks.end * n];
+        // The row's `VT` weight vectors first, then one broadcast of `x` at a time: `RT * VT`
+        // sums, `VT` weights and one broadcast live at once, 15 of AVX2's 16 registers at
+        // `R = 6`, `V = 2` (29 of AVX-512's 32 at `V = 4`). The loop broadcast all `RT` values
+        // first before, which needs `RT - 1` registers more: 19 on AVX2, so the sums went to
+        // the stack, or not, depending on the build. Two builds of the same source had 31 and
+        // 132 stack accesses in this function; on an AMD EPYC (Zen 3, AVX2, 2026-12-01) the
+        // spilling one ran C1's inference at 16.6-19.9k img/s against 21.0-30.1k for this
+        // order, eight rounds alternated (`results/speed/epyc-kernels/rowsmat.txt`).
         for (kk, wr) in w.chunks_exact(n).enumerate() {
-            let xv: [Fx; RT] = std::array::from_fn(|i| Fx::splat(xs[i][kk]));
-            for (v, ws) in wr[c0..c0 + width].chunks_exact(LANES).enumerate() {
-                let wv = load(ws);
-                for (acc_r, &xi) in acc.iter_mut().zip(&xv) {
-                    acc_r[v] = wv.mul_add(xi, acc_r[v]);
+            let wv: [Fx; VT] = std::array::from_fn(|v| load(&wr[c0 + v * LANES..][..LANES]));
+            for (acc_r, x_r) in acc.iter_mut().zip(&xs) {
+                let xi = Fx::splat(x_r[kk]);
+                for (a, &wv) in acc_r.iter_mut().zip(&wv) {
+                    *a = wv.mul_add(xi, *a);
                 }
             }
         }
