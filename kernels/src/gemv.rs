@@ -127,7 +127,7 @@ const SHORT_K: usize = 256;
 /// Rows of `x` per tile.
 const R: usize = 6;
 /// Vectors of columns per tile: with [`R`] rows, 24 accumulators of AVX-512's 32 registers;
-/// AVX2 has 16, so 2 there (12 accumulators, 2 rows of `w` and a broadcast).
+/// AVX2 has 16, so 2 there (12 accumulators, 2 vectors of a row of `w` and a broadcast).
 #[cfg(target_feature = "avx512f")]
 const V: usize = 4;
 #[cfg(not(target_feature = "avx512f"))]
@@ -244,9 +244,10 @@ impl Tiles<'_> {
         let w = &self.w[self.ks.start * n..self.ks.end * n];
         // The row's `VT` weight vectors first, then one broadcast of `x` at a time: `RT * VT`
         // sums, `VT` weights and one broadcast live at once, 15 of AVX2's 16 registers at
-        // `R = 6`, `V = 2` (29 of AVX-512's 32 at `V = 4`). The loop broadcast all `RT` values
-        // first before, which needs `RT - 1` registers more: 19 on AVX2, so the sums went to
-        // the stack, or not, depending on the build. Two builds of the same source had 31 and
+        // `R = 6`, `V = 2` (29 of AVX-512's 32 at `V = 4`). Broadcasting all `RT` values
+        // before the row's multiply-adds, as the loop did until 2026-12-01, needs `RT - 1`
+        // registers more: 19 on AVX2, so the sums went to the stack, or not, depending on the
+        // build. Two builds of the same source had 31 and
         // 132 stack accesses in this function; on an AMD EPYC (Zen 3, AVX2, 2026-12-01) the
         // spilling one ran C1's inference at 16.6-19.9k img/s against 21.0-30.1k for this
         // order, eight rounds alternated (`results/speed/epyc-kernels/rowsmat.txt`).
