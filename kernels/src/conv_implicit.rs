@@ -68,6 +68,28 @@ const MAX_NV: usize = 4;
 #[cfg(not(target_feature = "avx512f"))]
 const MAX_NV: usize = 2;
 
+/// Vectors of output channels per block of the weight gradient, whose loop keeps a kernel
+/// row's `KW x NV` sums, `NV` output-gradient vectors and one broadcast input in registers.
+///
+/// An FMA's result is ready 4 cycles after it starts (AMD Zen 3 and 4, Intel since Skylake),
+/// and a core starts two a cycle, so a loop needs 8 independent sums to keep both FMA units
+/// busy; each sum here takes one FMA per output position, one after the other. With AVX-512's
+/// 32 registers, 4 vectors give `4 KW` sums (8 to 20). AVX2 has 16 registers, so
+/// `KW x NV + NV + 1 <= 16`: at a fixed 2 vectors a kernel row of 3 taps had only 6 sums and
+/// one of 4 taps 8, no slack at all; the widest `NV` that fits gives 9 to 12.
+#[cfg(target_feature = "avx512f")]
+fn grad_vectors(_kw: usize) -> usize {
+    MAX_NV
+}
+#[cfg(not(target_feature = "avx512f"))]
+fn grad_vectors(kw: usize) -> usize {
+    match kw {
+        1 | 2 => 4,
+        3 | 4 => 3,
+        _ => 2,
+    }
+}
+
 /// Output positions per pass of the weight gradient over the kernel rows: 64 positions' output
 /// gradients are 16 KiB at 64 channels, so they stay in L1 (32 KiB on AMD Zen 4, 48 KiB on
 /// Intel's Golden Cove cores) while all `C*KH` kernel rows run over them. A pass over all of a
@@ -100,7 +122,8 @@ pub struct ImplicitScratch {
     /// Per output position of the group: where its window starts in `xp`, and where its
     /// channel-0 output goes in `ys`.
     at: Vec<(usize, usize)>,
-    /// The weight gradient's transposed output gradients, `NV` vectors a position.
+    /// The weight gradient's transposed output gradients, `OC.div_ceil(LANES)` vectors a
+    /// position.
     dyt: Vec<Fx>,
 }
 
@@ -368,9 +391,9 @@ pub fn weight_grad(
 }
 
 /// Weight-gradient sums over groups of images, in the kernels' layout: per block of channels,
-/// `dwt[C*KH*KW, NV*LANES]` (as [`ImplicitConv`]'s weights). The output gradients are
-/// transposed once per group (`dyT[p, NV*LANES]`) so that each position's channels are
-/// vectors; the `KW` taps of one kernel row times `NV` channel vectors stay in registers while
+/// `dwt[C*KH*KW, NV*LANES]` (as [`ImplicitConv`]'s weights, in blocks of [`grad_vectors`]).
+/// The output gradients are transposed once per group (`dyT[p, OC]`, each row whole vectors)
+/// so that each position's channels are vectors; the `KW` taps of one kernel row times `NV` channel vectors stay in registers while
 /// the loop runs over a slice of `POSITIONS_PER_PASS` positions, so each value of `dwt` is
 /// one running sum over the groups' positions in order. [`WeightGrad::finish`] adds the
 /// transpose into a layer's `dw[OC, C*KH*KW]` once.
@@ -411,24 +434,35 @@ impl WeightGrad {
         }
         assert_eq!(dys.len() % out_len, 0, "conv_implicit: dys is not whole output images");
         let count = dys.len() / out_len;
+        // dy[G, OC, P] -> dyT[G*P, OC] (tiled, image by image), in rows of whole vectors whose
+        // lanes past OC stay zero; then only the rows of the positions in `crop`, in order.
+        let stride = oc.div_ceil(LANES);
         let mut dyt = std::mem::take(&mut s.dyt);
-        let (xp, at) = positions(g, oc, xs, count, crop, s);
-        for o0 in (0..oc).step_by(MAX_NV * LANES) {
-            let nv = (oc - o0).min(MAX_NV * LANES).div_ceil(LANES);
-            dyt.clear();
-            for &(_, out) in at {
-                dyt.extend((0..nv).map(|v| {
-                    Fx::from(std::array::from_fn::<f32, LANES, _>(|l| {
-                        let o = o0 + v * LANES + l;
-                        if o < oc {
-                            dys[out + o * plane]
-                        } else {
-                            0.0
-                        }
-                    }))
-                }));
+        dyt.clear();
+        dyt.resize(count * plane * stride, Fx::splat(0.0));
+        let rows: &mut [f32] = bytemuck::cast_slice_mut(&mut dyt);
+        for (dyj, out) in dys.chunks_exact(out_len).zip(rows.chunks_exact_mut(plane * stride * LANES)) {
+            transpose(dyj, oc, plane, out, stride * LANES);
+        }
+        if !crop.is_full(g) {
+            let mut kept = 0;
+            for j in 0..count {
+                for oh in 0..crop.rows.min(g.oh) {
+                    // A row's positions move down to the next free rows (a source is never
+                    // before its destination).
+                    let (from, cols) = ((j * plane + oh * g.ow) * stride, crop.cols.min(g.ow) * stride);
+                    dyt.copy_within(from..from + cols, kept);
+                    kept += cols;
+                }
             }
-            let block = GradBlock { g, xp, at, dyt: &dyt };
+            dyt.truncate(kept);
+        }
+        let (xp, at) = positions(g, oc, xs, count, crop, s);
+        debug_assert_eq!(dyt.len(), at.len() * stride);
+        let block_vectors = grad_vectors(g.kw);
+        for o0 in (0..oc).step_by(block_vectors * LANES) {
+            let nv = (oc - o0).min(block_vectors * LANES).div_ceil(LANES);
+            let block = GradBlock { g, xp, at, dyt: &dyt, stride, v0: o0 / LANES };
             let dwt = &mut self.dwt[o0 / LANES * taps..(o0 / LANES + nv) * taps];
             match nv {
                 4 => block.run::<4>(dwt),
@@ -448,8 +482,9 @@ impl WeightGrad {
             return;
         }
         let sums: &[f32] = bytemuck::cast_slice(&self.dwt);
-        for o0 in (0..oc).step_by(MAX_NV * LANES) {
-            let width = (oc - o0).min(MAX_NV * LANES).next_multiple_of(LANES);
+        let block_vectors = grad_vectors(self.g.kw);
+        for o0 in (0..oc).step_by(block_vectors * LANES) {
+            let width = (oc - o0).min(block_vectors * LANES).next_multiple_of(LANES);
             let block = &sums[o0 * taps..(o0 + width) * taps];
             // Row by row of `dw`: its writes stay contiguous, the reads stride by `width`.
             for (o, dw_o) in dw[o0 * taps..].chunks_exact_mut(taps).take(width.min(oc - o0)).enumerate() {
@@ -466,8 +501,10 @@ struct GradBlock<'a> {
     g: &'a ConvGeom,
     xp: &'a [f32],
     at: &'a [(usize, usize)],
-    /// `dyT[p, NV*LANES]` of this block's channels.
+    /// `dyT[p, stride]` of all channels, as vectors; this block's are `v0..v0 + NV` of a row.
     dyt: &'a [Fx],
+    stride: usize,
+    v0: usize,
 }
 
 impl GradBlock<'_> {
@@ -489,13 +526,15 @@ impl GradBlock<'_> {
         // in L1 while every kernel row runs over them; each kernel row `(c, kh)` starts at
         // `c*HP*WP + kh*WP` of each window, and its sums are the `KW*NV*LANES` values of `dwt`
         // from `((c*KH + kh)*KW)*NV*LANES`, carried from slice to slice.
-        let slices = self.at.chunks(POSITIONS_PER_PASS).zip(self.dyt.chunks(POSITIONS_PER_PASS * NV));
+        let slices =
+            self.at.chunks(POSITIONS_PER_PASS).zip(self.dyt.chunks(POSITIONS_PER_PASS * self.stride));
         for (at, dyt) in slices {
             for (row, dwt_row) in dwt.chunks_exact_mut(KW * NV).enumerate() {
                 let off = (row / g.kh) * hp * wp + (row % g.kh) * wp;
                 let mut acc: [[Fx; NV]; KW] =
                     std::array::from_fn(|t| std::array::from_fn(|v| dwt_row[t * NV + v]));
-                for (&(base, _), d) in at.iter().zip(dyt.chunks_exact(NV)) {
+                for (&(base, _), d) in at.iter().zip(dyt.chunks_exact(self.stride)) {
+                    let d = &d[self.v0..self.v0 + NV];
                     let dv: [Fx; NV] = std::array::from_fn(|v| d[v]);
                     let x: &[f32; KW] = self.xp[base + off..][..KW].try_into().expect("KW values");
                     for (acc_t, &xt) in acc.iter_mut().zip(x) {
