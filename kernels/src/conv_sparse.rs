@@ -34,7 +34,7 @@
 use crate::conv_direct::padded_dims;
 use crate::im2col::{col2im_ld, im2col_ld, ConvGeom};
 use crate::pool::PoolGeom;
-use crate::simd::{transpose, Fx, LANES};
+use crate::simd::{transpose, transpose_ld, Fx, LANES};
 
 /// Vectors of one kernel row kept in registers: 16 of AVX-512's 32 (the rest hold the loaded
 /// values and the broadcast gradient), 8 of AVX2's 16.
@@ -74,7 +74,8 @@ pub struct SparseScratch {
     entries: Vec<(usize, f32)>,
     /// The entries of image `j`, channel `o` are `entries[starts[j*OC + o]..starts[j*OC + o + 1]]`.
     starts: Vec<usize>,
-    /// One image's column matrix `[C*KH*KW, OH*OW]`, for the columns layout.
+    /// One image's column matrix `[C*KH*KW, OH*OW]`, for the columns layout; one input row of
+    /// the input gradient `[C, W]`, for the channels-last one.
     col: Vec<f32>,
 }
 
@@ -264,7 +265,7 @@ impl SparseConvGrad {
         if lay.columns {
             add_columns(g, &s.dxh, dxs, &mut s.col);
         } else {
-            add_channels_first(g, &s.dxh, dxs);
+            add_channels_first(g, &s.dxh, dxs, &mut s.col);
         }
     }
 }
@@ -385,33 +386,27 @@ fn channels_last(g: &ConvGeom, xs: &[f32], xh: &mut [Fx]) {
     let values: &mut [f32] = bytemuck::cast_slice_mut(xh);
     for (j, x) in xs.chunks_exact(g.in_len()).enumerate() {
         for h in 0..g.h {
+            // Row h of every channel, `[C, W]` with rows `H*W` apart, transposed into the
+            // padded row's `[W, CP]`.
             let row = &mut values[((j * hp + h + g.pad_top) * wp + g.pad_left) * cp..][..g.w * cp];
-            // 16 channels at a time: their input rows stay in L1 while each position's
-            // 16 values are written side by side.
-            for c0 in (0..g.c).step_by(16) {
-                let c1 = (c0 + 16).min(g.c);
-                for (w, out) in row.chunks_exact_mut(cp).enumerate() {
-                    for (c, v) in (c0..c1).zip(&mut out[c0..c1]) {
-                        *v = x[(c * g.h + h) * g.w + w];
-                    }
-                }
-            }
+            transpose_ld(&x[h * g.w..], g.h * g.w, g.c, g.w, row, cp);
         }
     }
 }
 
-/// `dxs[G, C, H, W] +=` the interior of `dxh[G, HP, WP, CP]` (the padding's gradients dropped).
-fn add_channels_first(g: &ConvGeom, dxh: &[Fx], dxs: &mut [f32]) {
+/// `dxs[G, C, H, W] +=` the interior of `dxh[G, HP, WP, CP]` (the padding's gradients dropped),
+/// each input row through `rowt[C, W]`.
+fn add_channels_first(g: &ConvGeom, dxh: &[Fx], dxs: &mut [f32], rowt: &mut Vec<f32>) {
     let (hp, wp) = padded_dims(g);
     let cp = g.c.div_ceil(LANES) * LANES;
     let values: &[f32] = bytemuck::cast_slice(dxh);
+    rowt.resize(g.c * g.w, 0.0);
     for (j, dx) in dxs.chunks_exact_mut(g.in_len()).enumerate() {
         for h in 0..g.h {
             let row = &values[((j * hp + h + g.pad_top) * wp + g.pad_left) * cp..][..g.w * cp];
-            for (c, dx_c) in dx.chunks_exact_mut(g.h * g.w).enumerate() {
-                for (d, at) in dx_c[h * g.w..(h + 1) * g.w].iter_mut().zip(row.chunks_exact(cp)) {
-                    *d += at[c];
-                }
+            transpose_ld(row, cp, g.w, g.c, rowt, g.w);
+            for (dx_c, src) in dx.chunks_exact_mut(g.h * g.w).zip(rowt.chunks_exact(g.w)) {
+                dx_c[h * g.w..][..g.w].iter_mut().zip(src).for_each(|(d, v)| *d += v);
             }
         }
     }
