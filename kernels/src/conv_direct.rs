@@ -402,9 +402,13 @@ fn dw_block<const Q: usize, const T: usize>(
 }
 
 /// `dw[q][t] += sum_{j,i} dy_wide[j][q][i] * xps[j][offs[t] + i]` for `Q` output channels
-/// (`dw: [Q, taps]`), a block of taps at a time: 12, 9 or 8, whichever divides the taps (a 3x3
-/// kernel: 9 per channel; a 4x4 one: 16), else 12 with the last block padded with taps at
-/// offset 0 whose sums are dropped.
+/// (`dw: [Q, taps]`), a block of taps at a time. With AVX-512: 12, 9 or 8, whichever divides
+/// the taps (a 3x3 kernel: 9 per channel; a 4x4 one: 16), else 12 with the last block padded
+/// with taps at offset 0 whose sums are dropped. With AVX2, whose 16 registers hold `Q x T`
+/// sums, `Q` output-gradient vectors and one input vector: blocks of 6 (`2 x 6 + 2 + 1 = 15`),
+/// then one of 3 or 5 for what is left (padded as above): 9 taps are 6 + 3. At 9 in one block
+/// the 18 sums did not fit, and the loop kept them on the stack (132 stack accesses in
+/// `conv_backward_weights`, AMD EPYC Zen 3 build, 2026-12-01).
 fn weight_grads_block<const Q: usize>(
     xps: &[f32],
     padded: usize,
@@ -413,8 +417,10 @@ fn weight_grads_block<const Q: usize>(
     len: usize,
     dw: &mut [f32],
 ) {
+    /// The taps `first..first + offs.len()` in blocks of `T`.
     fn run<const Q: usize, const T: usize>(
         (xps, padded, offs, dy_wide, len): (&[f32], usize, &[usize], &[f32], usize),
+        first: usize,
         dw: &mut [f32],
     ) {
         let taps = dw.len() / Q;
@@ -422,17 +428,29 @@ fn weight_grads_block<const Q: usize>(
             let offs_t: [usize; T] = std::array::from_fn(|t| offs_k.get(t).copied().unwrap_or(0));
             for (q, sums) in dw_block::<Q, T>(xps, padded, offs_t, dy_wide, len).iter().enumerate() {
                 for (t, s) in sums.iter().enumerate().take(offs_k.len()) {
-                    dw[q * taps + k * T + t] += s;
+                    dw[q * taps + first + k * T + t] += s;
                 }
             }
         }
     }
-    let args = (xps, padded, offs, dy_wide, len);
+    let args = |offs| (xps, padded, offs, dy_wide, len);
+    #[cfg(target_feature = "avx512f")]
     match offs.len() {
-        n if n % 12 == 0 => run::<Q, 12>(args, dw),
-        n if n % 9 == 0 => run::<Q, 9>(args, dw),
-        n if n % 8 == 0 => run::<Q, 8>(args, dw),
-        _ => run::<Q, 12>(args, dw),
+        n if n % 12 == 0 => run::<Q, 12>(args(offs), 0, dw),
+        n if n % 9 == 0 => run::<Q, 9>(args(offs), 0, dw),
+        n if n % 8 == 0 => run::<Q, 8>(args(offs), 0, dw),
+        _ => run::<Q, 12>(args(offs), 0, dw),
+    }
+    #[cfg(not(target_feature = "avx512f"))]
+    {
+        let whole = offs.len() - offs.len() % 6;
+        run::<Q, 6>(args(&offs[..whole]), 0, dw);
+        let rest = &offs[whole..];
+        match rest.len() {
+            0 => {}
+            1..=3 => run::<Q, 3>(args(rest), whole, dw),
+            _ => run::<Q, 5>(args(rest), whole, dw),
+        }
     }
 }
 
