@@ -60,7 +60,8 @@ pub const RUN_PLAN_FILE: &str = "plan.json";
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Machine {
-    /// `/proc/cpuinfo`'s model name ("Intel(R) Xeon(R) Processor"), or "unknown".
+    /// `/proc/cpuinfo`'s model name with its family, model and stepping ("AMD EPYC (family
+    /// 25, model 1, stepping 1)"; [`cpu_of`]), or "unknown".
     pub cpu: String,
     /// The SIMD width compiled in (`kernels::simd::describe`).
     pub simd: String,
@@ -73,21 +74,34 @@ pub struct Machine {
 impl Machine {
     /// This machine, with rayon's current thread count.
     pub fn here() -> Machine {
-        let cpu = std::fs::read_to_string("/proc/cpuinfo")
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find(|l| l.starts_with("model name"))
-                    .and_then(|l| l.split_once(':'))
-                    .map(|(_, v)| v.trim().to_string())
-            })
-            .unwrap_or_else(|| "unknown".into());
+        let cpu =
+            std::fs::read_to_string("/proc/cpuinfo").map(|s| cpu_of(&s)).unwrap_or_else(|_| "unknown".into());
         Machine {
             cpu,
             simd: kernels::simd::describe().into(),
             threads: rayon::current_num_threads(),
             version: env!("CARGO_PKG_VERSION").into(),
         }
+    }
+}
+
+/// The CPU that `/proc/cpuinfo`'s text names: the first core's model name, then its family,
+/// model and stepping where the file has them (x86). Virtual machines often report a bare
+/// "AMD EPYC" for every generation (Zen 3 without AVX-512 and Zen 4 with it alike), and the
+/// fastest choice differs between them; "unknown" without a model name.
+pub fn cpu_of(cpuinfo: &str) -> String {
+    let field = |name: &str| {
+        cpuinfo
+            .lines()
+            .take_while(|l| !l.trim().is_empty()) // the first core's block
+            .filter_map(|l| l.split_once(':'))
+            .find(|(k, _)| k.trim() == name)
+            .map(|(_, v)| v.trim().to_string())
+    };
+    let Some(name) = field("model name") else { return "unknown".into() };
+    match (field("cpu family"), field("model"), field("stepping")) {
+        (Some(f), Some(m), Some(st)) => format!("{name} (family {f}, model {m}, stepping {st})"),
+        _ => name,
     }
 }
 
@@ -562,6 +576,18 @@ mod tests {
         };
         assert_eq!(first.to_string(), "conv2d 8@5x3 s2x1 on [1, 28, 28], padding [0, 0, 0, 0]");
         assert_eq!(LayerKey::Dense { inputs: 3136, units: 256 }.to_string(), "dense 3136 -> 256");
+    }
+
+    /// The model name alone when the family is missing (ARM's cpuinfo has none), with the
+    /// family, model and stepping when they are there; only the first core's block counts.
+    #[test]
+    fn the_cpu_is_named_with_its_family_model_and_stepping() {
+        let epyc = "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 1\n\
+                    model name\t: AMD EPYC\nstepping\t: 1\n\nprocessor\t: 1\nmodel name\t: Other\n";
+        assert_eq!(cpu_of(epyc), "AMD EPYC (family 25, model 1, stepping 1)");
+        assert_eq!(cpu_of("processor\t: 0\nmodel name\t: Some ARM core\n"), "Some ARM core");
+        assert_eq!(cpu_of("processor\t: 0\nBogoMIPS\t: 50.00\n"), "unknown");
+        assert_eq!(cpu_of(""), "unknown");
     }
 
     /// A cache that is not one (garbage, another format, too large, a folder) is ignored with

@@ -391,7 +391,7 @@ pub fn weight_grad(
 }
 
 /// Weight-gradient sums over groups of images, in the kernels' layout: per block of channels,
-/// `dwt[C*KH*KW, NV*LANES]` (as [`ImplicitConv`]'s weights, in blocks of [`grad_vectors`]).
+/// `dwt[C*KH*KW, NV*LANES]` (as [`ImplicitConv`]'s weights, in blocks of `grad_vectors`).
 /// The output gradients are transposed once per group (`dyT[p, OC]`, each row whole vectors)
 /// so that each position's channels are vectors; the `KW` taps of one kernel row times `NV` channel vectors stay in registers while
 /// the loop runs over a slice of `POSITIONS_PER_PASS` positions, so each value of `dwt` is
