@@ -8,8 +8,8 @@
 //! dense layer's inputs and units), its *choice* what runs (for a convolution the forward
 //! and backward paths, the input gradient's way and the images per group; for a dense layer
 //! whether one image's pass is split between threads). Beside them, the *machine* the choices
-//! were measured on: the CPU's model name (`/proc/cpuinfo`), the SIMD width of the build, the
-//! thread count and the crate version.
+//! were measured on: the CPU (`/proc/cpuinfo`'s model name, family, model and stepping), the
+//! SIMD width of the build, the thread count and the crate version.
 //!
 //! Where the choices come from ([`prepare`]):
 //! 1. `--plan FILE`: that plan, exactly; it must list this model's layers, key for key (a

@@ -371,7 +371,8 @@ pub fn conv_forward(g: &ConvGeom, oc: usize, x: &[f32], w: &[f32], y: &mut [f32]
     }
 }
 
-/// Output channels per block of the weight gradient (with up to 12 taps: 24 accumulators).
+/// Output channels per block of the weight gradient (with blocks of up to 12 taps: 24
+/// accumulators with AVX-512; of 6, 12 with 8 lanes).
 const DW_OC: usize = 2;
 
 /// `sum_{j,i} dy_wide[j][q][i] * xps[j][offs[t] + i]` over the images `j` for `Q` output
@@ -433,7 +434,7 @@ fn weight_grads_block<const Q: usize>(
             }
         }
     }
-    let args = |offs| (xps, padded, offs, dy_wide, len);
+    let args = |taps| (xps, padded, taps, dy_wide, len);
     #[cfg(target_feature = "avx512f")]
     match offs.len() {
         n if n % 12 == 0 => run::<Q, 12>(args(offs), 0, dw),

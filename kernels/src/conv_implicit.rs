@@ -60,9 +60,9 @@ use crate::conv_direct::{pad_into, padded_dims};
 use crate::im2col::{ConvGeom, Crop};
 use crate::simd::{transpose, Fx, LANES};
 
-/// Vectors of output channels in one block of accumulators (64 channels with AVX-512). The
-/// weight gradient keeps `KW x NV` vectors in registers (up to 20 of AVX-512's 32); AVX2 has
-/// 16, so 2 vectors (16 channels) there.
+/// Vectors of output channels in one block of the forward's accumulators (64 channels with
+/// AVX-512, 16 with 8 lanes), `NV x PB` of them in registers; the weight gradient's blocks are
+/// [`grad_vectors`]' (AVX-512: this many).
 #[cfg(target_feature = "avx512f")]
 const MAX_NV: usize = 4;
 #[cfg(not(target_feature = "avx512f"))]
@@ -74,9 +74,11 @@ const MAX_NV: usize = 2;
 /// An FMA's result is ready 4 cycles after it starts (AMD Zen 3 and 4, Intel since Skylake),
 /// and a core starts two a cycle, so a loop needs 8 independent sums to keep both FMA units
 /// busy; each sum here takes one FMA per output position, one after the other. With AVX-512's
-/// 32 registers, 4 vectors give `4 KW` sums (8 to 20). AVX2 has 16 registers, so
-/// `KW x NV + NV + 1 <= 16`: at a fixed 2 vectors a kernel row of 3 taps had only 6 sums and
-/// one of 4 taps 8, no slack at all; the widest `NV` that fits gives 9 to 12.
+/// 32 registers, 4 vectors give `4 KW` sums (4 to 20). Builds without AVX-512 (AVX2) have 16
+/// registers, so `KW x NV + NV + 1 <= 16`: at a fixed 2 vectors a kernel row of 3 taps had only
+/// 6 sums and one of 4 taps 8, no slack at all; the widest `NV` that fits, up to the 4 that
+/// `GradBlock::run` takes, gives 9 to 12 for rows of 3 to 5 taps (AMD EPYC Zen 3, 2026-12-01:
+/// E conv2's weight gradient 53% -> 60% of the measured peak, README "Performance").
 #[cfg(target_feature = "avx512f")]
 fn grad_vectors(_kw: usize) -> usize {
     MAX_NV
@@ -391,9 +393,10 @@ pub fn weight_grad(
 }
 
 /// Weight-gradient sums over groups of images, in the kernels' layout: per block of channels,
-/// `dwt[C*KH*KW, NV*LANES]` (as [`ImplicitConv`]'s weights, in blocks of `grad_vectors`).
-/// The output gradients are transposed once per group (`dyT[p, OC]`, each row whole vectors)
-/// so that each position's channels are vectors; the `KW` taps of one kernel row times `NV` channel vectors stay in registers while
+/// `dwt[C*KH*KW, NV*LANES]` in blocks of `grad_vectors` vectors (laid out as
+/// [`ImplicitConv`]'s weights, whose blocks may be narrower). The output gradients are
+/// transposed once per group (`dyT[p, OC]`, each row whole vectors) so that each position's
+/// channels are vectors; the `KW` taps of one kernel row times `NV` channel vectors stay in registers while
 /// the loop runs over a slice of `POSITIONS_PER_PASS` positions, so each value of `dwt` is
 /// one running sum over the groups' positions in order. [`WeightGrad::finish`] adds the
 /// transpose into a layer's `dw[OC, C*KH*KW]` once.
@@ -436,13 +439,13 @@ impl WeightGrad {
         let count = dys.len() / out_len;
         // dy[G, OC, P] -> dyT[G*P, OC] (tiled, image by image), in rows of whole vectors whose
         // lanes past OC stay zero; then only the rows of the positions in `crop`, in order.
-        let stride = oc.div_ceil(LANES);
+        let row_vectors = oc.div_ceil(LANES);
         let mut dyt = std::mem::take(&mut s.dyt);
         dyt.clear();
-        dyt.resize(count * plane * stride, Fx::splat(0.0));
+        dyt.resize(count * plane * row_vectors, Fx::splat(0.0));
         let rows: &mut [f32] = bytemuck::cast_slice_mut(&mut dyt);
-        for (dyj, out) in dys.chunks_exact(out_len).zip(rows.chunks_exact_mut(plane * stride * LANES)) {
-            transpose(dyj, oc, plane, out, stride * LANES);
+        for (dyj, out) in dys.chunks_exact(out_len).zip(rows.chunks_exact_mut(plane * row_vectors * LANES)) {
+            transpose(dyj, oc, plane, out, row_vectors * LANES);
         }
         if !crop.is_full(g) {
             let mut kept = 0;
@@ -450,7 +453,8 @@ impl WeightGrad {
                 for oh in 0..crop.rows.min(g.oh) {
                     // A row's positions move down to the next free rows (a source is never
                     // before its destination).
-                    let (from, cols) = ((j * plane + oh * g.ow) * stride, crop.cols.min(g.ow) * stride);
+                    let (from, cols) =
+                        ((j * plane + oh * g.ow) * row_vectors, crop.cols.min(g.ow) * row_vectors);
                     dyt.copy_within(from..from + cols, kept);
                     kept += cols;
                 }
@@ -458,11 +462,11 @@ impl WeightGrad {
             dyt.truncate(kept);
         }
         let (xp, at) = positions(g, oc, xs, count, crop, s);
-        debug_assert_eq!(dyt.len(), at.len() * stride);
+        debug_assert_eq!(dyt.len(), at.len() * row_vectors);
         let block_vectors = grad_vectors(g.kw);
         for o0 in (0..oc).step_by(block_vectors * LANES) {
             let nv = (oc - o0).min(block_vectors * LANES).div_ceil(LANES);
-            let block = GradBlock { g, xp, at, dyt: &dyt, stride, v0: o0 / LANES };
+            let block = GradBlock { g, xp, at, dyt: &dyt, row_vectors, v0: o0 / LANES };
             let dwt = &mut self.dwt[o0 / LANES * taps..(o0 / LANES + nv) * taps];
             match nv {
                 4 => block.run::<4>(dwt),
@@ -501,9 +505,10 @@ struct GradBlock<'a> {
     g: &'a ConvGeom,
     xp: &'a [f32],
     at: &'a [(usize, usize)],
-    /// `dyT[p, stride]` of all channels, as vectors; this block's are `v0..v0 + NV` of a row.
+    /// `dyT[p, OC]` of all channels, `row_vectors` vectors a position; this block's are
+    /// `v0..v0 + NV` of each.
     dyt: &'a [Fx],
-    stride: usize,
+    row_vectors: usize,
     v0: usize,
 }
 
@@ -527,13 +532,13 @@ impl GradBlock<'_> {
         // `c*HP*WP + kh*WP` of each window, and its sums are the `KW*NV*LANES` values of `dwt`
         // from `((c*KH + kh)*KW)*NV*LANES`, carried from slice to slice.
         let slices =
-            self.at.chunks(POSITIONS_PER_PASS).zip(self.dyt.chunks(POSITIONS_PER_PASS * self.stride));
+            self.at.chunks(POSITIONS_PER_PASS).zip(self.dyt.chunks(POSITIONS_PER_PASS * self.row_vectors));
         for (at, dyt) in slices {
             for (row, dwt_row) in dwt.chunks_exact_mut(KW * NV).enumerate() {
                 let off = (row / g.kh) * hp * wp + (row % g.kh) * wp;
                 let mut acc: [[Fx; NV]; KW] =
                     std::array::from_fn(|t| std::array::from_fn(|v| dwt_row[t * NV + v]));
-                for (&(base, _), d) in at.iter().zip(dyt.chunks_exact(self.stride)) {
+                for (&(base, _), d) in at.iter().zip(dyt.chunks_exact(self.row_vectors)) {
                     let d = &d[self.v0..self.v0 + NV];
                     let dv: [Fx; NV] = std::array::from_fn(|v| d[v]);
                     let x: &[f32; KW] = self.xp[base + off..][..KW].try_into().expect("KW values");

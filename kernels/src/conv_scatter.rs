@@ -26,9 +26,10 @@
 //! ```
 //!
 //! The output gradients are packed once per call in tiles of `PB` positions, `[OC, PB]` each
-//! (`pack`), so that the loop over `o` reads one stream of broadcasts and one of weights,
-//! with no index to check: in `dy[G, OC, OH*OW]` as it comes, a tile's values for one `o` are
-//! `PB` values of one row, `OH*OW` apart from the next `o`'s.
+//! (`pack`; again for a last block of channels with another `PB`), so that the loop over `o`
+//! reads one stream of broadcasts and one of weights, with no index to check. In
+//! `dy[G, OC, OH*OW]` as it comes, a tile's values for one `o` are `PB` scattered values (a
+//! tile may span output rows and images), `OH*OW` apart from the next `o`'s.
 //!
 //! `dxt[G, HP, WP, NV*LANES]` is the group's input gradient, padded and channels-last, so the
 //! taps that land in the padding cost nothing but a discarded add, and the channels of one

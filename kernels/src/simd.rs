@@ -83,7 +83,8 @@ pub fn transpose(a: &[f32], rows: usize, cols: usize, t: &mut [f32], ld: usize) 
 }
 
 /// [`transpose`] of a matrix whose rows are `lda >= cols` apart in `a`: `t[c * ld + r] =
-/// a[r * lda + c]`, for `r < rows`, `c < cols`.
+/// a[r * lda + c]`, for `r < rows`, `c < cols`. Each matrix's row distance follows it: `a,
+/// lda`, then the shape, then `t, ld`.
 ///
 /// In 8 x 8 tiles, each 8 loads of 8 values, an in-register transpose (`wide`'s, 24
 /// shuffles with AVX) and 8 stores, where a value-by-value copy makes one load and one store
