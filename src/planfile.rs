@@ -9,7 +9,8 @@
 //! and backward paths, the input gradient's way and the images per group; for a dense layer
 //! whether one image's pass is split between threads). Beside them, the *machine* the choices
 //! were measured on: the CPU (`/proc/cpuinfo`'s model name, family, model and stepping), the
-//! SIMD width of the build, the thread count and the crate version.
+//! SIMD width of the build, the thread count, and the crate version with a hash of the
+//! kernels' source (so a rebuild with changed kernels measures again).
 //!
 //! Where the choices come from ([`prepare`]):
 //! 1. `--plan FILE`: that plan, exactly; it must list this model's layers, key for key (a
@@ -67,7 +68,8 @@ pub struct Machine {
     pub simd: String,
     /// rayon's threads.
     pub threads: usize,
-    /// This crate's version.
+    /// This crate's version and the kernels' source hash (`kernels::SOURCE_ID`): a plan
+    /// measured with other kernels is not reused.
     pub version: String,
 }
 
@@ -80,7 +82,7 @@ impl Machine {
             cpu,
             simd: kernels::simd::describe().into(),
             threads: rayon::current_num_threads(),
-            version: env!("CARGO_PKG_VERSION").into(),
+            version: format!("{}+{}", env!("CARGO_PKG_VERSION"), kernels::SOURCE_ID),
         }
     }
 }

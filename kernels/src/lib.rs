@@ -50,5 +50,9 @@ pub mod rng;
 pub mod simd;
 pub mod softmax;
 
+/// A hash of this crate's source files (`build.rs`): two builds with the same value run the
+/// same kernels, so a plan cache keys its measurements by it.
+pub const SOURCE_ID: &str = env!("FMNIST_KERNELS_SOURCE");
+
 pub use engine::{ConvChoice, ConvGrad, ConvPath, ConvPlan, DenseChoice, DensePlan, Engine, InputGradWay};
 pub use rng::Rng;
