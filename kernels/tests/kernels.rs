@@ -1464,7 +1464,7 @@ fn group_column_matrices_match_the_per_image_reference() {
     }
 }
 
-/// `simd::transpose` against the definition, on shapes around its 16-row tiles, with rows of
+/// `simd::transpose` against the definition, on shapes around its 8 x 8 tiles, with rows of
 /// the result further apart than needed: every value lands where the definition says, and
 /// the values between rows (starting NaN) are left alone.
 #[test]
