@@ -19,7 +19,7 @@
 
 use crate::im2col::ConvGeom;
 use crate::pool::first_max_2x2;
-use crate::simd::{copy_short, load, store, Fx, LANES};
+use crate::simd::{copy_short, load, store, transpose_ld, Fx, LANES};
 
 /// The input's height and width with its padding: `(H + pad_top + pad_bottom, W + ...)`.
 pub(crate) fn padded_dims(g: &ConvGeom) -> (usize, usize) {
@@ -47,6 +47,33 @@ pub(crate) fn pad_into(g: &ConvGeom, x: &[f32], xp: &mut [f32], slack: usize) {
             left.fill(0.0);
             copy_short(mid, &x[(c * g.h + ih) * g.w..][..g.w]);
             right.fill(0.0);
+        }
+    }
+}
+
+/// `dxs[G, C, H, W] +=` the interior of a padded, channels-last gradient `dxh[G, HP, WP,
+/// width]` (the padding's gradients dropped), whose lanes `0..channels` are the channels
+/// `c0..c0 + channels`: each input row's `[W, width]` block transposed (`transpose_ld`, 8 x 8
+/// register tiles) into `rowt[channels, W]`, then added row by row. The way back from the
+/// layouts of the scatter's and the sparse input gradients.
+pub(crate) fn add_channels_last(
+    g: &ConvGeom,
+    dxh: &[f32],
+    width: usize,
+    (c0, channels): (usize, usize),
+    dxs: &mut [f32],
+    rowt: &mut Vec<f32>,
+) {
+    let (hp, wp) = padded_dims(g);
+    rowt.resize(channels * g.w, 0.0);
+    for (j, dx) in dxs.chunks_exact_mut(g.in_len()).enumerate() {
+        for h in 0..g.h {
+            let row = &dxh[((j * hp + h + g.pad_top) * wp + g.pad_left) * width..][..g.w * width];
+            transpose_ld(row, width, g.w, channels, rowt, g.w);
+            let planes = dx[c0 * g.h * g.w..].chunks_exact_mut(g.h * g.w);
+            for (dx_c, src) in planes.zip(rowt.chunks_exact(g.w)) {
+                dx_c[h * g.w..][..g.w].iter_mut().zip(src).for_each(|(d, v)| *d += v);
+            }
         }
     }
 }

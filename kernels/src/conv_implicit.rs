@@ -437,32 +437,29 @@ impl WeightGrad {
         }
         assert_eq!(dys.len() % out_len, 0, "conv_implicit: dys is not whole output images");
         let count = dys.len() / out_len;
-        // dy[G, OC, P] -> dyT[G*P, OC] (tiled, image by image), in rows of whole vectors whose
-        // lanes past OC stay zero; then only the rows of the positions in `crop`, in order.
-        let row_vectors = oc.div_ceil(LANES);
         let mut dyt = std::mem::take(&mut s.dyt);
-        dyt.clear();
+        let (xp, at) = positions(g, oc, xs, count, crop, s);
+        // dy[G, OC, P] -> dyT[G*P, OC] (tiled, image by image), in rows of whole vectors; the
+        // lanes past OC are the only values the transpose does not write, so they are zeroed
+        // only when there are some.
+        let row_vectors = oc.div_ceil(LANES);
+        if !oc.is_multiple_of(LANES) {
+            dyt.clear();
+        }
         dyt.resize(count * plane * row_vectors, Fx::splat(0.0));
         let rows: &mut [f32] = bytemuck::cast_slice_mut(&mut dyt);
         for (dyj, out) in dys.chunks_exact(out_len).zip(rows.chunks_exact_mut(plane * row_vectors * LANES)) {
             transpose(dyj, oc, plane, out, row_vectors * LANES);
         }
         if !crop.is_full(g) {
-            let mut kept = 0;
-            for j in 0..count {
-                for oh in 0..crop.rows.min(g.oh) {
-                    // A row's positions move down to the next free rows (a source is never
-                    // before its destination).
-                    let (from, cols) =
-                        ((j * plane + oh * g.ow) * row_vectors, crop.cols.min(g.ow) * row_vectors);
-                    dyt.copy_within(from..from + cols, kept);
-                    kept += cols;
-                }
+            // Only the rows of the positions in `crop`, in `at`'s order: position `k`'s row
+            // moves down to row `k` (a source is never before its destination).
+            for (k, &(_, out)) in at.iter().enumerate() {
+                let from = ((out / out_len) * plane + out % out_len) * row_vectors;
+                dyt.copy_within(from..from + row_vectors, k * row_vectors);
             }
-            dyt.truncate(kept);
         }
-        let (xp, at) = positions(g, oc, xs, count, crop, s);
-        debug_assert_eq!(dyt.len(), at.len() * row_vectors);
+        dyt.truncate(at.len() * row_vectors);
         let block_vectors = grad_vectors(g.kw);
         for o0 in (0..oc).step_by(block_vectors * LANES) {
             let nv = (oc - o0).min(block_vectors * LANES).div_ceil(LANES);

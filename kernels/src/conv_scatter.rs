@@ -45,9 +45,9 @@
 //!
 //! Reference twin: [`crate::conv_direct::conv_backward_input_ref`].
 
-use crate::conv_direct::padded_dims;
+use crate::conv_direct::{add_channels_last, padded_dims};
 use crate::im2col::{ConvGeom, Crop};
-use crate::simd::{transpose, Fx, LANES};
+use crate::simd::{Fx, LANES};
 
 /// Vectors of input channels per block: 64 channels with AVX-512, 16 with AVX2 (as the
 /// implicit GEMM's output channels, for the same register budget).
@@ -81,7 +81,7 @@ pub struct ScatterScratch {
     /// The group's padded, channels-last input gradient for one block of channels, `NV`
     /// vectors a position.
     dxt: Vec<Fx>,
-    /// One input row of it, transposed to `[NV*LANES, W]`.
+    /// One input row of it, transposed to `[channels, W]` (`add_channels_last`).
     rowt: Vec<f32>,
 }
 
@@ -167,23 +167,9 @@ impl ScatterInputGrad {
                 2 => self.block::<2, 6>(block_wt, dys, s),
                 _ => self.block::<1, 8>(block_wt, dys, s),
             }
-            // The interior of dxt[G, HP, WP, NV*LANES], added into dx[G, C, H, W]: each input
-            // row's `W x NV*LANES` block transposed (tiled) into `rowt[NV*LANES, W]`, then added
-            // plane by plane.
-            let width = nv * LANES;
-            let channels = (g.c - c0).min(width);
-            let dxt: &[f32] = bytemuck::cast_slice(&s.dxt);
-            s.rowt.resize(width * g.w, 0.0);
-            for (j, dxj) in dxs.chunks_exact_mut(in_len).enumerate() {
-                for h in 0..g.h {
-                    let row = (j * hp + h + g.pad_top) * wp + g.pad_left;
-                    transpose(&dxt[row * width..(row + g.w) * width], g.w, width, &mut s.rowt, g.w);
-                    for (l, src) in s.rowt.chunks_exact(g.w).take(channels).enumerate() {
-                        let dst = &mut dxj[((c0 + l) * g.h + h) * g.w..][..g.w];
-                        dst.iter_mut().zip(src).for_each(|(d, v)| *d += v);
-                    }
-                }
-            }
+            // The interior of dxt[G, HP, WP, NV*LANES], added into dx[G, C, H, W].
+            let (width, channels) = (nv * LANES, (g.c - c0).min(nv * LANES));
+            add_channels_last(g, bytemuck::cast_slice(&s.dxt), width, (c0, channels), dxs, &mut s.rowt);
         }
     }
 
@@ -224,8 +210,13 @@ impl ScatterInputGrad {
 /// follow, and with `dys` in L3 (a batch's output gradients) that made the packing a quarter
 /// of the layer's input gradient (AMD EPYC, Zen 3, 2026-12-01, `perf record`).
 fn pack(dys: &[f32], sources: &[usize], oc: usize, plane: usize, pb: usize, dyb: &mut Vec<f32>) {
-    dyb.clear();
-    dyb.resize(sources.len().div_ceil(pb) * oc * pb, 0.0);
+    // Every value is written below but a short last tile's missing positions: only that tile
+    // is zeroed.
+    let len = sources.len().div_ceil(pb) * oc * pb;
+    dyb.resize(len, 0.0);
+    if !sources.len().is_multiple_of(pb) {
+        dyb[len - oc * pb..].fill(0.0);
+    }
     for o in 0..oc {
         let row = o * plane;
         for (tile, at) in dyb.chunks_exact_mut(oc * pb).zip(sources.chunks(pb)) {

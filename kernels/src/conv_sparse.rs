@@ -31,7 +31,7 @@
 //! [`crate::conv_direct::conv_backward_weights_ref`] and
 //! [`crate::conv_direct::conv_backward_input_ref`] (tested in `conv_plan`).
 
-use crate::conv_direct::padded_dims;
+use crate::conv_direct::{add_channels_last, padded_dims};
 use crate::im2col::{col2im_ld, im2col_ld, ConvGeom};
 use crate::pool::PoolGeom;
 use crate::simd::{transpose, transpose_ld, Fx, LANES};
@@ -265,7 +265,8 @@ impl SparseConvGrad {
         if lay.columns {
             add_columns(g, &s.dxh, dxs, &mut s.col);
         } else {
-            add_channels_first(g, &s.dxh, dxs, &mut s.col);
+            let cp = g.c.div_ceil(LANES) * LANES;
+            add_channels_last(g, bytemuck::cast_slice(&s.dxh), cp, (0, g.c), dxs, &mut s.col);
         }
     }
 }
@@ -390,24 +391,6 @@ fn channels_last(g: &ConvGeom, xs: &[f32], xh: &mut [Fx]) {
             // padded row's `[W, CP]`.
             let row = &mut values[((j * hp + h + g.pad_top) * wp + g.pad_left) * cp..][..g.w * cp];
             transpose_ld(&x[h * g.w..], g.h * g.w, g.c, g.w, row, cp);
-        }
-    }
-}
-
-/// `dxs[G, C, H, W] +=` the interior of `dxh[G, HP, WP, CP]` (the padding's gradients dropped),
-/// each input row through `rowt[C, W]`.
-fn add_channels_first(g: &ConvGeom, dxh: &[Fx], dxs: &mut [f32], rowt: &mut Vec<f32>) {
-    let (hp, wp) = padded_dims(g);
-    let cp = g.c.div_ceil(LANES) * LANES;
-    let values: &[f32] = bytemuck::cast_slice(dxh);
-    rowt.resize(g.c * g.w, 0.0);
-    for (j, dx) in dxs.chunks_exact_mut(g.in_len()).enumerate() {
-        for h in 0..g.h {
-            let row = &values[((j * hp + h + g.pad_top) * wp + g.pad_left) * cp..][..g.w * cp];
-            transpose_ld(row, cp, g.w, g.c, rowt, g.w);
-            for (dx_c, src) in dx.chunks_exact_mut(g.h * g.w).zip(rowt.chunks_exact(g.w)) {
-                dx_c[h * g.w..][..g.w].iter_mut().zip(src).for_each(|(d, v)| *d += v);
-            }
         }
     }
 }
